@@ -1,0 +1,62 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+/// Lapse: generative-video and upscaling pipelines declared as JSON node graphs, run on the CPU.
+///
+/// Layers: `Sources/` is the core (graph runtime, tensor engine, weight formats, media I/O, CLI) and knows no
+/// model; each node family under `Plugins/` registers its nodes through the same public API an external plugin uses.
+let optimized: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+let package = Package(
+    name: "Lapse",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "lapse", targets: ["lapse"]),
+        .library(name: "LapseGraph", targets: ["LapseGraph"]),
+        .library(name: "SharpenPlugin", type: .dynamic, targets: ["SharpenPlugin"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // MARK: - System libraries
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CFFmpeg", path: "Sources/CFFmpeg",
+                       pkgConfig: "libavformat libavcodec libavfilter libswscale libavutil",
+                       providers: [.apt(["libavformat-dev", "libavcodec-dev", "libavfilter-dev", "libswscale-dev", "libavutil-dev"])]),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
+
+        // MARK: - Core
+        .target(name: "LapseTensor", dependencies: ["COpenBLAS"], swiftSettings: optimized),
+        .target(name: "LapseWeights", dependencies: ["LapseTensor"], swiftSettings: optimized),
+        .target(name: "LapseGraph", dependencies: ["LapseTensor"]),
+        .target(name: "LapseMedia", dependencies: ["LapseGraph", "LapseTensor", "CFFmpeg", "CPNG"], swiftSettings: optimized),
+        .target(name: "LapseCLI", dependencies: [
+            "LapseGraph",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "lapse", dependencies: ["LapseCLI", "LapseGraph", "MediaPlugin", "TensorIOPlugin", "APISRPlugin"]),
+
+        // MARK: - Plugins (node families)
+        .target(name: "MediaPlugin", dependencies: ["LapseGraph", "LapseMedia", "LapseTensor"], path: "Plugins/Media"),
+        .target(name: "TensorIOPlugin", dependencies: ["LapseGraph", "LapseWeights", "LapseTensor"], path: "Plugins/TensorIO"),
+        .target(name: "APISRPlugin", dependencies: ["LapseGraph", "LapseWeights", "LapseTensor"], path: "Plugins/APISR",
+                swiftSettings: optimized),
+
+        // MARK: - Example external plugin (built as a shared library, loaded at run time)
+        .target(name: "SharpenPlugin", dependencies: ["LapseGraph"], path: "Examples/SharpenPlugin"),
+
+        // MARK: - Tests
+        .target(name: "LapseTestSupport", dependencies: ["LapseGraph", "LapseTensor"], path: "Tests/LapseTestSupport"),
+        .testTarget(name: "LapseGraphTests", dependencies: ["LapseGraph", "LapseTestSupport"]),
+        .testTarget(name: "LapseTensorTests", dependencies: ["LapseTensor", "LapseTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "LapseWeightsTests", dependencies: ["LapseWeights", "LapseTensor", "TensorIOPlugin", "LapseTestSupport"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "LapseMediaTests", dependencies: ["LapseMedia", "MediaPlugin", "LapseGraph", "LapseTestSupport"]),
+        .testTarget(name: "APISRTests", dependencies: ["APISRPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "LapseCLITests", dependencies: ["LapseCLI", "LapseGraph", "LapseTestSupport", "lapse"]),
+    ]
+)
