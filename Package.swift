@@ -37,12 +37,14 @@ let package = Package(
             "LapseGraph",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .executableTarget(name: "lapse", dependencies: ["LapseCLI", "LapseGraph", "MediaPlugin", "TensorIOPlugin", "APISRPlugin"]),
+        .executableTarget(name: "lapse", dependencies: ["LapseCLI", "LapseGraph", "MediaPlugin", "TensorIOPlugin", "APISRPlugin", "DiffusionPlugin"]),
 
         // MARK: - Plugins (node families)
         .target(name: "MediaPlugin", dependencies: ["LapseGraph", "LapseMedia", "LapseTensor"], path: "Plugins/Media"),
         .target(name: "TensorIOPlugin", dependencies: ["LapseGraph", "LapseWeights", "LapseTensor"], path: "Plugins/TensorIO"),
         .target(name: "APISRPlugin", dependencies: ["LapseGraph", "LapseWeights", "LapseTensor"], path: "Plugins/APISR",
+                swiftSettings: optimized),
+        .target(name: "DiffusionPlugin", dependencies: ["LapseGraph", "LapseWeights", "LapseTensor"], path: "Plugins/Diffusion",
                 swiftSettings: optimized),
 
         // MARK: - Example external plugin (built as a shared library, loaded at run time)
@@ -56,6 +58,8 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "LapseMediaTests", dependencies: ["LapseMedia", "MediaPlugin", "LapseGraph", "LapseTestSupport"]),
         .testTarget(name: "APISRTests", dependencies: ["APISRPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "DiffusionTests", dependencies: ["DiffusionPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "LapseCLITests", dependencies: ["LapseCLI", "LapseGraph", "LapseTestSupport", "lapse"]),
     ]
