@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Lapse builds against: OpenBLAS, FFmpeg's libraries (and the ffmpeg program, which tests
+# and benchmarks use as a reference), libpng and pkg-config. Skips apt entirely when everything is already there.
+set -euo pipefail
+packages=(libopenblas-dev libavformat-dev libavcodec-dev libavfilter-dev libswscale-dev libavutil-dev libpng-dev
+          pkg-config ffmpeg unzip)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "system packages: all present"
+    exit 0
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing: ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "system packages: installed"
