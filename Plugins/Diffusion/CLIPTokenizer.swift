@@ -1,0 +1,339 @@
+import Foundation
+
+/// The byte-level BPE tokenizer of OpenAI CLIP, matching transformers' `CLIPTokenizer` (openai/clip-vit-large-patch14,
+/// as Stable Diffusion 1.5 and AnimateDiff use it) id for id.
+///
+/// Text handling follows the tokenizers-backed implementation: the special strings `<|startoftext|>` and
+/// `<|endoftext|>` are matched verbatim first; every other span is NFC-normalised, whitespace runs collapse to one
+/// space, it is lowercased scalar by scalar, split by CLIP's pattern
+/// `<|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+` (whitespace dropped),
+/// and each piece is mapped to byte characters and merged by BPE rank with `</w>` marking the word end.
+public struct CLIPTokenizer: Sendable {
+    /// Id of `<|startoftext|>` (BOS).
+    public let startOfTextID: Int
+    /// Id of `<|endoftext|>` (EOS, also the padding token of SD pipelines).
+    public let endOfTextID: Int
+    /// Number of entries in the vocabulary (49408 for CLIP).
+    public var vocabularySize: Int { tokens.count }
+
+    /// Token string of each id.
+    private let tokens: [String]
+    /// Pair of symbol ids → (merge rank, id of the merged symbol); lower rank merges first.
+    private let merges: [UInt64: (rank: Int32, merged: Int32)]
+    /// Id of each byte as a mid-word symbol, and as a word-final symbol (with `</w>`).
+    private let byteIDs: [Int32]
+    private let byteFinalIDs: [Int32]
+    /// Byte character → byte value, for decoding.
+    private let byteOfCharacter: [Unicode.Scalar: UInt8]
+
+    /// The number of merges CLIP reads from its vocabulary file: 49152 - 256 - 2.
+    public static let mergeCount = 49152 - 256 - 2
+
+    /// Loads the vocabulary from CLIP's `bpe_simple_vocab_16e6.txt.gz` (gzip) or an already decompressed copy.
+    public init(vocabularyFile url: URL) throws {
+        let data: [UInt8]
+        do {
+            data = [UInt8](try Data(contentsOf: url))
+        } catch {
+            throw DiffusionError.fileUnreadable(path: url.path, reason: error.localizedDescription)
+        }
+        let text: [UInt8]
+        if data.count >= 2 && data[0] == 0x1f && data[1] == 0x8b {
+            do {
+                text = try Inflate.gunzip(data)
+            } catch {
+                throw DiffusionError.fileUnreadable(path: url.path, reason: error.localizedDescription)
+            }
+        } else {
+            text = data
+        }
+        guard let string = String(validating: text, as: UTF8.self) else {
+            throw DiffusionError.fileUnreadable(path: url.path, reason: "vocabulary is not valid UTF-8")
+        }
+        try self.init(mergesText: string, source: url.path)
+    }
+
+    /// Builds the vocabulary from the text of CLIP's merges file (first line a header, then one `a b` merge a line).
+    ///
+    /// The vocabulary is built exactly as CLIP does: the 256 byte characters, the same with `</w>`, one entry per
+    /// merge (the two halves joined), then `<|startoftext|>` and `<|endoftext|>`.
+    public init(mergesText: String, source: String = "<merges text>") throws {
+        let lines = mergesText.split(separator: "\n", omittingEmptySubsequences: false)
+        guard lines.count >= Self.mergeCount + 1 else {
+            throw DiffusionError.badVocabulary(path: source,
+                                               reason: "needs \(Self.mergeCount) merges after the header, has \(max(lines.count - 1, 0)) lines")
+        }
+        let byteChars = CLIPTokenizer.byteCharacters()
+        var tokens: [String] = byteChars.map { String($0) }
+        tokens += byteChars.map { String($0) + "</w>" }
+        var pairs: [(String, String)] = []
+        pairs.reserveCapacity(Self.mergeCount)
+        for (n, line) in lines[1...Self.mergeCount].enumerated() {
+            let parts = line.split(separator: " ")
+            guard parts.count == 2 else {
+                throw DiffusionError.badVocabulary(path: source, reason: "line \(n + 2) is not two symbols: \"\(line)\"")
+            }
+            pairs.append((String(parts[0]), String(parts[1])))
+            tokens.append(String(parts[0]) + String(parts[1]))
+        }
+        tokens += ["<|startoftext|>", "<|endoftext|>"]
+        // Python's dict(zip(vocab, range)) keeps the last id of a repeated string; do the same.
+        var ids: [String: Int32] = [:]
+        ids.reserveCapacity(tokens.count)
+        for (i, t) in tokens.enumerated() { ids[t] = Int32(i) }
+        var merges: [UInt64: (rank: Int32, merged: Int32)] = [:]
+        merges.reserveCapacity(pairs.count)
+        for (rank, (a, b)) in pairs.enumerated() {
+            guard let ia = ids[a], let ib = ids[b] else {
+                throw DiffusionError.badVocabulary(path: source, reason: "merge \"\(a) \(b)\" uses a symbol not in the vocabulary")
+            }
+            let key = UInt64(UInt32(ia)) << 32 | UInt64(UInt32(ib))
+            if merges[key] == nil { merges[key] = (Int32(rank), ids[a + b]!) }
+        }
+        // byteCharacters() is in vocabulary order, not byte order; map each byte to its character's id.
+        var byteIDs = [Int32](repeating: 0, count: 256), byteFinalIDs = [Int32](repeating: 0, count: 256)
+        var byteOfCharacter: [Unicode.Scalar: UInt8] = [:]
+        for b in 0..<256 {
+            let c = CLIPTokenizer.byteToCharacter(UInt8(b))
+            byteIDs[b] = ids[String(c)]!
+            byteFinalIDs[b] = ids[String(c) + "</w>"]!
+            byteOfCharacter[c] = UInt8(b)
+        }
+        self.tokens = tokens
+        self.merges = merges
+        self.byteIDs = byteIDs
+        self.byteFinalIDs = byteFinalIDs
+        self.byteOfCharacter = byteOfCharacter
+        startOfTextID = Int(ids["<|startoftext|>"]!)
+        endOfTextID = Int(ids["<|endoftext|>"]!)
+    }
+
+    // MARK: - Encoding
+
+    /// Token ids of `text` without BOS/EOS and without truncation.
+    public func tokenize(_ text: String) -> [Int] {
+        var ids: [Int] = []
+        for segment in splitSpecials(text) {
+            switch segment {
+            case .special(let id): ids.append(id)
+            case .text(let span):
+                for piece in CLIPTokenizer.pieces(of: CLIPTokenizer.normalize(span)) {
+                    bpe(Array(piece.utf8), into: &ids)
+                }
+            }
+        }
+        return ids
+    }
+
+    /// The fixed-length input of a CLIP text encoder: BOS, the ids truncated to `maxLength - 2`, EOS, then padding
+    /// with `padID` (default EOS, as the SD1.5 / AnimateDiff pipelines pad) up to `maxLength`.
+    public func encode(_ text: String, maxLength: Int = 77, padID: Int? = nil) -> [Int] {
+        precondition(maxLength >= 2, "maxLength must leave room for BOS and EOS")
+        var ids = [startOfTextID]
+        ids += tokenize(text).prefix(maxLength - 2)
+        ids.append(endOfTextID)
+        ids += repeatElement(padID ?? endOfTextID, count: maxLength - ids.count)
+        return ids
+    }
+
+    /// Text of `ids` (specials and padding included as their strings), with `</w>` turned back into spaces.
+    public func decode(_ ids: [Int]) -> String {
+        var bytes: [UInt8] = []
+        for id in ids where id >= 0 && id < tokens.count {
+            let token = tokens[id]
+            if id == startOfTextID || id == endOfTextID {
+                bytes += Array(token.utf8)
+                continue
+            }
+            var body = Substring(token)
+            let wordEnd = body.hasSuffix("</w>")
+            if wordEnd { body = body.dropLast(4) }
+            for scalar in body.unicodeScalars { if let b = byteOfCharacter[scalar] { bytes.append(b) } }
+            if wordEnd { bytes.append(0x20) }
+        }
+        return String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespaces)
+    }
+
+    /// Token string of one id, or nil when out of range.
+    public func token(for id: Int) -> String? {
+        id >= 0 && id < tokens.count ? tokens[id] : nil
+    }
+
+    private enum Segment {
+        case special(Int)
+        case text(Substring)
+    }
+
+    /// Cuts out the special strings, which tokenizers matches on the raw text before any normalisation.
+    private func splitSpecials(_ text: String) -> [Segment] {
+        var segments: [Segment] = []
+        var rest = text[...]
+        let specials = [("<|startoftext|>", startOfTextID), ("<|endoftext|>", endOfTextID)]
+        while !rest.isEmpty {
+            // Earliest occurrence of either special, compared on scalars so combining marks cannot hide a match.
+            var best: (Range<Substring.Index>, Int)?
+            for (literal, id) in specials {
+                if let r = rest.unicodeScalars.firstRange(of: literal.unicodeScalars) {
+                    if best == nil || r.lowerBound < best!.0.lowerBound { best = (r, id) }
+                }
+            }
+            guard let (range, id) = best else {
+                segments.append(.text(rest))
+                break
+            }
+            if range.lowerBound > rest.startIndex {
+                segments.append(.text(Substring(rest.unicodeScalars[rest.startIndex..<range.lowerBound])))
+            }
+            segments.append(.special(id))
+            rest = Substring(rest.unicodeScalars[range.upperBound...])
+        }
+        return segments
+    }
+
+    /// NFC, whitespace runs → one space, then per-scalar full lowercase mapping (no context, so no final sigma),
+    /// the order of the tokenizers normalizer sequence.
+    static func normalize(_ text: Substring) -> String.UnicodeScalarView {
+        let nfc = String(text).precomposedStringWithCanonicalMapping
+        var out = String.UnicodeScalarView()
+        var inSpace = false
+        for scalar in nfc.unicodeScalars {
+            if scalar.properties.isWhitespace {
+                if !inSpace { out.append(" ") }
+                inSpace = true
+                continue
+            }
+            inSpace = false
+            if scalar.properties.changesWhenLowercased {
+                out.append(contentsOf: scalar.properties.lowercaseMapping.unicodeScalars)
+            } else {
+                out.append(scalar)
+            }
+        }
+        return out
+    }
+
+    private static func isLetter(_ s: Unicode.Scalar) -> Bool {
+        switch s.properties.generalCategory {
+        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: return true
+        default: return false
+        }
+    }
+
+    private static func isNumber(_ s: Unicode.Scalar) -> Bool {
+        switch s.properties.generalCategory {
+        case .decimalNumber, .letterNumber, .otherNumber: return true
+        default: return false
+        }
+    }
+
+    /// The pre-tokenizer: CLIP's split pattern (leftmost, first alternative wins), then the ByteLevel GPT-2 split,
+    /// which only changes the special literals (lowercased into existence, e.g. from `<|ENDOFTEXT|>`).
+    static func pieces(of text: String.UnicodeScalarView) -> [String] {
+        let s = Array(text)
+        var pieces: [String] = []
+        var i = 0
+        func piece(_ a: Int, _ b: Int) -> String {
+            var v = String.UnicodeScalarView()
+            v.append(contentsOf: s[a..<b])
+            return String(v)
+        }
+        func hasLiteral(_ literal: String, at i: Int) -> Bool {
+            let l = Array(literal.unicodeScalars)
+            return i + l.count <= s.count && Array(s[i..<(i + l.count)]) == l
+        }
+        while i < s.count {
+            let c = s[i]
+            if c == "<", let name = ["startoftext", "endoftext"].first(where: { hasLiteral("<|\($0)|>", at: i) }) {
+                pieces += ["<|", name, "|>"]
+                i += name.unicodeScalars.count + 4
+            } else if c == "'", i + 1 < s.count, "stmd".unicodeScalars.contains(s[i + 1]) {
+                pieces.append(piece(i, i + 2))
+                i += 2
+            } else if c == "'", ["re", "ve", "ll"].contains(where: { hasLiteral("'" + $0, at: i) }) {
+                pieces.append(piece(i, i + 3))
+                i += 3
+            } else if isLetter(c) {
+                var j = i + 1
+                while j < s.count && isLetter(s[j]) { j += 1 }
+                pieces.append(piece(i, j))
+                i = j
+            } else if isNumber(c) {
+                pieces.append(piece(i, i + 1))
+                i += 1
+            } else if c.properties.isWhitespace {
+                i += 1
+            } else {
+                var j = i + 1
+                while j < s.count && !isLetter(s[j]) && !isNumber(s[j]) && !s[j].properties.isWhitespace { j += 1 }
+                pieces.append(piece(i, j))
+                i = j
+            }
+        }
+        return pieces
+    }
+
+    /// Merges one pre-token's bytes by rank (all occurrences of the best pair per round, left to right, as CLIP's
+    /// reference BPE does) and appends the resulting ids.
+    private func bpe(_ bytes: [UInt8], into ids: inout [Int]) {
+        guard !bytes.isEmpty else { return }
+        var word = bytes.dropLast().map { byteIDs[Int($0)] }
+        word.append(byteFinalIDs[Int(bytes.last!)])
+        var next: [Int32] = []
+        next.reserveCapacity(word.count)
+        while word.count > 1 {
+            var bestRank = Int32.max, first: Int32 = -1, second: Int32 = -1, merged: Int32 = -1
+            for k in 0..<(word.count - 1) {
+                if let m = merges[UInt64(UInt32(word[k])) << 32 | UInt64(UInt32(word[k + 1]))], m.rank < bestRank {
+                    bestRank = m.rank
+                    first = word[k]
+                    second = word[k + 1]
+                    merged = m.merged
+                }
+            }
+            if bestRank == Int32.max { break }
+            next.removeAll(keepingCapacity: true)
+            var k = 0
+            while k < word.count {
+                if k + 1 < word.count && word[k] == first && word[k + 1] == second {
+                    next.append(merged)
+                    k += 2
+                } else {
+                    next.append(word[k])
+                    k += 1
+                }
+            }
+            swap(&word, &next)
+        }
+        for id in word { ids.append(Int(id)) }
+    }
+
+    // MARK: - Byte characters
+
+    /// GPT-2's reversible byte → printable character map: printable Latin-1 bytes map to themselves, the rest to
+    /// U+0100 upward in byte order. Returned in CLIP's vocabulary order (printable bytes first).
+    static func byteCharacters() -> [Unicode.Scalar] {
+        var printable = Array(0x21...0x7E) + Array(0xA1...0xAC) + Array(0xAE...0xFF)
+        let printableSet = Set(printable)
+        var n = 0
+        var chars = printable.map { Unicode.Scalar(UInt32($0))! }
+        for b in 0..<256 where !printableSet.contains(b) {
+            printable.append(b)
+            chars.append(Unicode.Scalar(UInt32(256 + n))!)
+            n += 1
+        }
+        return chars
+    }
+
+    static func byteToCharacter(_ b: UInt8) -> Unicode.Scalar {
+        let v = Int(b)
+        if (0x21...0x7E).contains(v) || (0xA1...0xAC).contains(v) || (0xAE...0xFF).contains(v) {
+            return Unicode.Scalar(UInt32(v))!
+        }
+        // Non-printable bytes are numbered in byte order among themselves.
+        var n = 0
+        for x in 0..<v where !((0x21...0x7E).contains(x) || (0xA1...0xAC).contains(x) || (0xAE...0xFF).contains(x)) {
+            n += 1
+        }
+        return Unicode.Scalar(UInt32(256 + n))!
+    }
+}

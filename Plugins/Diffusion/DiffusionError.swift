@@ -1,0 +1,56 @@
+import Foundation
+
+/// Errors of the diffusion components (tokenizer, text encoder, schedulers), each naming what is wrong.
+public enum DiffusionError: Error, LocalizedError, Equatable {
+    /// A file could not be read or decoded.
+    case fileUnreadable(path: String, reason: String)
+    /// The BPE vocabulary file has an unexpected layout.
+    case badVocabulary(path: String, reason: String)
+    /// A configuration value is out of range or unknown.
+    case badConfig(component: String, field: String, reason: String)
+    /// A weight the model needs is absent; `closeMatches` lists the most similar keys present.
+    case missingWeight(component: String, key: String, closeMatches: [String])
+    /// A weight is present with the wrong shape.
+    case weightShape(component: String, key: String, expected: [Int], actual: [Int])
+    /// An input does not fit the model (wrong rank, too long, token id out of range).
+    case badInput(component: String, reason: String)
+    /// A scheduler was stepped past its last timestep or before `setTimesteps`.
+    case schedulerState(scheduler: String, reason: String)
+
+    public var errorDescription: String? {
+        switch self {
+        case .fileUnreadable(let path, let reason): return "\(path): cannot read (\(reason))"
+        case .badVocabulary(let path, let reason): return "\(path): not a CLIP BPE vocabulary: \(reason)"
+        case .badConfig(let component, let field, let reason): return "\(component): config '\(field)': \(reason)"
+        case .missingWeight(let component, let key, let close):
+            let hint = close.isEmpty ? "" : "; closest present: \(close.joined(separator: ", "))"
+            return "\(component): missing weight '\(key)'\(hint)"
+        case .weightShape(let component, let key, let expected, let actual):
+            return "\(component): weight '\(key)' has shape \(actual), expected \(expected)"
+        case .badInput(let component, let reason): return "\(component): \(reason)"
+        case .schedulerState(let scheduler, let reason): return "\(scheduler) scheduler: \(reason)"
+        }
+    }
+
+    /// The `limit` keys of `candidates` most similar to `key` (edit distance on the dotted path), for error hints.
+    public static func closeMatches(to key: String, in candidates: some Sequence<String>, limit: Int = 3) -> [String] {
+        let target = Array(key.utf8)
+        let scored = candidates.map { ($0, editDistance(target, Array($0.utf8))) }
+        return scored.sorted { $0.1 != $1.1 ? $0.1 < $1.1 : $0.0 < $1.0 }.prefix(limit).map(\.0)
+    }
+
+    private static func editDistance(_ a: [UInt8], _ b: [UInt8]) -> Int {
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var previous = Array(0...b.count)
+        var current = [Int](repeating: 0, count: b.count + 1)
+        for i in 1...a.count {
+            current[0] = i
+            for j in 1...b.count {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            swap(&previous, &current)
+        }
+        return previous[b.count]
+    }
+}
