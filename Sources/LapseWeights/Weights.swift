@@ -1,2 +1,226 @@
 import LapseTensor
 
+/// A named collection of tensors handed to a model: lookup with shape checks, prefix stripping, renaming and a
+/// strict comparison against the names a model expects (like PyTorch's `load_state_dict`).
+///
+/// Entries taken from a `CheckpointFile` stay lazy: a tensor is only read (zero-copy for F32, converted otherwise)
+/// when `tensor(_:)` or `require(_:shape:)` asks for it, so a collection over a large checkpoint costs nothing
+/// until used.
+public struct Weights: Sendable {
+    enum Item: @unchecked Sendable {
+        case tensor(Tensor)
+        case lazy(CheckpointFile, String)
+    }
+
+    private var items: [String: Item] = [:]
+    /// Names in insertion (file) order.
+    public private(set) var keys: [String] = []
+    /// Where the tensors came from, for error messages and logs (e.g. `net.pth [params_ema]`).
+    public var origin: String
+
+    /// An empty collection.
+    public init(origin: String = "weights") { self.origin = origin }
+
+    /// A collection over in-memory tensors (keys in sorted order).
+    public init(_ tensors: [String: Tensor], origin: String = "weights") {
+        self.origin = origin
+        for key in tensors.keys.sorted() { self[key] = tensors[key] }
+    }
+
+    /// Every tensor of a checkpoint, lazily.
+    public init(checkpoint: CheckpointFile) {
+        origin = checkpoint.path
+        for key in checkpoint.keys { insert(key, .lazy(checkpoint, key)) }
+    }
+
+    /// Opens a checkpoint and takes its model state dict (see `stateDict(from:)`).
+    public static func load(_ path: String) throws -> Weights {
+        try stateDict(from: CheckpointFile.open(path))
+    }
+
+    private mutating func insert(_ key: String, _ item: Item) {
+        if items.updateValue(item, forKey: key) == nil { keys.append(key) }
+    }
+
+    /// Number of tensors.
+    public var count: Int { keys.count }
+    public var isEmpty: Bool { keys.isEmpty }
+
+    /// True when a tensor of that name exists.
+    public func contains(_ name: String) -> Bool { items[name] != nil }
+
+    /// Shape of a tensor without reading it.
+    public func shape(of name: String) -> [Int]? {
+        switch items[name] {
+        case .tensor(let t): t.shape
+        case .lazy(let file, let key): file.shape(of: key)
+        case nil: nil
+        }
+    }
+
+    /// Gets or sets an in-memory tensor; getting a lazy entry reads it (errors become nil — use `tensor(_:)` to
+    /// see them).
+    public subscript(name: String) -> Tensor? {
+        get { try? tensor(name) }
+        set {
+            if let t = newValue { insert(name, .tensor(t)) } else if items.removeValue(forKey: name) != nil {
+                keys.removeAll { $0 == name }
+            }
+        }
+    }
+
+    /// Reads a tensor; a missing name is an error that suggests close names.
+    public func tensor(_ name: String) throws -> Tensor {
+        switch items[name] {
+        case .tensor(let t): return t
+        case .lazy(let file, let key): return try file.tensor(key)
+        case nil: throw WeightsError.missingTensor(file: origin, name: name, suggestions: closeMatches(for: name, in: keys))
+        }
+    }
+
+    /// Reads a tensor the model cannot do without, checking its shape when `shape` is given.
+    public func require(_ name: String, shape expected: [Int]? = nil) throws -> Tensor {
+        if let expected, let actual = shape(of: name), actual != expected {
+            throw WeightsError.shapeMismatch(file: origin, name: name, expected: expected, actual: actual)
+        }
+        return try tensor(name)
+    }
+
+    /// Removes `prefix` from every name that starts with it; other names are kept unchanged.
+    public func stripping(prefix: String) -> Weights {
+        renamed([.prefix(prefix, "")])
+    }
+
+    /// Only the names under `prefix` (e.g. `"unet."`), with the prefix removed: the weights of one submodule.
+    public func scoped(_ prefix: String) -> Weights {
+        var out = Weights(origin: origin)
+        for key in keys where key.hasPrefix(prefix) { out.insert(String(key.dropFirst(prefix.count)), items[key]!) }
+        return out
+    }
+
+    /// One renaming rule applied to tensor names.
+    public enum RenameRule: Sendable {
+        /// Replace a leading `from` with `to`.
+        case prefix(String, String)
+        /// Replace every occurrence of `from` with `to`.
+        case substring(String, String)
+        /// Rename exactly `from` to `to`.
+        case exact(String, String)
+    }
+
+    /// Applies `rules` in order to every name. When two names collide, the later one wins.
+    public func renamed(_ rules: [RenameRule]) -> Weights {
+        var out = Weights(origin: origin)
+        for key in keys {
+            var name = key
+            for rule in rules {
+                switch rule {
+                case .prefix(let from, let to): if name.hasPrefix(from) { name = to + name.dropFirst(from.count) }
+                case .substring(let from, let to): if !from.isEmpty { name = name.replacingAll(from, with: to) }
+                case .exact(let from, let to): if name == from { name = to }
+                }
+            }
+            out.insert(name, items[key]!)
+        }
+        return out
+    }
+
+    /// Compares the names (and, when given, shapes) against what a model expects.
+    public func report(expected: [String: [Int]?]) -> LoadReport {
+        var missing: [String] = [], mismatched: [LoadReport.ShapeMismatch] = []
+        for name in expected.keys.sorted() {
+            guard let actual = shape(of: name) else { missing.append(name); continue }
+            if let want = expected[name]!, want != actual { mismatched.append(.init(name: name, expected: want, actual: actual)) }
+        }
+        let unexpected = keys.filter { expected[$0] == nil }
+        var close: [String: [String]] = [:]
+        for m in missing {
+            let c = closeMatches(for: m, in: unexpected)
+            if !c.isEmpty { close[m] = c }
+        }
+        return LoadReport(missing: missing, unexpected: unexpected, shapeMismatches: mismatched, closeMatches: close)
+    }
+
+    /// Same as `report(expected:)` for names only.
+    public func report(expectedNames: [String]) -> LoadReport {
+        report(expected: Dictionary(expectedNames.map { ($0, nil as [Int]?) }, uniquingKeysWith: { a, _ in a }))
+    }
+
+    /// Throws `WeightsError.keyMismatch` unless the collection holds exactly the expected names and shapes.
+    public func checkStrict(expected: [String: [Int]?]) throws {
+        let r = report(expected: expected)
+        if !r.isClean { throw WeightsError.keyMismatch(file: origin, report: r) }
+    }
+
+    /// The containers that wrap a model's state dict in training checkpoints, most preferred first: EMA weights
+    /// are what a trained model should be run with.
+    public static let stateDictContainers = ["params_ema", "params", "state_dict", "model_state_dict", "model", "module", "net", "generator"]
+
+    /// The model state dict inside a checkpoint: the tensors under the first of `stateDictContainers` that holds
+    /// tensors (else every tensor), with `module.` (DataParallel) and `_orig_mod.` (torch.compile) prefixes
+    /// removed. `origin` records which container was used.
+    public static func stateDict(from checkpoint: CheckpointFile) throws -> Weights {
+        var weights = Weights(checkpoint: checkpoint)
+        if checkpoint.format == .torch, case .dict(let entries)? = checkpoint.root {
+            let names = Set(entries.compactMap { $0.key.stringValue })
+            for container in stateDictContainers where names.contains(container) {
+                let scoped = weights.scoped(container + ".")
+                if !scoped.isEmpty {
+                    weights = scoped
+                    weights.origin = "\(checkpoint.path) [\(container)]"
+                    break
+                }
+            }
+        }
+        return weights.renamed([.prefix("module.", ""), .prefix("_orig_mod.", ""), .prefix("module.", "")])
+    }
+}
+
+/// Result of comparing a state dict against the names a model expects.
+public struct LoadReport: Sendable, Equatable, CustomStringConvertible {
+    /// A tensor present under the right name but with the wrong shape.
+    public struct ShapeMismatch: Sendable, Equatable {
+        public var name: String
+        public var expected: [Int]
+        public var actual: [Int]
+    }
+
+    /// Expected names the state dict lacks.
+    public var missing: [String]
+    /// Names in the state dict the model does not expect.
+    public var unexpected: [String]
+    public var shapeMismatches: [ShapeMismatch]
+    /// For each missing name, unexpected names that look like it (a likely renaming problem).
+    public var closeMatches: [String: [String]]
+
+    /// True when nothing is missing, unexpected or mis-shaped.
+    public var isClean: Bool { missing.isEmpty && unexpected.isEmpty && shapeMismatches.isEmpty }
+
+    public var description: String {
+        var lines: [String] = []
+        func list(_ names: [String]) -> String {
+            names.prefix(20).joined(separator: ", ") + (names.count > 20 ? ", … (\(names.count - 20) more)" : "")
+        }
+        if !missing.isEmpty {
+            lines.append("missing \(missing.count) key(s): \(list(missing))")
+            for m in missing.prefix(20) { if let c = closeMatches[m] { lines.append("  \(m): did you mean \(c.joined(separator: ", "))?") } }
+        }
+        if !unexpected.isEmpty { lines.append("unexpected \(unexpected.count) key(s): \(list(unexpected))") }
+        for s in shapeMismatches.prefix(20) { lines.append("shape mismatch for \(s.name): file has \(s.actual), model expects \(s.expected)") }
+        return lines.isEmpty ? "all keys match" : lines.joined(separator: "\n")
+    }
+}
+
+extension String {
+    /// Replaces every occurrence of `target` (non-empty) — kept local so the core module needs no Foundation here.
+    func replacingAll(_ target: String, with replacement: String) -> String {
+        var out = ""
+        var rest = Substring(self)
+        while let r = rest.range(of: target) {
+            out += rest[..<r.lowerBound]
+            out += replacement
+            rest = rest[r.upperBound...]
+        }
+        return out + rest
+    }
+}

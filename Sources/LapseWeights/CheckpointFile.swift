@@ -1,0 +1,207 @@
+import Foundation
+import LapseTensor
+
+/// Shape and element type of one tensor in a checkpoint, known without reading its data.
+public struct TensorInfo: Sendable, Equatable {
+    public let dtype: DType
+    public let shape: [Int]
+    /// Number of elements.
+    public var count: Int { shape.reduce(1, *) }
+}
+
+/// Where a tensor's bytes live inside a mapped file. Validated when the file is opened, so reading can't go out of
+/// bounds later.
+struct TensorLocation {
+    /// Byte offset of element 0 of the underlying storage.
+    var storageByteOffset: Int
+    /// Offset, in elements, of the tensor's first element inside the storage.
+    var elementOffset: Int
+    /// Element strides; nil for a contiguous row-major tensor.
+    var strides: [Int]?
+}
+
+/// A checkpoint opened for reading: safetensors, a PyTorch zip checkpoint, or an ncnn `.param`/`.bin` pair.
+///
+/// Opening parses only the headers (safetensors JSON, zip directory and `data.pkl`, ncnn param text); tensor data
+/// stays in the memory-mapped file until `tensor(_:)` asks for it. float32 data that is contiguous and aligned is
+/// returned zero-copy; every other dtype or a strided view is converted into a fresh float32 tensor.
+public final class CheckpointFile: @unchecked Sendable {
+    /// The container format detected from the file's leading bytes.
+    public enum Format: String, Sendable { case safetensors, torch, ncnn }
+
+    enum Source {
+        case mapped(TensorLocation)
+        case materialized(Tensor)
+    }
+
+    struct Entry {
+        var info: TensorInfo
+        var source: Source
+    }
+
+    /// The path the checkpoint was opened from.
+    public let path: String
+    public let format: Format
+    /// Tensor names in file order (safetensors: data order; torch: pickle order, nested names joined by `.`).
+    public let keys: [String]
+    /// safetensors `__metadata__` (empty for other formats).
+    public let metadata: [String: String]
+    /// The whole unpickled object of a torch checkpoint (tensors appear as `.tensor(key)`); nil for other formats.
+    public let root: PickleValue?
+    /// The layer graph of an ncnn model; nil for other formats.
+    public let ncnn: NCNNModel?
+
+    let file: MappedFile
+    let entries: [String: Entry]
+
+    init(path: String, format: Format, file: MappedFile, keys: [String], entries: [String: Entry],
+         metadata: [String: String] = [:], root: PickleValue? = nil, ncnn: NCNNModel? = nil) {
+        self.path = path
+        self.format = format
+        self.file = file
+        self.keys = keys
+        self.entries = entries
+        self.metadata = metadata
+        self.root = root
+        self.ncnn = ncnn
+    }
+
+    /// Opens a checkpoint, choosing the reader from the file's magic bytes rather than its extension (`.bin` is
+    /// used both by PyTorch and by ncnn). An ncnn `.bin` given directly is paired with the `.param` beside it.
+    public static func open(_ path: String) throws -> CheckpointFile {
+        let file = try MappedFile(path: path)
+        let head = file.bytes(0, min(file.count, 512))
+        if file.count == 0 { throw WeightsError.unknownFormat(file: path, reason: "file is empty") }
+        if head.count >= 4, head[0] == 0x50, head[1] == 0x4B, (head[2] == 3 && head[3] == 4) || (head[2] == 5 && head[3] == 6) {
+            return try TorchCheckpoint.open(file)
+        }
+        if head.starts(with: Array("7767517".utf8)) {
+            let bin = (path as NSString).deletingPathExtension + ".bin"
+            return try NCNNModel.openCheckpoint(paramFile: file, binPath: bin)
+        }
+        if head.count >= 9, head[8] == UInt8(ascii: "{") {
+            return try SafeTensors.open(file)
+        }
+        if head.count > 262, Array(head[257..<262]) == Array("ustar".utf8) {
+            throw WeightsError.unsupported(file: path, reason: "legacy tar-format PyTorch checkpoint (torch < 0.4); re-save it with torch.save in a recent PyTorch")
+        }
+        if head.count >= 2, head[0] == 0x80, head[1] <= 5 {
+            throw WeightsError.unsupported(file: path, reason: "legacy pickle-format PyTorch checkpoint (torch < 1.6, _use_new_zipfile_serialization=False); re-save it with torch.save in a recent PyTorch")
+        }
+        if path.hasSuffix(".bin") {
+            let param = (path as NSString).deletingPathExtension + ".param"
+            if FileManager.default.fileExists(atPath: param) {
+                let paramFile = try MappedFile(path: param)
+                if paramFile.bytes(0, min(paramFile.count, 7)).starts(with: Array("7767517".utf8)) {
+                    return try NCNNModel.openCheckpoint(paramFile: paramFile, binPath: path)
+                }
+            }
+        }
+        throw WeightsError.unknownFormat(file: path, reason: "not safetensors, a PyTorch zip checkpoint or an ncnn model")
+    }
+
+    /// Shape of a tensor, or nil when there is no tensor of that name.
+    public func shape(of key: String) -> [Int]? { entries[key]?.info.shape }
+
+    /// Stored element type of a tensor, or nil when there is no tensor of that name.
+    public func dtype(of key: String) -> DType? { entries[key]?.info.dtype }
+
+    /// Shape and dtype of a tensor.
+    public func info(of key: String) -> TensorInfo? { entries[key]?.info }
+
+    /// True when the checkpoint holds a tensor named `key`.
+    public func contains(_ key: String) -> Bool { entries[key] != nil }
+
+    /// Reads one tensor as float32: zero-copy for aligned contiguous F32, converted otherwise.
+    public func tensor(_ key: String) throws -> Tensor {
+        guard let entry = entries[key] else {
+            throw WeightsError.missingTensor(file: path, name: key, suggestions: closeMatches(for: key, in: keys))
+        }
+        switch entry.source {
+        case .materialized(let t): return t
+        case .mapped(let loc): return read(entry.info, loc)
+        }
+    }
+
+    private func read(_ info: TensorInfo, _ loc: TensorLocation) -> Tensor {
+        let n = info.count
+        let size = info.dtype.size
+        let start = loc.storageByteOffset + loc.elementOffset * size
+        if loc.strides == nil {
+            let pointer = file.base + start
+            if info.dtype == .f32, Int(bitPattern: pointer) % 4 == 0, n > 0, UInt32(littleEndian: 1) == 1 {
+                let floats = UnsafeMutableRawPointer(mutating: pointer).assumingMemoryBound(to: Float.self)
+                return Tensor(shape: info.shape, storage: TensorStorage(borrowing: floats, count: n, owner: file))
+            }
+            var t = Tensor(zeros: info.shape)
+            t.withUnsafeMutableBufferPointer { dst in
+                if n > 0 { info.dtype.convert(pointer, count: n, into: dst.baseAddress!) }
+            }
+            return t
+        }
+        // A strided view (e.g. a transposed tensor saved by torch): gather it into contiguous memory, one
+        // innermost run at a time.
+        let strides = loc.strides!
+        let shape = info.shape
+        var t = Tensor(zeros: shape)
+        guard n > 0 else { return t }
+        let rank = shape.count
+        let inner = rank == 0 ? 1 : shape[rank - 1]
+        let innerStride = rank == 0 ? 0 : strides[rank - 1]
+        let rows = n / inner
+        t.withUnsafeMutableBufferPointer { dst in
+            var index = [Int](repeating: 0, count: max(rank - 1, 0))
+            for row in 0..<rows {
+                var element = 0
+                for d in 0..<index.count { element += index[d] * strides[d] }
+                let out = dst.baseAddress! + row * inner
+                if innerStride == 1 {
+                    info.dtype.convert(file.base + start + element * size, count: inner, into: out)
+                } else {
+                    for i in 0..<inner {
+                        info.dtype.convert(file.base + start + (element + i * innerStride) * size, count: 1, into: out + i)
+                    }
+                }
+                var d = index.count - 1
+                while d >= 0 {
+                    index[d] += 1
+                    if index[d] < shape[d] { break }
+                    index[d] = 0
+                    d -= 1
+                }
+            }
+        }
+        return t
+    }
+}
+
+/// Up to three names from `candidates` closest to `name`: those sharing its last component, then by edit distance.
+func closeMatches(for name: String, in candidates: [String], limit: Int = 3) -> [String] {
+    let target = Array(name.utf8)
+    let leaf = name.split(separator: ".").last.map(String.init) ?? name
+    var scored: [(Int, String)] = []
+    for c in candidates {
+        let bytes = Array(c.utf8)
+        // Edit distance is quadratic; skip it for names so different in length that they can't be close.
+        if abs(bytes.count - target.count) > max(8, target.count / 2) && !c.hasSuffix(leaf) { continue }
+        var d = editDistance(target, bytes)
+        if c.hasSuffix("." + leaf) || c == leaf { d = min(d, max(1, abs(bytes.count - target.count))) }
+        if d <= max(3, target.count / 3) { scored.append((d, c)) }
+    }
+    return scored.sorted { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }.prefix(limit).map(\.1)
+}
+
+func editDistance(_ a: [UInt8], _ b: [UInt8]) -> Int {
+    if a.isEmpty { return b.count }
+    if b.isEmpty { return a.count }
+    var prev = Array(0...b.count)
+    var cur = [Int](repeating: 0, count: b.count + 1)
+    for i in 1...a.count {
+        cur[0] = i
+        for j in 1...b.count {
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        }
+        swap(&prev, &cur)
+    }
+    return prev[b.count]
+}

@@ -1,0 +1,414 @@
+import Foundation
+
+/// A value read from a PyTorch pickle. Containers keep their order; tensors are references by key into the
+/// `CheckpointFile` they came from (read them with `tensor(_:)`), so walking the value never loads tensor data.
+public indirect enum PickleValue: Sendable, Equatable {
+    case none
+    case bool(Bool)
+    case int(Int)
+    /// An integer too large for `Int`, as little-endian two's-complement bytes.
+    case bigInt([UInt8])
+    case float(Double)
+    case string(String)
+    case bytes([UInt8])
+    case list([PickleValue])
+    case tuple([PickleValue])
+    case set([PickleValue])
+    case dict([DictEntry])
+    /// A tensor; the payload is its key in `CheckpointFile.keys`.
+    case tensor(String)
+    /// A reference to an allowed global that was not called (for example a storage class).
+    case global(String)
+
+    /// One key/value pair of a pickled dict, in insertion order.
+    public struct DictEntry: Sendable, Equatable {
+        public var key: PickleValue
+        public var value: PickleValue
+    }
+
+    /// The value under a string key of a dict, or nil.
+    public subscript(key: String) -> PickleValue? {
+        guard case .dict(let entries) = self else { return nil }
+        return entries.first { $0.key == .string(key) }?.value
+    }
+
+    public var intValue: Int? { if case .int(let v) = self { v } else if case .bool(let b) = self { b ? 1 : 0 } else { nil } }
+    public var doubleValue: Double? { if case .float(let v) = self { v } else if case .int(let v) = self { Double(v) } else { nil } }
+    public var stringValue: String? { if case .string(let v) = self { v } else { nil } }
+    public var dictEntries: [DictEntry]? { if case .dict(let v) = self { v } else { nil } }
+}
+
+/// Description of a tensor found in a pickle: which storage, at which offset, with which shape and strides.
+struct PickledTensor {
+    var storage: PickledStorage
+    var offset: Int
+    var shape: [Int]
+    var strides: [Int]
+}
+
+/// A storage reference from a persistent id `('storage', torch.XStorage, key, location, numel)`.
+struct PickledStorage {
+    var key: String
+    var dtype: DType
+    var numel: Int
+}
+
+/// A restricted unpickler: the binary opcodes of protocols 2–5 that state dicts use, and globals limited to the
+/// tensor-rebuilding functions, storage classes and plain containers. Unknown globals are an error naming them;
+/// no Python object is ever instantiated and no code runs, so a hostile pickle can only fail to load.
+struct Unpickler {
+    /// Internal object model: containers are references so that memoised objects mutated later (the usual
+    /// `EMPTY_DICT, BINPUT, …, SETITEMS` sequence) are seen updated through `BINGET`, exactly as in Python.
+    final class ListBox { var items: [Obj] = [] }
+    final class DictBox {
+        var keys: [Obj] = []
+        var values: [Obj] = []
+        var index: [String: Int] = [:]
+        func set(_ k: Obj, _ v: Obj) {
+            if let h = k.hashKey, let i = index[h] { values[i] = v; return }
+            if let h = k.hashKey { index[h] = keys.count }
+            keys.append(k); values.append(v)
+        }
+    }
+
+    indirect enum Obj {
+        case none, bool(Bool), int(Int), bigInt([UInt8]), float(Double), string(String), bytes([UInt8])
+        case list(ListBox), tuple([Obj]), set(ListBox), dict(DictBox)
+        case global(String), storage(PickledStorage), tensor(Int), mark
+
+        var hashKey: String? {
+            switch self {
+            case .none: "n"
+            case .bool(let b): "i\(b ? 1 : 0)"
+            case .int(let i): "i\(i)"
+            case .float(let d): d.rounded() == d && abs(d) < 1e18 ? "i\(Int(d))" : "f\(d)"
+            case .string(let s): "s" + s
+            case .bytes(let b): "b" + b.map(String.init).joined(separator: ",")
+            case .tuple(let items):
+                items.map(\.hashKey).contains(nil) ? nil : "t(" + items.map { $0.hashKey! }.joined(separator: "\u{1}") + ")"
+            default: nil
+            }
+        }
+
+        var kind: String {
+            switch self {
+            case .none: "None"
+            case .bool: "bool"
+            case .int, .bigInt: "int"
+            case .float: "float"
+            case .string: "str"
+            case .bytes: "bytes"
+            case .list: "list"
+            case .tuple: "tuple"
+            case .set: "set"
+            case .dict: "dict"
+            case .global(let g): "global \(g)"
+            case .storage: "storage"
+            case .tensor: "tensor"
+            case .mark: "mark"
+            }
+        }
+    }
+
+    /// Globals a state dict may name, mapped to the dtype of storage classes.
+    static let storageTypes: [String: DType] = [
+        "torch.FloatStorage": .f32, "torch.HalfStorage": .f16, "torch.BFloat16Storage": .bf16,
+        "torch.DoubleStorage": .f64, "torch.LongStorage": .i64, "torch.IntStorage": .i32,
+        "torch.ShortStorage": .i16, "torch.CharStorage": .i8, "torch.ByteStorage": .u8, "torch.BoolStorage": .bool,
+    ]
+    static let callables: Set<String> = [
+        "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor",
+        "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
+        "builtins.set", "builtins.frozenset", "builtins.list", "builtins.dict", "builtins.tuple",
+        "__builtin__.set", "__builtin__.frozenset", "_codecs.encode",
+    ]
+
+    let path: String
+    let data: UnsafeRawBufferPointer
+    /// Resolves a persistent id tuple into a storage (torch zip: checks the storage's entry exists and is big enough).
+    let persistentLoad: (Obj) throws -> PickledStorage
+    private(set) var tensors: [PickledTensor] = []
+
+    init(path: String, data: UnsafeRawBufferPointer, persistentLoad: @escaping (Obj) throws -> PickledStorage) {
+        self.path = path
+        self.data = data
+        self.persistentLoad = persistentLoad
+    }
+
+    private func fail(_ reason: String) -> WeightsError { .invalidPickle(file: path, reason: reason) }
+
+    /// Runs the pickle to its STOP opcode and returns the top object.
+    mutating func load() throws -> Obj {
+        var stack: [Obj] = []
+        var marks: [Int] = []
+        var memo: [Int: Obj] = [:]
+        var pos = 0
+        let n = data.count
+
+        func need(_ k: Int) throws {
+            guard k >= 0, k <= n - pos else { throw WeightsError.truncated(file: path, reason: "pickle ends inside an opcode at byte \(pos)") }
+        }
+        func u8() throws -> Int { try need(1); defer { pos += 1 }; return Int(data[pos]) }
+        func u16() throws -> Int { try need(2); defer { pos += 2 }; return Int(data[pos]) | Int(data[pos + 1]) << 8 }
+        func u32() throws -> UInt32 {
+            try need(4); defer { pos += 4 }
+            return UInt32(data[pos]) | UInt32(data[pos + 1]) << 8 | UInt32(data[pos + 2]) << 16 | UInt32(data[pos + 3]) << 24
+        }
+        func u64() throws -> UInt64 {
+            let lo = UInt64(try u32()); let hi = UInt64(try u32()); return lo | hi << 32
+        }
+        func take(_ k: Int) throws -> [UInt8] { try need(k); defer { pos += k }; return Array(data[pos..<pos + k]) }
+        func length64() throws -> Int {
+            let v = try u64()
+            guard v <= UInt64(n) else { throw WeightsError.truncated(file: path, reason: "pickle declares a \(v)-byte object in a \(n)-byte pickle") }
+            return Int(v)
+        }
+        func line() throws -> String {
+            var e = pos
+            while e < n, data[e] != 0x0A { e += 1 }
+            guard e < n else { throw WeightsError.truncated(file: path, reason: "pickle ends inside a text line") }
+            defer { pos = e + 1 }
+            return String(decoding: data[pos..<e], as: UTF8.self)
+        }
+        func pop() throws -> Obj {
+            if let m = marks.last, stack.count <= m { throw fail("pop crosses a mark at byte \(pos)") }
+            guard let v = stack.popLast() else { throw fail("stack underflow at byte \(pos)") }
+            return v
+        }
+        func popMark() throws -> [Obj] {
+            guard let m = marks.popLast(), m <= stack.count else { throw fail("no mark for opcode at byte \(pos)") }
+            let items = Array(stack[m...])
+            stack.removeSubrange(m...)
+            return items
+        }
+        func top() throws -> Obj {
+            guard let v = stack.last, stack.count > (marks.last ?? 0) else { throw fail("stack underflow at byte \(pos)") }
+            return v
+        }
+        func global(_ module: String, _ name: String) throws -> Obj {
+            let full = module + "." + name
+            guard Self.storageTypes[full] != nil || Self.callables.contains(full) else {
+                throw WeightsError.forbiddenGlobal(file: path, name: full)
+            }
+            return .global(full)
+        }
+        func string(_ bytes: [UInt8]) throws -> Obj {
+            guard let s = String(validating: bytes, as: UTF8.self) else { throw fail("string is not valid UTF-8 at byte \(pos)") }
+            return .string(s)
+        }
+        func long(_ bytes: [UInt8]) -> Obj {
+            if bytes.isEmpty { return .int(0) }
+            if bytes.count <= 8 {
+                var v: UInt64 = 0
+                for (i, b) in bytes.enumerated() { v |= UInt64(b) << (8 * UInt64(i)) }
+                if bytes.last! & 0x80 != 0, bytes.count < 8 { v |= ~UInt64(0) << (8 * UInt64(bytes.count)) }
+                return .int(Int(Int64(bitPattern: v)))
+            }
+            return .bigInt(bytes)
+        }
+
+        while true {
+            let opPos = pos
+            let op = try u8()
+            switch op {
+            case 0x80: // PROTO
+                let v = try u8()
+                guard v <= 5 else { throw fail("unsupported pickle protocol \(v)") }
+            case 0x95: _ = try u64() // FRAME: framing is a hint for streaming readers; the data is already mapped
+            case 0x2E: // STOP
+                let v = try pop()
+                return v
+            case 0x4E: stack.append(.none)
+            case 0x88: stack.append(.bool(true))
+            case 0x89: stack.append(.bool(false))
+            case 0x7D: stack.append(.dict(DictBox()))
+            case 0x5D: stack.append(.list(ListBox()))
+            case 0x29: stack.append(.tuple([]))
+            case 0x8F: stack.append(.set(ListBox()))
+            case 0x28: marks.append(stack.count)
+            case 0x58: stack.append(try string(take(Int(try u32()))))
+            case 0x8C: stack.append(try string(take(try u8())))
+            case 0x8D: stack.append(try string(take(try length64())))
+            case 0x55: stack.append(.string(String(decoding: try take(try u8()), as: UTF8.self)))
+            case 0x54:
+                let len = Int(Int32(bitPattern: try u32()))
+                guard len >= 0 else { throw fail("negative string length at byte \(opPos)") }
+                stack.append(.string(String(decoding: try take(len), as: UTF8.self)))
+            case 0x43: stack.append(.bytes(try take(try u8())))
+            case 0x42: stack.append(.bytes(try take(Int(try u32()))))
+            case 0x8E, 0x96: stack.append(.bytes(try take(try length64())))
+            case 0x71: memo[try u8()] = try top()
+            case 0x72: memo[Int(try u32())] = try top()
+            case 0x94: memo[memo.count] = try top()
+            case 0x70:
+                guard let k = Int(try line()) else { throw fail("bad PUT index at byte \(opPos)") }
+                memo[k] = try top()
+            case 0x68, 0x6A, 0x67:
+                let k: Int
+                if op == 0x68 { k = try u8() } else if op == 0x6A { k = Int(try u32()) } else {
+                    guard let v = Int(try line()) else { throw fail("bad GET index at byte \(opPos)") }
+                    k = v
+                }
+                guard let v = memo[k] else { throw fail("memo key \(k) is not defined (byte \(opPos))") }
+                stack.append(v)
+            case 0x63: // GLOBAL
+                let module = try line(), name = try line()
+                stack.append(try global(module, name))
+            case 0x93: // STACK_GLOBAL
+                let name = try pop(), module = try pop()
+                guard case .string(let m) = module, case .string(let nm) = name else { throw fail("STACK_GLOBAL needs two strings (byte \(opPos))") }
+                stack.append(try global(m, nm))
+            case 0x4A: stack.append(.int(Int(Int32(bitPattern: try u32()))))
+            case 0x4B: stack.append(.int(try u8()))
+            case 0x4D: stack.append(.int(try u16()))
+            case 0x8A: stack.append(long(try take(try u8())))
+            case 0x8B:
+                let len = Int(Int32(bitPattern: try u32()))
+                guard len >= 0 else { throw fail("negative LONG4 length at byte \(opPos)") }
+                stack.append(long(try take(len)))
+            case 0x49, 0x4C: // INT, LONG (text)
+                var s = try line()
+                if s.hasSuffix("L") { s.removeLast() }
+                if op == 0x49, s == "00" { stack.append(.bool(false)) } else if op == 0x49, s == "01" { stack.append(.bool(true)) } else {
+                    guard let v = Int(s) else { throw fail("bad integer literal \"\(s.prefix(40))\" at byte \(opPos)") }
+                    stack.append(.int(v))
+                }
+            case 0x47:
+                let bits = try u64()
+                stack.append(.float(Double(bitPattern: bits.byteSwapped)))
+            case 0x46:
+                let s = try line()
+                guard let v = Double(s) else { throw fail("bad float literal at byte \(opPos)") }
+                stack.append(.float(v))
+            case 0x74: stack.append(.tuple(try popMark()))
+            case 0x85: stack.append(.tuple([try pop()]))
+            case 0x86: let b = try pop(), a = try pop(); stack.append(.tuple([a, b]))
+            case 0x87: let c = try pop(), b = try pop(), a = try pop(); stack.append(.tuple([a, b, c]))
+            case 0x6C: let box = ListBox(); box.items = try popMark(); stack.append(.list(box))
+            case 0x64:
+                let items = try popMark()
+                guard items.count % 2 == 0 else { throw fail("DICT with an odd number of items at byte \(opPos)") }
+                let box = DictBox()
+                for i in stride(from: 0, to: items.count, by: 2) { box.set(items[i], items[i + 1]) }
+                stack.append(.dict(box))
+            case 0x61: // APPEND
+                let v = try pop()
+                guard case .list(let box) = try top() else { throw fail("APPEND to a non-list at byte \(opPos)") }
+                box.items.append(v)
+            case 0x65: // APPENDS
+                let items = try popMark()
+                guard case .list(let box) = try top() else { throw fail("APPENDS to a non-list at byte \(opPos)") }
+                box.items += items
+            case 0x90: // ADDITEMS
+                let items = try popMark()
+                guard case .set(let box) = try top() else { throw fail("ADDITEMS to a non-set at byte \(opPos)") }
+                box.items += items
+            case 0x91: let box = ListBox(); box.items = try popMark(); stack.append(.set(box))
+            case 0x73: // SETITEM
+                let v = try pop(), k = try pop()
+                guard case .dict(let box) = try top() else { throw fail("SETITEM on a non-dict at byte \(opPos)") }
+                box.set(k, v)
+            case 0x75: // SETITEMS
+                let items = try popMark()
+                guard items.count % 2 == 0 else { throw fail("SETITEMS with an odd number of items at byte \(opPos)") }
+                guard case .dict(let box) = try top() else { throw fail("SETITEMS on a non-dict at byte \(opPos)") }
+                for i in stride(from: 0, to: items.count, by: 2) { box.set(items[i], items[i + 1]) }
+            case 0x62: // BUILD: object state (e.g. an OrderedDict's `_metadata`) carries nothing a loader needs
+                _ = try pop()
+                _ = try top()
+            case 0x52: // REDUCE
+                let args = try pop(), callable = try pop()
+                guard case .tuple(let a) = args else { throw fail("REDUCE arguments are \(args.kind), not a tuple (byte \(opPos))") }
+                stack.append(try call(callable, a, at: opPos))
+            case 0x81: // NEWOBJ
+                let args = try pop(), cls = try pop()
+                guard case .tuple(let a) = args else { throw fail("NEWOBJ arguments are not a tuple (byte \(opPos))") }
+                stack.append(try call(cls, a, at: opPos))
+            case 0x51: // BINPERSID
+                let pid = try pop()
+                stack.append(.storage(try persistentLoad(pid)))
+            case 0x30: _ = try pop()
+            case 0x31: _ = try popMark()
+            case 0x32: stack.append(try top())
+            default:
+                throw fail(String(format: "opcode 0x%02x at byte %d is not supported", op, opPos))
+            }
+        }
+    }
+
+    private mutating func call(_ callable: Unpickler.Obj, _ args: [Obj], at pos: Int) throws -> Obj {
+        guard case .global(let name) = callable else { throw fail("REDUCE on \(callable.kind), not a callable (byte \(pos))") }
+        switch name {
+        case "collections.OrderedDict", "builtins.dict":
+            let box = DictBox()
+            if let first = args.first {
+                let pairs: [Obj]
+                switch first {
+                case .list(let l): pairs = l.items
+                case .tuple(let t): pairs = t
+                case .dict(let d): for (k, v) in zip(d.keys, d.values) { box.set(k, v) }; pairs = []
+                default: throw fail("\(name) called with \(first.kind) (byte \(pos))")
+                }
+                for p in pairs {
+                    guard case .tuple(let kv) = p, kv.count == 2 else { throw fail("\(name) item is not a pair (byte \(pos))") }
+                    box.set(kv[0], kv[1])
+                }
+            }
+            return .dict(box)
+        case "builtins.set", "builtins.frozenset", "__builtin__.set", "__builtin__.frozenset", "builtins.list", "builtins.tuple":
+            let box = ListBox()
+            if let first = args.first {
+                switch first {
+                case .list(let l), .set(let l): box.items = l.items
+                case .tuple(let t): box.items = t
+                default: throw fail("\(name) called with \(first.kind) (byte \(pos))")
+                }
+            }
+            if name.hasSuffix("list") { return .list(box) }
+            if name.hasSuffix("tuple") { return .tuple(box.items) }
+            return .set(box)
+        case "_codecs.encode":
+            // Protocol 2 pickles bytes as encode(text, "latin1"): each code point is one byte.
+            guard case .string(let s)? = args.first else { throw fail("_codecs.encode needs a string (byte \(pos))") }
+            var out: [UInt8] = []
+            for u in s.unicodeScalars {
+                guard u.value < 256 else { throw fail("_codecs.encode input is not latin-1 (byte \(pos))") }
+                out.append(UInt8(u.value))
+            }
+            return .bytes(out)
+        case "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state":
+            guard let data = args.first, case .tensor = data else { throw fail("\(name) needs a tensor (byte \(pos))") }
+            return data
+        case "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor":
+            guard args.count >= 4, case .storage(let storage) = args[0], case .int(let offset) = args[1],
+                  case .tuple(let sizeObjs) = args[2], case .tuple(let strideObjs) = args[3] else {
+                throw fail("\(name) needs (storage, offset, size, stride) (byte \(pos))")
+            }
+            var shape: [Int] = [], strides: [Int] = []
+            for s in sizeObjs { guard case .int(let v) = s else { throw fail("tensor size is not an int (byte \(pos))") }; shape.append(v) }
+            for s in strideObjs { guard case .int(let v) = s else { throw fail("tensor stride is not an int (byte \(pos))") }; strides.append(v) }
+            guard shape.count == strides.count else { throw fail("tensor has \(shape.count) sizes but \(strides.count) strides (byte \(pos))") }
+            guard offset >= 0, let count = checkedProduct(shape) else {
+                throw WeightsError.malformed(file: path, reason: "tensor with absurd shape \(shape) or offset \(offset)")
+            }
+            // The furthest element the view touches must lie inside its storage.
+            var last = offset
+            if count > 0 {
+                for (d, s) in zip(shape, strides) {
+                    guard s >= 0, case let (m, false) = (d - 1).multipliedReportingOverflow(by: s),
+                          case let (sum, false) = last.addingReportingOverflow(m) else {
+                        throw WeightsError.malformed(file: path, reason: "tensor with invalid strides \(strides) for shape \(shape)")
+                    }
+                    last = sum
+                }
+                guard last < storage.numel else {
+                    throw WeightsError.malformed(file: path, reason: "tensor view \(shape) stride \(strides) at offset \(offset) exceeds its storage \"\(storage.key)\" of \(storage.numel) elements")
+                }
+            }
+            tensors.append(PickledTensor(storage: storage, offset: offset, shape: shape, strides: strides))
+            return .tensor(tensors.count - 1)
+        default:
+            throw fail("\(name) cannot be called (byte \(pos))")
+        }
+    }
+}

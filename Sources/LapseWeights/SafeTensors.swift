@@ -1,0 +1,191 @@
+import Foundation
+import LapseTensor
+
+/// The safetensors format: an 8-byte little-endian header length, a JSON header mapping names to
+/// `{dtype, shape, data_offsets}` (offsets relative to the data area after the header), then the raw data.
+public enum SafeTensors {
+    /// Headers larger than this are refused as hostile (the reference implementation uses the same limit).
+    static let maxHeaderBytes = 100_000_000
+
+    static func open(_ file: MappedFile) throws -> CheckpointFile {
+        let path = file.path
+        guard file.count >= 8 else { throw WeightsError.truncated(file: path, reason: "shorter than the 8-byte header length") }
+        let declared = file.u64(0)
+        guard declared <= UInt64(file.count - 8) else {
+            throw WeightsError.truncated(file: path, reason: "header claims \(declared) bytes but the file has only \(file.count - 8) after the length")
+        }
+        let headerLength = Int(declared)
+        guard headerLength <= maxHeaderBytes else {
+            throw WeightsError.malformed(file: path, reason: "header of \(headerLength) bytes exceeds the \(maxHeaderBytes)-byte limit")
+        }
+        let headerData = Data(file.bytes(8, headerLength))
+        let json: Any
+        do {
+            json = try JSONSerialization.jsonObject(with: headerData)
+        } catch {
+            throw WeightsError.malformed(file: path, reason: "header is not valid JSON")
+        }
+        guard let object = json as? [String: Any] else {
+            throw WeightsError.malformed(file: path, reason: "header is not a JSON object")
+        }
+        let dataStart = 8 + headerLength
+        let dataSize = file.count - dataStart
+        var metadata: [String: String] = [:]
+        var found: [(name: String, begin: Int, end: Int, info: TensorInfo)] = []
+        for (name, value) in object {
+            if name == "__metadata__" {
+                guard let dict = value as? [String: Any] else {
+                    throw WeightsError.malformed(file: path, reason: "__metadata__ is not an object")
+                }
+                for (k, v) in dict {
+                    guard let s = v as? String else {
+                        throw WeightsError.malformed(file: path, reason: "__metadata__ value for \"\(k)\" is not a string")
+                    }
+                    metadata[k] = s
+                }
+                continue
+            }
+            guard let fields = value as? [String: Any] else {
+                throw WeightsError.malformed(file: path, reason: "entry \"\(name)\" is not an object")
+            }
+            guard let dtypeName = fields["dtype"] as? String else {
+                throw WeightsError.malformed(file: path, reason: "tensor \"\(name)\" has no dtype string")
+            }
+            guard let dtype = DType(rawValue: dtypeName) else { throw WeightsError.unknownDType(file: path, dtype: dtypeName) }
+            guard let shapeAny = fields["shape"] as? [Any] else {
+                throw WeightsError.malformed(file: path, reason: "tensor \"\(name)\" has no shape array")
+            }
+            let shape = try shapeAny.map { item -> Int in
+                guard let d = jsonInt(item), d >= 0 else {
+                    throw WeightsError.malformed(file: path, reason: "tensor \"\(name)\" has an invalid dimension \(item) in its shape")
+                }
+                return d
+            }
+            guard let offsets = fields["data_offsets"] as? [Any], offsets.count == 2,
+                  let begin = jsonInt(offsets[0]), let end = jsonInt(offsets[1]) else {
+                throw WeightsError.malformed(file: path, reason: "tensor \"\(name)\" needs data_offsets [begin, end] of integers")
+            }
+            guard begin >= 0, begin <= end, end <= dataSize else {
+                throw WeightsError.malformed(file: path, reason: "tensor \"\(name)\" data_offsets [\(begin), \(end)] lie outside the \(dataSize)-byte data area")
+            }
+            guard let count = checkedProduct(shape), case let (bytes, false) = count.multipliedReportingOverflow(by: dtype.size) else {
+                throw WeightsError.malformed(file: path, reason: "tensor \"\(name)\" has an absurd shape \(shape)")
+            }
+            guard bytes == end - begin else {
+                throw WeightsError.malformed(file: path, reason: "tensor \"\(name)\" of shape \(shape) and dtype \(dtype) needs \(bytes) bytes but data_offsets span \(end - begin)")
+            }
+            found.append((name, begin, end, TensorInfo(dtype: dtype, shape: shape)))
+        }
+        found.sort { $0.begin != $1.begin ? $0.begin < $1.begin : $0.end < $1.end }
+        for i in found.indices.dropFirst() where found[i].begin < found[i - 1].end {
+            throw WeightsError.malformed(file: path, reason: "tensors \"\(found[i - 1].name)\" and \"\(found[i].name)\" overlap in the data area")
+        }
+        var entries: [String: CheckpointFile.Entry] = [:]
+        for t in found {
+            entries[t.name] = .init(info: t.info, source: .mapped(TensorLocation(storageByteOffset: dataStart + t.begin, elementOffset: 0, strides: nil)))
+        }
+        return CheckpointFile(path: path, format: .safetensors, file: file, keys: found.map(\.name), entries: entries,
+                              metadata: metadata)
+    }
+
+    /// Integers only: JSON numbers with a fraction (or booleans) are not dimensions.
+    private static func jsonInt(_ value: Any) -> Int? {
+        if value is Bool { return nil }
+        if let n = value as? NSNumber {
+            #if canImport(Darwin)
+            if CFGetTypeID(n) == CFBooleanGetTypeID() { return nil }
+            #endif
+            let d = n.doubleValue
+            guard d.rounded() == d, abs(d) < 9.0e15 else { return nil }
+            return n.intValue
+        }
+        return nil
+    }
+
+    /// Writes tensors to a safetensors file atomically (temp file + rename), in the given order, converting to
+    /// `dtype` (F32, F16 or BF16).
+    public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:],
+                             dtype: DType = .f32, to path: String) throws {
+        guard [.f32, .f16, .bf16].contains(dtype) else {
+            throw WeightsError.unsupported(file: path, reason: "the safetensors writer stores F32, F16 or BF16, not \(dtype)")
+        }
+        var seen = Set<String>()
+        var header = "{"
+        var parts: [String] = []
+        if !metadata.isEmpty {
+            let items = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
+            parts.append("\"__metadata__\":{\(items.joined(separator: ","))}")
+        }
+        var offset = 0
+        for (name, tensor) in tensors {
+            guard name != "__metadata__", seen.insert(name).inserted else {
+                throw WeightsError.malformed(file: path, reason: "tensor name \"\(name)\" is duplicated or reserved")
+            }
+            let bytes = tensor.count * dtype.size
+            parts.append("\(jsonString(name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(tensor.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}")
+            offset += bytes
+        }
+        header += parts.joined(separator: ",") + "}"
+        var headerBytes = Array(header.utf8)
+        // Pad with spaces so the data area starts 8-byte aligned, which keeps F32 reads zero-copy.
+        while (8 + headerBytes.count) % 8 != 0 { headerBytes.append(UInt8(ascii: " ")) }
+        try AtomicWrite.write(path: path) { handle in
+            var prefix = Data(count: 8)
+            prefix.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(headerBytes.count).littleEndian, as: UInt64.self) }
+            try handle.write(contentsOf: prefix + Data(headerBytes))
+            for (_, tensor) in tensors {
+                try tensor.withUnsafeBufferPointer { src in
+                    switch dtype {
+                    case .f32:
+                        try handle.write(contentsOf: Data(buffer: src))
+                    default:
+                        // Convert in bounded chunks so writing a large tensor never doubles its memory.
+                        let chunk = 1 << 20
+                        var start = 0
+                        var out = [UInt16](repeating: 0, count: min(chunk, src.count))
+                        while start < src.count {
+                            let n = min(chunk, src.count - start)
+                            for i in 0..<n {
+                                let f = src[start + i]
+                                out[i] = dtype == .f16 ? floatToHalf(f) : floatToBFloat16(f)
+                            }
+                            try out.withUnsafeBytes { try handle.write(contentsOf: Data($0.prefix(n * 2))) }
+                            start += n
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a `Weights` collection (every tensor is read, converted and written in key order).
+    public static func write(_ weights: Weights, metadata: [String: String] = [:], dtype: DType = .f32, to path: String) throws {
+        var list: [(name: String, tensor: Tensor)] = []
+        for key in weights.keys { list.append((key, try weights.tensor(key))) }
+        try write(list, metadata: metadata, dtype: dtype, to: path)
+    }
+
+    static func jsonString(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
+            }
+        }
+        return out + "\""
+    }
+}
+
+/// binary32 → bfloat16 with round-to-nearest-even (NaN kept quiet).
+func floatToBFloat16(_ f: Float) -> UInt16 {
+    let bits = f.bitPattern
+    if f.isNaN { return UInt16(bits >> 16) | 0x40 }
+    let rounded = bits &+ 0x7FFF &+ ((bits >> 16) & 1)
+    return UInt16(rounded >> 16)
+}
