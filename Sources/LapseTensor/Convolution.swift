@@ -1,0 +1,271 @@
+import COpenBLAS
+
+/// Convolution geometry along one spatial axis.
+struct ConvAxis {
+    var input: Int, kernel: Int, stride: Int, padding: Int, dilation: Int
+    var output: Int { (input + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1 }
+
+    /// Output positions `o` whose tap `t` reads inside the input: `0 ≤ o·stride − padding + t·dilation < input`.
+    @inline(__always)
+    func validRange(tap t: Int) -> Range<Int> {
+        let shift = padding - t * dilation
+        let lo = shift <= 0 ? 0 : min(output, (shift + stride - 1) / stride)
+        let limit = input + shift - 1
+        let hi = limit < 0 ? 0 : min(output, limit / stride + 1)
+        return lo..<max(lo, hi)
+    }
+}
+
+extension Kernels {
+    /// Budget for one im2col tile, in floats, so the column matrix stays cache/memory friendly on big frames.
+    static let columnBudget = 1 << 22
+
+    /// Adds a per-channel bias and applies an activation over `[planes, inner]` output laid out as `(n, channel)`.
+    static func biasActivate(_ o: UnsafeMutablePointer<Float>, planes: Int, channels: Int, inner: Int,
+                             bias: UnsafePointer<Float>?, activation: Activation?) {
+        if bias == nil && activation == nil { return }
+        parallelRanges(planes, minPerTask: max(1, 16_384 / max(inner, 1))) { r in
+            for plane in r {
+                let p = o + plane * inner
+                if let bias {
+                    let b = bias[plane % channels]
+                    for i in 0..<inner { p[i] += b }
+                }
+                if let activation { activateInPlace(p, inner, activation) }
+            }
+        }
+    }
+
+    /// Grouped 2-D convolution of an NCHW tensor by im2col + SGEMM, tiled over output rows.
+    static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, vertical: ConvAxis, horizontal: ConvAxis,
+                       groups: Int, activation: Activation?, op: StaticString) -> Tensor {
+        precondition(x.rank == 4, "\(op): input must be [N, C, H, W], got \(x.shape)")
+        precondition(weight.rank == 4, "\(op): weight must be [out, in/groups, kh, kw], got \(weight.shape)")
+        let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+        let oc = weight.shape[0], cg = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
+        precondition(groups >= 1 && c % groups == 0 && oc % groups == 0 && cg == c / groups,
+                     "\(op): weight \(weight.shape) does not fit input \(x.shape) with groups=\(groups)")
+        if let bias { precondition(bias.count == oc, "\(op): bias has \(bias.count) values, expected \(oc)") }
+        let vy = vertical, vx = horizontal
+        precondition(vy.kernel == kh && vx.kernel == kw && vy.input == h && vx.input == w, "\(op): geometry mismatch")
+        let ho = vy.output, wo = vx.output
+        precondition(ho > 0 && wo > 0, "\(op): input \(x.shape) too small for kernel \(kh)×\(kw) (padding \(vy.padding), dilation \(vy.dilation))")
+        let og = oc / groups, kk = cg * kh * kw, plane = ho * wo
+        let (out, o) = Tensor.output([n, oc, ho, wo])
+        let px = x.basePointer, pw = weight.basePointer
+        let pointwise = kh == 1 && kw == 1 && vy.stride == 1 && vx.stride == 1 && vy.padding == 0 && vx.padding == 0
+        if pointwise {
+            for b in 0..<n {
+                for g in 0..<groups {
+                    sgemm(transA: false, transB: false, m: og, n: plane, k: cg,
+                          a: pw + g * og * kk, lda: kk, b: px + (b * c + g * cg) * h * w, ldb: h * w,
+                          c: o + (b * oc + g * og) * plane, ldc: plane)
+                }
+            }
+        } else if cg == 1 && og == 1 {
+            depthwise(px, pw, o, planes: n * c, channels: c, h: h, w: w, vy: vy, vx: vx)
+        } else {
+            let tileRows = max(1, min(ho, columnBudget / max(kk * wo, 1)))
+            let col = UnsafeMutablePointer<Float>.allocate(capacity: kk * tileRows * wo)
+            defer { col.deallocate() }
+            for b in 0..<n {
+                for g in 0..<groups {
+                    let src = px + (b * c + g * cg) * h * w
+                    var r0 = 0
+                    while r0 < ho {
+                        let rows = min(tileRows, ho - r0), cols = rows * wo
+                        im2col(src, col, taps: kk, kh: kh, kw: kw, w: w, rows: r0..<(r0 + rows), wo: wo, vy: vy, vx: vx)
+                        sgemm(transA: false, transB: false, m: og, n: cols, k: kk,
+                              a: pw + g * og * kk, lda: kk, b: col, ldb: cols,
+                              c: o + (b * oc + g * og) * plane + r0 * wo, ldc: plane)
+                        r0 += rows
+                    }
+                }
+            }
+        }
+        biasActivate(o, planes: n * oc, channels: oc, inner: plane, bias: bias?.basePointer, activation: activation)
+        return out
+    }
+
+    /// Fills the `[taps, rows·wo]` column matrix for output rows `rows` of one group (`src` = its first channel).
+    static func im2col(_ src: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, taps: Int, kh: Int, kw: Int,
+                       w: Int, rows: Range<Int>, wo: Int, vy: ConvAxis, vx: ConvAxis) {
+        let cols = rows.count * wo, h = vy.input
+        parallelRanges(taps, minPerTask: max(1, 65_536 / max(cols, 1))) { r in
+            for tap in r {
+                let ci = tap / (kh * kw), ki = (tap / kw) % kh, kj = tap % kw
+                let channel = src + ci * h * w
+                let dst = col + tap * cols
+                let valid = vx.validRange(tap: kj)
+                let xoff = kj * vx.dilation - vx.padding
+                for (ri, oy) in rows.enumerated() {
+                    let row = dst + ri * wo
+                    let iy = oy * vy.stride - vy.padding + ki * vy.dilation
+                    if iy < 0 || iy >= h { row.update(repeating: 0, count: wo); continue }
+                    let line = channel + iy * w
+                    if valid.lowerBound > 0 { row.update(repeating: 0, count: valid.lowerBound) }
+                    if vx.stride == 1 {
+                        (row + valid.lowerBound).update(from: line + valid.lowerBound + xoff, count: valid.count)
+                    } else {
+                        for ox in valid { row[ox] = line[ox * vx.stride + xoff] }
+                    }
+                    if valid.upperBound < wo { (row + valid.upperBound).update(repeating: 0, count: wo - valid.upperBound) }
+                }
+            }
+        }
+    }
+
+    /// Direct depthwise convolution (one input and one output channel per group), where im2col+GEMM would be a
+    /// matrix-vector product per channel. `planes` = N·C; filter `plane % channels` applies to each plane.
+    static func depthwise(_ px: UnsafePointer<Float>, _ pw: UnsafePointer<Float>, _ o: UnsafeMutablePointer<Float>,
+                          planes: Int, channels: Int, h: Int, w: Int, vy: ConvAxis, vx: ConvAxis) {
+        let kh = vy.kernel, kw = vx.kernel, ho = vy.output, wo = vx.output
+        parallelRanges(planes, minPerTask: max(1, 16_384 / max(ho * wo, 1))) { r in
+            for p in r {
+                let src = px + p * h * w, dst = o + p * ho * wo
+                let filter = pw + (p % channels) * kh * kw
+                dst.update(repeating: 0, count: ho * wo)
+                for ki in 0..<kh {
+                    let rowsValid = vy.validRange(tap: ki)
+                    for kj in 0..<kw {
+                        let wt = filter[ki * kw + kj]
+                        let valid = vx.validRange(tap: kj)
+                        let xoff = kj * vx.dilation - vx.padding
+                        for oy in rowsValid {
+                            let line = src + (oy * vy.stride - vy.padding + ki * vy.dilation) * w
+                            let out = dst + oy * wo
+                            if vx.stride == 1 {
+                                for ox in valid { out[ox] += wt * line[ox + xoff] }
+                            } else {
+                                for ox in valid { out[ox] += wt * line[ox * vx.stride + xoff] }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// 2-D convolution of NCHW input with a PyTorch-layout weight `[out, in/groups, kh, kw]`, with the bias and an
+/// optional activation fused into the output pass. Non-zero padding modes pad explicitly first.
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
+                   groups: Int = 1, paddingMode: PaddingMode = .zeros, activation: Activation? = nil) -> Tensor {
+    precondition(x.rank == 4 && weight.rank == 4, "conv2d: input \(x.shape) / weight \(weight.shape) must be rank 4")
+    precondition(stride >= 1 && dilation >= 1 && padding >= 0, "conv2d: invalid stride/padding/dilation")
+    var input = x, pad = padding
+    if padding > 0 && paddingMode != .zeros {
+        input = LapseTensor.pad(x, left: padding, right: padding, top: padding, bottom: padding, mode: paddingMode)
+        pad = 0
+    }
+    let vy = ConvAxis(input: input.shape[2], kernel: weight.shape[2], stride: stride, padding: pad, dilation: dilation)
+    let vx = ConvAxis(input: input.shape[3], kernel: weight.shape[3], stride: stride, padding: pad, dilation: dilation)
+    return Kernels.conv2d(input, weight: weight, bias: bias, vertical: vy, horizontal: vx, groups: groups,
+                          activation: activation, op: "conv2d")
+}
+
+/// 1-D convolution of `[N, C, L]` input with weight `[out, in/groups, k]`.
+public func conv1d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
+                   groups: Int = 1) -> Tensor {
+    precondition(x.rank == 3 && weight.rank == 3, "conv1d: input \(x.shape) / weight \(weight.shape) must be rank 3")
+    let vy = ConvAxis(input: 1, kernel: 1, stride: 1, padding: 0, dilation: 1)
+    let vx = ConvAxis(input: x.shape[2], kernel: weight.shape[2], stride: stride, padding: padding, dilation: dilation)
+    let y = Kernels.conv2d(x.reshaped([x.shape[0], x.shape[1], 1, x.shape[2]]),
+                           weight: weight.reshaped([weight.shape[0], weight.shape[1], 1, weight.shape[2]]),
+                           bias: bias, vertical: vy, horizontal: vx, groups: groups, activation: nil, op: "conv1d")
+    return y.reshaped([y.shape[0], y.shape[1], y.shape[3]])
+}
+
+/// 3-D convolution of `[N, C, D, H, W]` input with weight `[out, in, kd, kh, kw]` (zero padding, no groups).
+///
+/// Temporal kernels `(k, 1, 1)` run as k accumulated GEMMs straight over the input frames (no column matrix);
+/// everything else builds a column matrix per output frame, tiled over output rows.
+public func conv3d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: [Int] = [1, 1, 1], padding: [Int] = [0, 0, 0]) -> Tensor {
+    precondition(x.rank == 5 && weight.rank == 5, "conv3d: input \(x.shape) / weight \(weight.shape) must be rank 5")
+    precondition(stride.count == 3 && padding.count == 3, "conv3d: stride and padding need 3 values each")
+    let n = x.shape[0], c = x.shape[1], d = x.shape[2], h = x.shape[3], w = x.shape[4]
+    let oc = weight.shape[0], kd = weight.shape[2], kh = weight.shape[3], kw = weight.shape[4]
+    precondition(weight.shape[1] == c, "conv3d: weight \(weight.shape) expects \(weight.shape[1]) input channels, input \(x.shape) has \(c)")
+    if let bias { precondition(bias.count == oc, "conv3d: bias has \(bias.count) values, expected \(oc)") }
+    let az = ConvAxis(input: d, kernel: kd, stride: stride[0], padding: padding[0], dilation: 1)
+    let ay = ConvAxis(input: h, kernel: kh, stride: stride[1], padding: padding[1], dilation: 1)
+    let ax = ConvAxis(input: w, kernel: kw, stride: stride[2], padding: padding[2], dilation: 1)
+    let dout = az.output, ho = ay.output, wo = ax.output
+    precondition(dout > 0 && ho > 0 && wo > 0, "conv3d: input \(x.shape) too small for kernel \(weight.shape)")
+    let (out, o) = Tensor.output([n, oc, dout, ho, wo])
+    let px = x.basePointer, pw = weight.basePointer
+    let plane = ho * wo, kk = c * kd * kh * kw
+    if kh == 1 && kw == 1 && stride[1] == 1 && stride[2] == 1 && padding[1] == 0 && padding[2] == 0 {
+        // Temporal: weight re-laid out as [kd, O, C] so each tap is a plain matrix.
+        let wt = UnsafeMutablePointer<Float>.allocate(capacity: kd * oc * c)
+        defer { wt.deallocate() }
+        for t in 0..<kd { for oo in 0..<oc { for ci in 0..<c { wt[(t * oc + oo) * c + ci] = pw[(oo * c + ci) * kd + t] } } }
+        for b in 0..<n {
+            for od in 0..<dout {
+                var first = true
+                for t in 0..<kd {
+                    let id = od * az.stride - az.padding + t
+                    if id < 0 || id >= d { continue }
+                    Kernels.sgemm(transA: false, transB: false, m: oc, n: plane, k: c,
+                                  a: wt + t * oc * c, lda: c, b: px + (b * c * d + id) * plane, ldb: d * plane,
+                                  beta: first ? 0 : 1, c: o + (b * oc * dout + od) * plane, ldc: dout * plane)
+                    first = false
+                }
+            }
+        }
+    } else {
+        let tileRows = max(1, min(ho, Kernels.columnBudget / max(kk * wo, 1)))
+        let col = UnsafeMutablePointer<Float>.allocate(capacity: kk * tileRows * wo)
+        defer { col.deallocate() }
+        let frameTaps = kh * kw
+        for b in 0..<n {
+            for od in 0..<dout {
+                var r0 = 0
+                while r0 < ho {
+                    let rows = min(tileRows, ho - r0), cols = rows * wo
+                    // Rows of the column matrix are (channel, kt, ki, kj); each (channel, kt) block is a 2-D im2col
+                    // of one input frame, or zeros when the frame lies in the temporal padding.
+                    Kernels.parallelRanges(c * kd, minPerTask: 1) { r in
+                        for block in r {
+                            let ci = block / kd, t = block % kd
+                            let id = od * az.stride - az.padding + t
+                            let dst = col + block * frameTaps * cols
+                            if id < 0 || id >= d { dst.update(repeating: 0, count: frameTaps * cols); continue }
+                            Kernels.im2colSerial(px + ((b * c + ci) * d + id) * h * w, dst, kh: kh, kw: kw, w: w,
+                                                 rows: r0..<(r0 + rows), wo: wo, vy: ay, vx: ax)
+                        }
+                    }
+                    Kernels.sgemm(transA: false, transB: false, m: oc, n: cols, k: kk, a: pw, lda: kk, b: col, ldb: cols,
+                                  c: o + (b * oc * dout + od) * plane + r0 * wo, ldc: dout * plane)
+                    r0 += rows
+                }
+            }
+        }
+    }
+    Kernels.biasActivate(o, planes: n * oc, channels: oc, inner: dout * plane, bias: bias?.basePointer, activation: nil)
+    return out
+}
+
+extension Kernels {
+    /// Single-channel, single-threaded im2col (`kh·kw` rows) used inside already-parallel loops.
+    static func im2colSerial(_ channel: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, kh: Int, kw: Int,
+                             w: Int, rows: Range<Int>, wo: Int, vy: ConvAxis, vx: ConvAxis) {
+        let cols = rows.count * wo, h = vy.input
+        for ki in 0..<kh {
+            for kj in 0..<kw {
+                let base = dst + (ki * kw + kj) * cols
+                let valid = vx.validRange(tap: kj)
+                let xoff = kj * vx.dilation - vx.padding
+                for (ri, oy) in rows.enumerated() {
+                    let row = base + ri * wo
+                    let iy = oy * vy.stride - vy.padding + ki * vy.dilation
+                    if iy < 0 || iy >= h { row.update(repeating: 0, count: wo); continue }
+                    let line = channel + iy * w
+                    if valid.lowerBound > 0 { row.update(repeating: 0, count: valid.lowerBound) }
+                    for ox in valid { row[ox] = line[ox * vx.stride + xoff] }
+                    if valid.upperBound < wo { (row + valid.upperBound).update(repeating: 0, count: wo - valid.upperBound) }
+                }
+            }
+        }
+    }
+}

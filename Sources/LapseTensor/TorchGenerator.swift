@@ -1,0 +1,121 @@
+import Foundation
+
+/// A random generator that reproduces PyTorch's CPU generator bit for bit for float32 `randn` and `rand`, so
+/// pipelines seeded like their Python originals start from the same noise.
+///
+/// Torch draws from a 32-bit Mersenne Twister (mt19937 seeded with the low 32 bits of the seed):
+/// - `rand`: each value is the low 24 bits of one 32-bit draw, times 2⁻²⁴.
+/// - `randn` with ≥ 16 elements: the whole tensor is first filled with such uniforms, then Box–Muller runs in float
+///   over blocks of 16 (pairing element j with j+8); a tail that is not a multiple of 16 redraws 16 fresh uniforms
+///   into the last 16 slots and transforms them again.
+/// - `randn` with < 16 elements: double-precision Box–Muller from 53-bit uniforms (two 32-bit draws each), whose
+///   second (sine) value is cached in the generator and consumed by the next small draw.
+///
+/// The float path follows torch's portable kernel (the one used by AVX-512 and non-x86 builds); torch builds that
+/// dispatch to their AVX2 kernel use a different polynomial log/sin/cos and differ in the last bits.
+public final class TorchGenerator {
+    private var state = [UInt32](repeating: 0, count: 624)
+    private var index = 624
+    private var cachedNormal: Double?
+
+    /// A generator in the state `torch.manual_seed(seed)` leaves the default CPU generator in.
+    public init(seed: UInt64) { manualSeed(seed) }
+
+    /// Re-seeds like `torch.manual_seed`, dropping any cached normal sample.
+    public func manualSeed(_ seed: UInt64) {
+        state[0] = UInt32(truncatingIfNeeded: seed)
+        for i in 1..<624 {
+            let prev = state[i - 1]
+            state[i] = 1_812_433_253 &* (prev ^ (prev >> 30)) &+ UInt32(i)
+        }
+        index = 624
+        cachedNormal = nil
+    }
+
+    /// Next 32-bit Mersenne Twister output.
+    @inline(__always)
+    private func next32() -> UInt32 {
+        if index >= 624 { twist() }
+        var y = state[index]
+        index += 1
+        y ^= y >> 11
+        y ^= (y << 7) & 0x9d2c_5680
+        y ^= (y << 15) & 0xefc6_0000
+        y ^= y >> 18
+        return y
+    }
+
+    private func twist() {
+        for i in 0..<624 {
+            let y = (state[i] & 0x8000_0000) | (state[(i + 1) % 624] & 0x7fff_ffff)
+            var v = state[(i + 397) % 624] ^ (y >> 1)
+            if y & 1 != 0 { v ^= 0x9908_b0df }
+            state[i] = v
+        }
+        index = 0
+    }
+
+    /// Uniform float in [0, 1) from the low 24 bits of one draw.
+    @inline(__always)
+    private func uniformFloat() -> Float { Float(next32() & 0xFF_FFFF) * (1.0 / 16_777_216.0) }
+
+    /// Uniform double in [0, 1) from the low 53 bits of a 64-bit value (first draw is the high word).
+    @inline(__always)
+    private func uniformDouble() -> Double {
+        let hi = UInt64(next32()), lo = UInt64(next32())
+        return Double(((hi << 32) | lo) & ((1 << 53) - 1)) * (1.0 / 9_007_199_254_740_992.0)
+    }
+
+    /// One double-precision standard normal, using and refilling the Box–Muller cache.
+    private func normalDouble() -> Double {
+        if let cached = cachedNormal { cachedNormal = nil; return cached }
+        let u1 = uniformDouble(), u2 = uniformDouble()
+        let r = Foundation.sqrt(-2 * Foundation.log1p(-u2))
+        let theta = 2 * Double.pi * u1
+        cachedNormal = r * Foundation.sin(theta)
+        return r * Foundation.cos(theta)
+    }
+
+    /// Box–Muller over 16 uniforms in place, in float like torch's portable `normal_fill_16`.
+    @inline(__always)
+    private static func boxMuller16(_ d: UnsafeMutablePointer<Float>) {
+        for j in 0..<8 {
+            let u1 = 1 - d[j], u2 = d[j + 8]
+            let radius = (-2 * Foundation.log(u1)).squareRoot()
+            let theta = Float(2.0 * Double.pi * Double(u2))
+            d[j] = radius * Foundation.cos(theta)
+            d[j + 8] = radius * Foundation.sin(theta)
+        }
+    }
+
+    /// Standard normal samples, identical to `torch.manual_seed(s); torch.randn(shape)` on CPU in float32.
+    public func randn(_ shape: [Int]) -> Tensor {
+        var t = Tensor(zeros: shape)
+        let n = t.count
+        t.withUnsafeMutableBufferPointer { buf in
+            guard let d = buf.baseAddress, n > 0 else { return }
+            if n < 16 {
+                for i in 0..<n { d[i] = Float(normalDouble()) }
+                return
+            }
+            for i in 0..<n { d[i] = uniformFloat() }
+            var i = 0
+            while i + 16 <= n { Self.boxMuller16(d + i); i += 16 }
+            if n % 16 != 0 {
+                let tail = d + n - 16
+                for j in 0..<16 { tail[j] = uniformFloat() }
+                Self.boxMuller16(tail)
+            }
+        }
+        return t
+    }
+
+    /// Uniform samples in [0, 1), identical to `torch.rand(shape)` on CPU in float32.
+    public func rand(_ shape: [Int]) -> Tensor {
+        var t = Tensor(zeros: shape)
+        t.withUnsafeMutableBufferPointer { buf in
+            for i in 0..<buf.count { buf[i] = uniformFloat() }
+        }
+        return t
+    }
+}
