@@ -1,0 +1,38 @@
+import LapseGraph
+import LapseMedia
+
+/// `SaveVideo {path, fps, codec, crf, preset, audio_from}` ← `frames`: streaming encode through libav.
+struct SaveVideoNode: Node {
+    static let schema = NodeSchema(
+        type: "SaveVideo", category: "media/io",
+        summary: "Encodes frames: mp4/H.264 (libx264, yuv420p BT.709), webm/VP9, GIF (palettegen/paletteuse), lossless mkv/FFV1.",
+        inputs: [
+            InputSpec("frames", .frames, doc: "frames to encode (all of one size)"),
+            InputSpec("path", .string, doc: "output file; the extension picks the container"),
+            InputSpec("fps", .float, default: .float(0), min: 0, max: 1000,
+                      doc: "frame rate, 0 = the stream's own rate, or 8 when it has none (default 0)"),
+            InputSpec("codec", .string, default: .string("auto"), allowed: VideoEncodingOptions.codecs,
+                      doc: "auto (.mp4/.mov → h264, .webm → vp9, .gif → gif, .mkv → ffv1), h264, vp9, gif, ffv1, h264rgb (lossless)"),
+            InputSpec("crf", .int, default: .int(18), min: 0, max: 63, doc: "quality for h264/vp9, lower is better, 0 = lossless (default 18)"),
+            InputSpec("preset", .string, default: .string("medium"), allowed: VideoEncodingOptions.presets,
+                      doc: "x264 speed preset (default medium); also sets VP9's cpu-used"),
+            InputSpec("audio_from", .string, default: .string(""),
+                      doc: "copy the audio stream of this media file into the output, \"\" = no audio (default)"),
+            InputSpec("pix_fmt", .string, default: .string("auto"), allowed: ["auto", "yuv420p", "yuv444p"],
+                      doc: "chroma layout for h264/vp9: auto (= yuv420p, odd sizes padded by one edge pixel) or yuv444p"),
+        ],
+        isOutput: true, outputFileParams: ["path"])
+
+    func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
+        let path = try inputs.string("path")
+        let fps = try inputs.float("fps")
+        let audio = try inputs.string("audio_from")
+        let options = VideoEncodingOptions(codec: try inputs.string("codec"), crf: try inputs.int("crf"),
+                                           preset: try inputs.string("preset"), pixelFormat: try inputs.string("pix_fmt"),
+                                           fps: fps > 0 ? fps : nil, audioFrom: audio.isEmpty ? nil : audio)
+        let notes = try MediaIO.saveVideo(try inputs.frames("frames"), path: path, options: options,
+                                          progress: context.frameProgress)
+        for note in notes { context.log("\(path): \(note)") }
+        return .none
+    }
+}
