@@ -32,7 +32,10 @@ let package = Package(
         .target(name: "LapseTensor", dependencies: ["COpenBLAS"], swiftSettings: optimized),
         .target(name: "LapseWeights", dependencies: ["LapseTensor"], swiftSettings: optimized),
         .target(name: "LapseGraph", dependencies: ["LapseTensor"]),
-        .target(name: "LapseMedia", dependencies: ["LapseGraph", "LapseTensor", "CFFmpeg", "CPNG"], swiftSettings: optimized),
+        .target(name: "CMediaHelpers", dependencies: ["CPNG", "CFFmpeg"],
+                linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("avutil")]),
+        .target(name: "LapseMedia", dependencies: ["LapseGraph", "LapseTensor", "CFFmpeg", "CPNG", "CMediaHelpers"],
+                swiftSettings: optimized),
         .target(name: "LapseCLI", dependencies: [
             "LapseGraph",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
