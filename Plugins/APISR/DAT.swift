@@ -1,0 +1,283 @@
+import Foundation
+import LapseTensor
+
+/// DAT (Chen et al., ICCV 2023), APISR's "DAT-small" 4× generator: alternating spatial-window and channel
+/// self-attention blocks, each fused with a depthwise-conv branch through adaptive interaction gates, and SGFN.
+///
+/// Position biases depend only on the split size and are evaluated at load time; shift masks and the
+/// internal zero padding of the spatial branch follow the input size.
+public final class DATNetwork: UpscaleNetwork, @unchecked Sendable {
+    public let architecture = "DAT"
+    public var scale: Int { config.scale }
+    /// Any size works: the spatial attention pads its projections inside, like the reference.
+    public let sizeMultiple = 1
+    /// One full spatial window (the larger split side).
+    public var minimumTile: Int { config.splitSize.max() ?? 16 }
+    /// 180-channel token maps times the qkv/ffn expansions, plus per-window attention matrices.
+    public let bytesPerInputPixel = 24_000
+
+    let config: Config
+    /// Channels of the transformer body.
+    public var embedDim: Int { config.embedDim }
+    /// Blocks per residual group.
+    public var depths: [Int] { config.depths }
+    /// Attention heads per residual group.
+    public var heads: [Int] { config.heads }
+    /// Spatial window height and width of branch 0 (branch 1 uses the transpose).
+    public var splitSize: [Int] { config.splitSize }
+    /// Hidden width of the SGFN feed-forward (before its gate halves it).
+    public var ffnHidden: Int { config.ffnHidden }
+    private let rgbMean: [Float] = [0.4488, 0.4371, 0.4040]
+    private let convFirst: TConv
+    private let normBefore: TNorm
+    private let groups: [Group]
+    private let norm: TNorm
+    private let convAfterBody: TConv
+    private let upsample: TConv
+
+    /// True when the key layout is DAT's (`before_RG` norm, alternating spatial/channel attention).
+    public static func canLoad(_ keys: Set<String>) -> Bool {
+        keys.contains("conv_first.weight") && keys.contains("before_RG.1.weight")
+            && keys.contains("layers.0.blocks.0.attn.qkv.weight")
+            && (keys.contains("layers.0.blocks.0.attn.attns.0.pos.pos_proj.weight") || keys.contains("layers.0.blocks.1.attn.temperature"))
+    }
+
+    /// Builds the network from an unwrapped state dict; size-dependent mask buffers in the file are ignored.
+    public init(stateDict: [String: Tensor]) throws {
+        let r = TransformerStateDict(architecture: "DAT", dict: stateDict)
+        let cfg = try Self.inferConfig(r)
+        config = cfg
+        let c = cfg.embedDim
+        convFirst = try r.conv("conv_first", in: cfg.inChannels, out: c, kernel: 3)
+        normBefore = try r.norm("before_RG.1", dim: c)
+        var groups: [Group] = []
+        for i in 0..<cfg.depths.count {
+            var blocks: [Block] = []
+            for j in 0..<cfg.depths[i] {
+                blocks.append(try Block(r, prefix: "layers.\(i).blocks.\(j)", group: i, index: j, heads: cfg.heads[i], config: cfg))
+            }
+            groups.append(Group(blocks: blocks, conv: try r.conv("layers.\(i).conv", in: c, out: c, kernel: 3)))
+        }
+        self.groups = groups
+        norm = try r.norm("norm", dim: c)
+        convAfterBody = try r.conv("conv_after_body", in: c, out: c, kernel: 3)
+        upsample = try r.conv("upsample.0", in: c, out: cfg.scale * cfg.scale * cfg.inChannels, kernel: 3)
+    }
+
+    /// `[1, 3, H, W]` in [0, 1] → `[1, 3, sH, sW]`.
+    public func forward(_ input: Tensor) throws -> Tensor {
+        guard input.rank == 4, input.shape[0] == 1, input.shape[1] == config.inChannels else {
+            throw TransformerUpscalerError.badInput(architecture: architecture, shape: input.shape)
+        }
+        let h = input.shape[2], w = input.shape[3]
+        let meanTensor = Tensor(shape: [1, 3, 1, 1], data: rgbMean)
+        let first = convFirst(input - meanTensor)
+        var t = normBefore(TransformerWindows.tokens(first))
+        let geometry = Geometry(height: h, width: w, split: config.splitSize)
+        for group in groups {
+            var x = t
+            for block in group.blocks { x = block(x, geometry: geometry) }
+            t = t + TransformerWindows.tokens(group.conv(TransformerWindows.image(x, height: h, width: w)))
+        }
+        t = norm(t)
+        let y = convAfterBody(TransformerWindows.image(t, height: h, width: w)) + first
+        return pixelShuffle(upsample(y), factor: config.scale) + meanTensor
+    }
+}
+
+extension DATNetwork {
+    /// Input-size dependent layout of the spatial branches: padded size and the two shift masks.
+    struct Geometry {
+        let height: Int, width: Int
+        let paddedHeight: Int, paddedWidth: Int
+        /// `[nWindows, 1, N, N]` for branch 0 (split[0]×split[1] windows) and branch 1 (transposed windows).
+        let masks: [Tensor]
+
+        init(height: Int, width: Int, split: [Int]) {
+            self.height = height
+            self.width = width
+            let m = split.max() ?? 1
+            let ph = height + (m - height % m) % m, pw = width + (m - width % m) % m
+            paddedHeight = ph
+            paddedWidth = pw
+            masks = (0..<2).map { b in
+                let win = SpatialBranch.window(branch: b, split: split)
+                let ids = TransformerWindows.regionIDs(height: ph, width: pw, window: win, shift: (win.0 / 2, win.1 / 2))
+                return TransformerWindows.shiftMask(queryIDs: ids, keyIDs: ids)
+            }
+        }
+    }
+
+    struct Group {
+        let blocks: [Block]
+        let conv: TConv
+    }
+
+    /// The adaptive interaction module's two gates (1×1 conv → BN → GELU → 1×1 conv).
+    struct Gate {
+        let conv1: TConv, bn: TBatchNorm, conv2: TConv
+        init(_ r: TransformerStateDict, prefix: String, indices: (Int, Int, Int), in c: Int, hidden: Int, out: Int) throws {
+            conv1 = try r.conv("\(prefix).\(indices.0)", in: c, out: hidden, kernel: 1)
+            bn = try r.batchNorm("\(prefix).\(indices.1)", dim: hidden)
+            conv2 = try r.conv("\(prefix).\(indices.2)", in: hidden, out: out, kernel: 1)
+        }
+        func callAsFunction(_ x: Tensor) -> Tensor { conv2(gelu(bn(conv1(x)))) }
+    }
+
+    /// Depthwise 3×3 conv → BN → GELU, the convolution branch beside each attention.
+    struct DepthwiseBranch {
+        let conv: TConv, bn: TBatchNorm
+        init(_ r: TransformerStateDict, prefix: String, dim: Int) throws {
+            conv = try r.conv(prefix + ".0", in: dim, out: dim, kernel: 3, groups: dim)
+            bn = try r.batchNorm(prefix + ".1", dim: dim)
+        }
+        func callAsFunction(_ x: Tensor) -> Tensor { gelu(bn(conv(x))) }
+    }
+
+    /// Dynamic position bias of one spatial branch, evaluated for its window at load time: `[1, heads, N, N]`.
+    struct SpatialBranch {
+        let window: (Int, Int)
+        let heads: Int
+        let bias: Tensor
+
+        static func window(branch: Int, split: [Int]) -> (Int, Int) {
+            branch == 0 ? (split[0], split[1]) : (split[1], split[0])
+        }
+
+        init(_ r: TransformerStateDict, prefix: String, branch: Int, dim: Int, heads: Int, split: [Int]) throws {
+            window = Self.window(branch: branch, split: split)
+            self.heads = heads
+            let posDim = dim / 4 / 4
+            let p = prefix + ".pos"
+            let proj = try r.linear(p + ".pos_proj", in: 2, out: posDim)
+            var layers: [(TNorm, TLinear)] = []
+            for (name, out) in [("pos1", posDim), ("pos2", posDim), ("pos3", heads)] {
+                layers.append((try r.norm("\(p).\(name).0", dim: posDim), try r.linear("\(p).\(name).2", in: posDim, out: out)))
+            }
+            let (hs, ws) = window
+            var coords: [Float] = []
+            for dy in (1 - hs)..<hs { for dx in (1 - ws)..<ws { coords += [Float(dy), Float(dx)] } }
+            var pos = proj(Tensor(shape: [coords.count / 2, 2], data: coords))
+            for (n, l) in layers { pos = l(relu(n(pos))) }                      // [(2hs−1)(2ws−1), heads]
+            var index: [[Int]] = []
+            for i in 0..<(hs * ws) {
+                index.append((0..<(hs * ws)).map { j in
+                    (i / ws - j / ws + hs - 1) * (2 * ws - 1) + (i % ws - j % ws + ws - 1)
+                })
+            }
+            bias = TransformerWindows.gatherBias(table: pos, index: index).reshaped([1, heads, hs * ws, hs * ws])
+        }
+    }
+
+    /// One DATB: norm → (spatial | channel) attention → residual, norm → SGFN → residual.
+    struct Block {
+        let norm1: TNorm, norm2: TNorm
+        let qkv: TLinear, proj: TLinear
+        let dwconv: DepthwiseBranch
+        let channelGate: Gate, spatialGate: Gate
+        let spatial: [SpatialBranch]        // empty for channel-attention blocks
+        let temperature: Tensor?            // [heads, 1, 1] for channel-attention blocks
+        let heads: Int
+        let shifted: Bool
+        let splitSize: [Int]
+        let fc1: TLinear, fc2: TLinear
+        let sgNorm: TNorm, sgConv: TConv
+
+        init(_ r: TransformerStateDict, prefix: String, group: Int, index: Int, heads: Int, config: Config) throws {
+            let c = config.embedDim
+            let a = prefix + ".attn"
+            norm1 = try r.norm(prefix + ".norm1", dim: c)
+            norm2 = try r.norm(prefix + ".norm2", dim: c)
+            qkv = try r.linear(a + ".qkv", in: c, out: 3 * c, bias: false)
+            proj = try r.linear(a + ".proj", in: c, out: c)
+            dwconv = try DepthwiseBranch(r, prefix: a + ".dwconv", dim: c)
+            channelGate = try Gate(r, prefix: a + ".channel_interaction", indices: (1, 2, 4), in: c, hidden: c / 8, out: c)
+            spatialGate = try Gate(r, prefix: a + ".spatial_interaction", indices: (0, 1, 3), in: c, hidden: c / 16, out: 1)
+            self.heads = heads
+            splitSize = config.splitSize
+            if index % 2 == 0 {
+                guard heads % 2 == 0, (c / 2) % (heads / 2) == 0 else {
+                    throw TransformerUpscalerError.unsupported(architecture: "DAT", detail: "\(heads) heads do not split \(c) channels in two branches")
+                }
+                spatial = try (0..<2).map {
+                    try SpatialBranch(r, prefix: "\(a).attns.\($0)", branch: $0, dim: c / 2, heads: heads / 2, split: config.splitSize)
+                }
+                temperature = nil
+            } else {
+                guard c % heads == 0 else {
+                    throw TransformerUpscalerError.unsupported(architecture: "DAT", detail: "\(heads) heads do not divide \(c) channels")
+                }
+                spatial = []
+                temperature = try r.tensor(a + ".temperature", shape: [heads, 1, 1])
+            }
+            // Shifted windows on blocks 2, 6, … of even groups and 0, 4, … of odd groups (DAT's schedule).
+            shifted = index % 2 == 0 && (group % 2 == 0 ? (index > 0 && (index - 2) % 4 == 0) : index % 4 == 0)
+            fc1 = try r.linear(prefix + ".ffn.fc1", in: c, out: config.ffnHidden)
+            sgNorm = try r.norm(prefix + ".ffn.sg.norm", dim: config.ffnHidden / 2)
+            sgConv = try r.conv(prefix + ".ffn.sg.conv", in: config.ffnHidden / 2, out: config.ffnHidden / 2, kernel: 3,
+                                groups: config.ffnHidden / 2)
+            fc2 = try r.linear(prefix + ".ffn.fc2", in: config.ffnHidden / 2, out: c)
+        }
+
+        func callAsFunction(_ x: Tensor, geometry g: Geometry) -> Tensor {
+            let n = norm1(x)
+            let a = spatial.isEmpty ? channelAttention(n, g) : spatialAttention(n, g)
+            let y = x + a
+            return y + ffn(norm2(y), g)
+        }
+
+        /// SGFN: fc1 → GELU → (x1 · dwconv(norm(x2))) → fc2.
+        private func ffn(_ x: Tensor, _ g: Geometry) -> Tensor {
+            let hidden = gelu(fc1(x))
+            let halves = chunk(hidden, 2, axis: 1)
+            let gate = TransformerWindows.tokens(sgConv(TransformerWindows.image(sgNorm(halves[1]), height: g.height, width: g.width)))
+            return fc2(halves[0] * gate)
+        }
+
+        private func spatialAttention(_ x: Tensor, _ g: Geometry) -> Tensor {
+            let c = x.shape[1]
+            let all = qkv(x)                                                       // [L, 3C] = [H, W, 3, C]
+            let v = split(all, sizes: [2 * c, c], axis: 1)[1]
+            // The reference zero-pads the projections (not the input), so padded keys/values are exact zeros.
+            let padded = TransformerWindows.padChannelsLast(all.reshaped([g.height, g.width, 3 * c]), height: g.height, width: g.width,
+                                                   toHeight: g.paddedHeight, toWidth: g.paddedWidth)
+                .reshaped([g.paddedHeight, g.paddedWidth, 3, c])
+            var outs: [Tensor] = []
+            for (b, branch) in spatial.enumerated() {
+                var m = slice(padded, axis: 3, start: b * c / 2, end: (b + 1) * c / 2)
+                let win = branch.window
+                if shifted { m = roll(m, shifts: [-win.0 / 2, -win.1 / 2], axes: [0, 1]) }
+                let p = TransformerWindows.partition(m, height: g.paddedHeight, width: g.paddedWidth, window: win, parts: 3, heads: branch.heads)
+                let d = c / 2 / branch.heads
+                let mask = shifted ? branch.bias + g.masks[b] : branch.bias
+                let o = attention(query: TransformerWindows.part(p, 0), key: TransformerWindows.part(p, 1), value: TransformerWindows.part(p, 2),
+                                  mask: mask, scale: 1 / Float(d).squareRoot())
+                var img = TransformerWindows.merge(o, height: g.paddedHeight, width: g.paddedWidth, window: win)
+                if shifted { img = roll(img, shifts: [win.0 / 2, win.1 / 2], axes: [0, 1]) }
+                outs.append(TransformerWindows.cropChannelsLast(img, fromWidth: g.paddedWidth, height: g.height, width: g.width)
+                    .reshaped([g.height * g.width, c / 2]))
+            }
+            let attended = concat(outs, axis: 1)                                   // [L, C]
+            let conv = dwconv(TransformerWindows.image(v, height: g.height, width: g.width))
+            let channelMap = channelGate(mean(conv, axes: [2, 3], keepDims: true)).reshaped([1, c])
+            let spatialMap = spatialGate(TransformerWindows.image(attended, height: g.height, width: g.width))  // [1, 1, H, W]
+            let gatedConv = TransformerWindows.tokens(sigmoid(spatialMap) * conv)
+            return proj(attended * sigmoid(channelMap) + gatedConv)
+        }
+
+        private func channelAttention(_ x: Tensor, _ g: Geometry) -> Tensor {
+            let c = x.shape[1], l = x.shape[0], d = c / heads
+            // [L, 3, heads, d] → [3, heads, d, L]: attention runs across channels, tokens are the feature axis.
+            let stacked = permute(qkv(x).reshaped([l, 3, heads, d]), [1, 2, 3, 0])
+            let q = TransformerWindows.l2Normalized(TransformerWindows.part(stacked, 0)), k = TransformerWindows.l2Normalized(TransformerWindows.part(stacked, 1))
+            let v = TransformerWindows.part(stacked, 2)                                    // [heads, d, L]
+            let scores = softmax(matmul(q, k, transposeB: true) * temperature!, axis: -1)  // [heads, d, d]
+            let attended = permute(matmul(scores, v), [2, 0, 1]).reshaped([l, c])
+            let conv = dwconv(v.reshaped([1, c, g.height, g.width]))
+            let channelMap = channelGate(mean(TransformerWindows.image(attended, height: g.height, width: g.width), axes: [2, 3], keepDims: true))
+            let spatialMap = TransformerWindows.tokens(spatialGate(conv))                  // [L, 1]
+            let gatedConv = TransformerWindows.tokens(conv * sigmoid(channelMap))
+            return proj(attended * sigmoid(spatialMap) + gatedConv)
+        }
+    }
+}

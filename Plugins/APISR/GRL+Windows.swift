@@ -1,0 +1,155 @@
+import Foundation
+import LapseTensor
+
+/// Window bookkeeping shared by GRL and DAT: token layouts, window partitions and the Swin-style shift masks.
+///
+/// Feature maps inside the transformer bodies are kept channels-last (`[H, W, C]` with batch 1), the layout
+/// the linear layers want; the partitions below turn them into `[windows, heads, tokens, headDim]` for attention.
+enum TransformerWindows {
+    /// `[1, C, H, W]` → `[H·W, C]`.
+    static func tokens(_ x: Tensor) -> Tensor {
+        let c = x.shape[1], h = x.shape[2], w = x.shape[3]
+        return permute(x.reshaped([c, h * w]), [1, 0])
+    }
+
+    /// `[H·W, C]` → `[1, C, H, W]`.
+    static func image(_ t: Tensor, height: Int, width: Int) -> Tensor {
+        let c = t.shape[t.rank - 1]
+        return permute(t.reshaped([height * width, c]), [1, 0]).reshaped([1, c, height, width])
+    }
+
+    /// Splits `parts` stacked projections of a `[H, W, parts·heads·d]` map into windows:
+    /// → `[parts, nWindows, heads, wh·ww, d]`, windows row-major, tokens row-major inside each window.
+    static func partition(_ x: Tensor, height: Int, width: Int, window: (Int, Int), parts: Int, heads: Int) -> Tensor {
+        let (wh, ww) = window
+        let channels = x.count / (height * width)
+        let d = channels / (parts * heads)
+        let nh = height / wh, nw = width / ww
+        let v = x.reshaped([nh, wh, nw, ww, parts, heads, d])
+        return permute(v, [4, 0, 2, 5, 1, 3, 6]).reshaped([parts, nh * nw, heads, wh * ww, d])
+    }
+
+    /// Inverse of `partition` for one part: `[nWindows, heads, wh·ww, d]` → `[H, W, heads·d]`.
+    static func merge(_ x: Tensor, height: Int, width: Int, window: (Int, Int)) -> Tensor {
+        let (wh, ww) = window
+        let heads = x.shape[1], d = x.shape[3]
+        let nh = height / wh, nw = width / ww
+        let v = x.reshaped([nh, nw, heads, wh, ww, d])
+        return permute(v, [0, 3, 1, 4, 2, 5]).reshaped([height, width, heads * d])
+    }
+
+    /// Part `i` of a stacked `[parts, …]` tensor, without copying.
+    static func part(_ x: Tensor, _ i: Int) -> Tensor {
+        let inner = Array(x.shape.dropFirst())
+        let n = Tensor.elementCount(inner)
+        return Tensor(shape: inner, storage: x.storage, offset: x.offset + i * n)
+    }
+
+    /// Region ids of Swin's shifted-window mask (`_fill_window`): the map is cut at `-window` and `-shift` on each
+    /// axis into 3×3 regions; returns `[nWindows, wh·ww]` ids in window-partition order.
+    static func regionIDs(height: Int, width: Int, window: (Int, Int), shift: (Int, Int)) -> [[Int]] {
+        func region(_ i: Int, _ size: Int, _ win: Int, _ sh: Int) -> Int {
+            // Python slices (0, -win), (-win, -sh), (-sh, None); negative bounds clamp at 0 like Python's.
+            let a = max(0, size - win), b = max(0, size - sh)
+            return i < a ? 0 : (i < b ? 1 : 2)
+        }
+        let (wh, ww) = window
+        let nh = height / wh, nw = width / ww
+        var out: [[Int]] = []
+        out.reserveCapacity(nh * nw)
+        for by in 0..<nh {
+            for bx in 0..<nw {
+                var ids = [Int](repeating: 0, count: wh * ww)
+                for y in 0..<wh {
+                    for x in 0..<ww {
+                        ids[y * ww + x] = region(by * wh + y, height, wh, shift.0) * 3 + region(bx * ww + x, width, ww, shift.1)
+                    }
+                }
+                out.append(ids)
+            }
+        }
+        return out
+    }
+
+    /// `-100` where query and key tokens come from different regions: `[nWindows, 1, Nq, Nk]`.
+    static func shiftMask(queryIDs: [[Int]], keyIDs: [[Int]]) -> Tensor {
+        let n = queryIDs.count, nq = queryIDs[0].count, nk = keyIDs[0].count
+        var mask = Tensor(zeros: [n, 1, nq, nk])
+        mask.withUnsafeMutableBufferPointer { m in
+            for w in 0..<n {
+                let q = queryIDs[w], k = keyIDs[w]
+                for i in 0..<nq {
+                    let row = (w * nq + i) * nk
+                    for j in 0..<nk where q[i] != k[j] { m[row + j] = -100 }
+                }
+            }
+        }
+        return mask
+    }
+
+    /// Zero-pads a channels-last `[H, W, C]` map to `[toH, toW, C]` (bottom/right).
+    static func padChannelsLast(_ x: Tensor, height: Int, width: Int, toHeight: Int, toWidth: Int) -> Tensor {
+        if toHeight == height && toWidth == width { return x }
+        let c = x.count / (height * width)
+        var out = Tensor(zeros: [toHeight, toWidth, c])
+        x.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for y in 0..<height {
+                    (dst.baseAddress! + y * toWidth * c).update(from: src.baseAddress! + y * width * c, count: width * c)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Top-left `[H, W, C]` crop of a channels-last `[fromH, fromW, C]` map.
+    static func cropChannelsLast(_ x: Tensor, fromWidth: Int, height: Int, width: Int) -> Tensor {
+        let c = x.shape[x.rank - 1]
+        if fromWidth == width && x.count == height * width * c { return x.reshaped([height, width, c]) }
+        var out = Tensor(zeros: [height, width, c])
+        x.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for y in 0..<height {
+                    (dst.baseAddress! + y * width * c).update(from: src.baseAddress! + y * fromWidth * c, count: width * c)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Relative-position bias lookup: `table[index[i, j], h]` → `[heads, Ni, Nj]`.
+    static func gatherBias(table: Tensor, index: [[Int]]) -> Tensor {
+        let heads = table.shape[table.rank - 1]
+        let ni = index.count, nj = index[0].count
+        var out = Tensor(zeros: [heads, ni, nj])
+        table.withUnsafeBufferPointer { t in
+            out.withUnsafeMutableBufferPointer { o in
+                for i in 0..<ni {
+                    for j in 0..<nj {
+                        let src = index[i][j] * heads
+                        for h in 0..<heads { o[(h * ni + i) * nj + j] = t[src + h] }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// `x / max(‖x‖₂, 1e-12)` over the last dimension, as `torch.nn.functional.normalize`.
+    static func l2Normalized(_ x: Tensor) -> Tensor {
+        let n = x.shape[x.rank - 1]
+        let rows = x.count / max(n, 1)
+        var out = Tensor(zeros: x.shape)
+        x.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for r in 0..<rows {
+                    var s: Float = 0
+                    for i in 0..<n { let v = src[r * n + i]; s += v * v }
+                    let inv = 1 / max(s.squareRoot(), 1e-12)
+                    for i in 0..<n { dst[r * n + i] = src[r * n + i] * inv }
+                }
+            }
+        }
+        return out
+    }
+}
