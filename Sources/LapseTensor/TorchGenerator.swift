@@ -11,8 +11,8 @@ import Foundation
 /// - `randn` with < 16 elements: double-precision Box–Muller from 53-bit uniforms (two 32-bit draws each), whose
 ///   second (sine) value is cached in the generator and consumed by the next small draw.
 ///
-/// The float path follows torch's portable kernel (the one used by AVX-512 and non-x86 builds); torch builds that
-/// dispatch to their AVX2 kernel use a different polynomial log/sin/cos and differ in the last bits.
+/// The ≥ 16 path follows the vectorised kernel torch runs on x86-64 (verified on this project's AVX2/AVX-512 machines);
+/// torch on other architectures uses libm log/sin/cos there and can differ in the last bits.
 public final class TorchGenerator {
     private var state = [UInt32](repeating: 0, count: 624)
     private var index = 624
@@ -76,15 +76,17 @@ public final class TorchGenerator {
         return r * Foundation.cos(theta)
     }
 
-    /// Box–Muller over 16 uniforms in place, in float like torch's portable `normal_fill_16`.
+    /// Box–Muller over 16 uniforms in place, pairing j with j+8, exactly as torch's x86 CPU kernel does it: float
+    /// arithmetic with Cephes-style polynomial log and sincos (`CephesFloat`), not the C library's.
     @inline(__always)
     private static func boxMuller16(_ d: UnsafeMutablePointer<Float>) {
+        let twoPi = Float(2.0 * Double.pi)
         for j in 0..<8 {
             let u1 = 1 - d[j], u2 = d[j + 8]
-            let radius = (-2 * Foundation.log(u1)).squareRoot()
-            let theta = Float(2.0 * Double.pi * Double(u2))
-            d[j] = radius * Foundation.cos(theta)
-            d[j + 8] = radius * Foundation.sin(theta)
+            let radius = (-2 * CephesFloat.log(u1)).squareRoot()
+            let (s, c) = CephesFloat.sincos(twoPi * u2)
+            d[j] = radius * c
+            d[j + 8] = radius * s
         }
     }
 
@@ -117,5 +119,69 @@ public final class TorchGenerator {
             for i in 0..<buf.count { buf[i] = uniformFloat() }
         }
         return t
+    }
+}
+
+/// Float log and sincos evaluated operation by operation like the Cephes-derived polynomials in torch's AVX kernel
+/// (range reduction to a mantissa in [√½, √2) / octants of π/4, then fixed minimax polynomials), so `randn` reproduces
+/// torch's rounding exactly. Valid for the inputs Box–Muller gives it: log on (0, 1], sincos on [0, 2π).
+enum CephesFloat {
+    // The compiler that built torch contracts each multiply feeding a single add into a fused multiply-add, so the
+    // same pairs are fused here (`addingProduct`); plain `*` steps are the products it leaves unfused.
+    static func log(_ input: Float) -> Float {
+        if input <= 0 { return .nan }
+        let v = Swift.max(input, Float(bitPattern: 0x0080_0000))
+        let bits = v.bitPattern
+        var e = Float(Int32(bitPattern: bits >> 23) - 127) + 1
+        let m = Float(bitPattern: (bits & ~0x7f80_0000) | Float(0.5).bitPattern)  // mantissa in [0.5, 1)
+        var x = m - 1
+        if m < 0.707106781186547524 {
+            e -= 1
+            x = x + m
+        }
+        let z = x * x
+        var y: Float = 7.0376836292e-2
+        y = Float(-1.1514610310e-1).addingProduct(y, x)
+        y = Float(1.1676998740e-1).addingProduct(y, x)
+        y = Float(-1.2420140846e-1).addingProduct(y, x)
+        y = Float(1.4249322787e-1).addingProduct(y, x)
+        y = Float(-1.6668057665e-1).addingProduct(y, x)
+        y = Float(2.0000714765e-1).addingProduct(y, x)
+        y = Float(-2.4999993993e-1).addingProduct(y, x)
+        y = Float(3.3333331174e-1).addingProduct(y, x)
+        y = y * x
+        y = y * z
+        y = y.addingProduct(e, -2.12194440e-4)
+        y = y.addingProduct(-z, 0.5)
+        return (x + y).addingProduct(e, 0.693359375)
+    }
+
+    static func sincos(_ input: Float) -> (sin: Float, cos: Float) {
+        var x = Swift.abs(input)
+        var signSin = input.sign == .minus
+        var j = Int32(x * 1.27323954473516)  // octant of x / (π/4), truncated
+        j = (j &+ 1) & ~1
+        let y = Float(j)
+        if j & 4 != 0 { signSin.toggle() }
+        let cosPoly = j & 2 == 0
+        // Extended-precision reduction x - y·π/4 with π/4 split into three parts.
+        x = x.addingProduct(y, -0.78515625)
+        x = x.addingProduct(y, -2.4187564849853515625e-4)
+        x = x.addingProduct(y, -3.77489497744594108e-8)
+        let signCos = (~(j &- 2)) & 4 != 0
+        let z = x * x
+        var c: Float = 2.443315711809948e-5
+        c = Float(-1.388731625493765e-3).addingProduct(c, z)
+        c = Float(4.166664568298827e-2).addingProduct(c, z)
+        c = c * z; c = c * z
+        c = c.addingProduct(-z, 0.5)
+        c = c + 1
+        var s: Float = -1.9515295891e-4
+        s = Float(8.3321608736e-3).addingProduct(s, z)
+        s = Float(-1.6666654611e-1).addingProduct(s, z)
+        s = s * z
+        s = x.addingProduct(s, x)
+        let sinValue = cosPoly ? s : c, cosValue = cosPoly ? c : s
+        return (signSin ? -sinValue : sinValue, signCos ? -cosValue : cosValue)
     }
 }
