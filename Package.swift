@@ -57,7 +57,7 @@ let package = Package(
         .target(name: "LapseTestSupport", dependencies: ["LapseGraph", "LapseTensor"], path: "Tests/LapseTestSupport"),
         .testTarget(name: "LapseGraphTests", dependencies: ["LapseGraph", "LapseTestSupport"]),
         .testTarget(name: "LapseTensorTests", dependencies: ["LapseTensor", "LapseTestSupport"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "LapseWeightsTests", dependencies: ["LapseWeights", "LapseTensor", "TensorIOPlugin", "LapseTestSupport"],
+        .testTarget(name: "LapseWeightsTests", dependencies: ["LapseWeights", "LapseTensor", "LapseGraph", "TensorIOPlugin", "LapseTestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "LapseMediaTests", dependencies: ["LapseMedia", "MediaPlugin", "LapseGraph", "LapseTestSupport"]),
         .testTarget(name: "APISRTests", dependencies: ["APISRPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport"],

@@ -88,16 +88,13 @@ public enum SafeTensors {
                               metadata: metadata)
     }
 
-    /// Integers only: JSON numbers with a fraction (or booleans) are not dimensions.
+    /// Integers only: JSON numbers with a fraction are not dimensions.
     private static func jsonInt(_ value: Any) -> Int? {
-        if value is Bool { return nil }
+        if let i = value as? Int { return i }
         if let n = value as? NSNumber {
-            #if canImport(Darwin)
-            if CFGetTypeID(n) == CFBooleanGetTypeID() { return nil }
-            #endif
             let d = n.doubleValue
             guard d.rounded() == d, abs(d) < 9.0e15 else { return nil }
-            return n.intValue
+            return Int(d)
         }
         return nil
     }

@@ -183,6 +183,12 @@ public struct LoadReport: Sendable, Equatable, CustomStringConvertible {
         public var name: String
         public var expected: [Int]
         public var actual: [Int]
+
+        public init(name: String, expected: [Int], actual: [Int]) {
+            self.name = name
+            self.expected = expected
+            self.actual = actual
+        }
     }
 
     /// Expected names the state dict lacks.
@@ -192,6 +198,13 @@ public struct LoadReport: Sendable, Equatable, CustomStringConvertible {
     public var shapeMismatches: [ShapeMismatch]
     /// For each missing name, unexpected names that look like it (a likely renaming problem).
     public var closeMatches: [String: [String]]
+
+    public init(missing: [String], unexpected: [String], shapeMismatches: [ShapeMismatch], closeMatches: [String: [String]]) {
+        self.missing = missing
+        self.unexpected = unexpected
+        self.shapeMismatches = shapeMismatches
+        self.closeMatches = closeMatches
+    }
 
     /// True when nothing is missing, unexpected or mis-shaped.
     public var isClean: Bool { missing.isEmpty && unexpected.isEmpty && shapeMismatches.isEmpty }
