@@ -31,7 +31,9 @@ let package = Package(
         // MARK: - Core
         .target(name: "LapseTensor", dependencies: ["COpenBLAS"], swiftSettings: optimized),
         .target(name: "LapseWeights", dependencies: ["LapseTensor"], swiftSettings: optimized),
-        .target(name: "LapseGraph", dependencies: ["LapseTensor"]),
+        // Exported dynamically so plugin libraries bind to the host's single copy of LapseGraph/LapseTensor types.
+        .target(name: "LapseGraph", dependencies: ["LapseTensor"],
+                linkerSettings: [.unsafeFlags(["-Xlinker", "--export-dynamic"], .when(platforms: [.linux]))]),
         .target(name: "CMediaHelpers", dependencies: ["CPNG", "CFFmpeg"],
                 linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("avutil")]),
         .target(name: "LapseMedia", dependencies: ["LapseGraph", "LapseTensor", "CFFmpeg", "CPNG", "CMediaHelpers"],
@@ -51,7 +53,7 @@ let package = Package(
                 swiftSettings: optimized),
 
         // MARK: - Example external plugin (built as a shared library, loaded at run time)
-        .target(name: "SharpenPlugin", dependencies: ["LapseGraph"], path: "Examples/SharpenPlugin"),
+        .target(name: "SharpenPlugin", dependencies: ["LapseGraph", "LapseTensor"], path: "Examples/SharpenPlugin"),
 
         // MARK: - Tests
         .target(name: "LapseTestSupport", dependencies: ["LapseGraph", "LapseTensor"], path: "Tests/LapseTestSupport"),

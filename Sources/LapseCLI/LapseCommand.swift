@@ -1,2 +1,203 @@
 import ArgumentParser
+import Foundation
 import LapseGraph
+
+/// What a command invocation runs against: output, node registry, cancellation and environment.
+/// Passed as a task-local so `lapse` and in-process tests run the same command code.
+public struct CLIEnvironment: Sendable {
+    public var console: any Console
+    /// Builds the registry of built-in node types; external plugins are added to it per invocation.
+    public var makeRegistry: @Sendable () throws -> NodeRegistry
+    public var cancellation: CancellationToken
+    public var environment: [String: String]
+    /// Relative graph and input paths resolve against this directory.
+    public var currentDirectory: URL
+
+    public init(console: any Console = StandardConsole(),
+                makeRegistry: @escaping @Sendable () throws -> NodeRegistry,
+                cancellation: CancellationToken = CancellationToken(),
+                environment: [String: String] = ProcessInfo.processInfo.environment,
+                currentDirectory: URL = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)) {
+        self.console = console
+        self.makeRegistry = makeRegistry
+        self.cancellation = cancellation
+        self.environment = environment
+        self.currentDirectory = currentDirectory
+    }
+
+    @TaskLocal static var current: CLIEnvironment?
+}
+
+/// Exit statuses of `lapse` (see docs/cli.md).
+public enum ExitStatus {
+    public static let success: Int32 = 0
+    public static let runtimeError: Int32 = 1
+    public static let invalidGraph: Int32 = 2
+    public static let cancelled: Int32 = 130
+}
+
+/// The `lapse` command line.
+public enum LapseCLI {
+    /// The version printed by `lapse --version`.
+    public static let version = "0.1.0"
+
+    /// Registers built-in node families into a fresh registry, plus the debug nodes when `LAPSE_DEBUG_NODES=1`.
+    public static func registry(plugins: [any NodePlugin.Type],
+                                environment: [String: String] = ProcessInfo.processInfo.environment) throws -> NodeRegistry {
+        let registry = NodeRegistry()
+        for plugin in plugins { try plugin.register(into: registry) }
+        if environment[DebugNodes.environmentVariable] == "1" { try DebugNodes.register(into: registry) }
+        return registry
+    }
+
+    /// Runs `arguments` (without the program name) in-process and returns the exit status.
+    public static func run(_ arguments: [String], environment: CLIEnvironment) -> Int32 {
+        CLIEnvironment.$current.withValue(environment) {
+            do {
+                var command = try Lapse.parseAsRoot(arguments)
+                try command.run()
+                return ExitStatus.success
+            } catch let exit as ExitCode {
+                return exit.rawValue
+            } catch {
+                let code = Lapse.exitCode(for: error).rawValue
+                let message = Lapse.fullMessage(for: error)
+                if code == 0 {
+                    environment.console.out(message + "\n")
+                } else {
+                    environment.console.err(message + "\n")
+                }
+                return code
+            }
+        }
+    }
+
+    /// The `lapse` executable's entry point: real console, Ctrl-C wired to cancellation, never returns.
+    public static func main(makeRegistry: @escaping @Sendable () throws -> NodeRegistry) -> Never {
+        let token = CancellationToken()
+        let console = StandardConsole()
+        signal(SIGINT, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        let presses = SignalCounter()
+        source.setEventHandler {
+            if presses.increment() == 1 {
+                console.err("\ncancelling at the next step (Ctrl-C again to stop now)…\n")
+                token.cancel()
+            } else {
+                AtomicFile.removeAllPending()
+                exit(ExitStatus.cancelled)
+            }
+        }
+        source.resume()
+        let environment = CLIEnvironment(console: console, makeRegistry: makeRegistry, cancellation: token)
+        let status = run(Array(CommandLine.arguments.dropFirst()), environment: environment)
+        source.cancel()
+        exit(status)
+    }
+}
+
+/// Counts Ctrl-C presses from the signal handler's queue.
+private final class SignalCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func increment() -> Int { lock.lock(); defer { lock.unlock() }; count += 1; return count }
+}
+
+/// `lapse`: the root command.
+struct Lapse: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lapse",
+        abstract: "Run generative-video and upscaling pipelines declared as JSON node graphs, on the CPU.",
+        discussion: """
+        A graph file names nodes (LoadImage, Upscale, SaveVideo, …) and links their ports; see docs/graph-format.md.
+
+        Examples:
+          lapse nodes                                 list node types by category
+          lapse nodes Upscale                         show one node type's ports
+          lapse validate upscale.json                 check a graph without running it
+          lapse run upscale.json --set up.tile=128    run it with one parameter changed
+          lapse graph upscale.json --dot | dot -Tpng -o graph.png
+        """,
+        version: "lapse \(LapseCLI.version)",
+        subcommands: [RunCommand.self, ValidateCommand.self, NodesCommand.self, GraphCommand.self])
+}
+
+/// Options shared by every command that needs the node registry.
+struct PluginOptions: ParsableArguments {
+    @Option(name: .customLong("plugin-path"), help: ArgumentHelp(
+        "A directory of external plugin libraries (*.so) to load; repeatable. LAPSE_PLUGIN_PATH adds more (colon-separated).",
+        valueName: "dir"))
+    var pluginPaths: [String] = []
+
+    /// The built-in registry plus every plugin found; load problems are reported and skipped.
+    func registry(_ env: CLIEnvironment) throws -> NodeRegistry {
+        let registry: NodeRegistry
+        do {
+            registry = try env.makeRegistry()
+        } catch {
+            env.console.err("error: \(error.localizedDescription)\n")
+            throw ExitCode(ExitStatus.runtimeError)
+        }
+        let directories = pluginPaths.map { resolve($0, env) } + PluginLoader.environmentDirectories(env.environment)
+        for directory in directories {
+            for problem in PluginLoader.loadDirectory(directory, into: registry) {
+                let level = problem is RegistryError ? "error" : "warning"
+                env.console.err("\(level): \(problem.localizedDescription)\n")
+            }
+        }
+        return registry
+    }
+}
+
+/// Options naming a graph and its overrides.
+struct GraphOptions: ParsableArguments {
+    @Argument(help: "The graph file (JSON).")
+    var graph: String
+
+    @Option(name: .customLong("set"), help: ArgumentHelp(
+        "Override a parameter: ID.PARAM=VALUE, VALUE a JSON literal or else a string (e.g. --set up.tile=128). Repeatable.",
+        valueName: "id.param=value"))
+    var overrides: [String] = []
+
+    /// Parses, applies overrides and validates; prints every diagnostic and exits 2 when invalid.
+    func validated(_ registry: NodeRegistry, _ env: CLIEnvironment, checkInputFiles: Bool = true) throws -> ValidatedGraph {
+        var parsedOverrides: [ParamOverride] = []
+        var problems: [String] = []
+        for text in overrides {
+            do { parsedOverrides.append(try ParamOverride.parse(text)) } catch { problems.append("error: \(error.localizedDescription)") }
+        }
+        let url = resolve(graph, env)
+        let data: Data
+        do {
+            data = try Data(contentsOf: url)
+        } catch {
+            env.console.err("error: \(graph): cannot read the graph file: \(error.localizedDescription)\n")
+            throw ExitCode(ExitStatus.invalidGraph)
+        }
+        let validator = GraphValidator(registry: registry, baseDirectory: env.currentDirectory, checkInputFiles: checkInputFiles)
+        switch validator.validate(data: data, name: graph, overrides: parsedOverrides) {
+        case .success(let validated) where problems.isEmpty:
+            return validated
+        case .success:
+            break
+        case .failure(let failure):
+            problems += failure.diagnostics.map(\.description)
+        }
+        env.console.err(problems.joined(separator: "\n") + "\n")
+        env.console.err("\(graph): \(problems.count) error\(problems.count == 1 ? "" : "s")\n")
+        throw ExitCode(ExitStatus.invalidGraph)
+    }
+}
+
+func resolve(_ path: String, _ env: CLIEnvironment) -> URL {
+    path.hasPrefix("/") ? URL(fileURLWithPath: path) : env.currentDirectory.appendingPathComponent(path)
+}
+
+extension ParsableCommand {
+    var env: CLIEnvironment {
+        guard let current = CLIEnvironment.current else {
+            preconditionFailure("lapse commands run through LapseCLI.run, which sets the environment")
+        }
+        return current
+    }
+}

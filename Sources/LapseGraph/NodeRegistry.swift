@@ -24,8 +24,28 @@ public final class NodeRegistry: Sendable {
     }
 
     private let entries = Mutex<[String: Entry]>([:])
+    private let conflicts = Mutex<[String: RegistryError]>([:])
+    private let persistables = Mutex<[String: any PersistableValue.Type]>([:])
 
     public init() {}
+
+    /// Remembers that a second source tried to register an existing type name (a plugin clash). The first
+    /// registration stays usable for listings, but a graph using the name is rejected naming both sources.
+    public func recordConflict(_ error: RegistryError) {
+        guard case .duplicateType(let type, _, _) = error else { return }
+        conflicts.withLock { if $0[type] == nil { $0[type] = error } }
+    }
+
+    /// The clash recorded for a type name, if two sources registered it.
+    public func conflict(for type: String) -> RegistryError? { conflicts.withLock { $0[type] } }
+
+    /// Registers a data type whose values the result cache may write to `--cache-dir`.
+    public func registerPersistable(_ type: any PersistableValue.Type) {
+        persistables.withLock { $0[type.persistenceTag] = type }
+    }
+
+    /// The persistable data type with this tag.
+    public func persistableType(tag: String) -> (any PersistableValue.Type)? { persistables.withLock { $0[tag] } }
 
     /// Registers a node type. Two types with the same name are an error naming both sources.
     public func register(_ nodeType: any Node.Type, source: String) throws {

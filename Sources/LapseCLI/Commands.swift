@@ -1,0 +1,291 @@
+import ArgumentParser
+import Foundation
+import LapseGraph
+
+/// How `lapse run` reports progress.
+enum EventFormat: String, ExpressibleByArgument, CaseIterable {
+    /// A redrawn status line on a terminal, plain lines otherwise.
+    case auto
+    case terminal
+    case plain
+    /// One JSON object per event on standard output.
+    case json
+}
+
+/// `lapse run`.
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Validate a graph, then run the nodes its output nodes need.",
+        discussion: """
+        Independent branches run concurrently (--jobs). Frames stream between nodes in small batches, so memory does not
+        grow with a video's length. Ctrl-C cancels at the next step, removes partial outputs and exits 130.
+        Exit status: 0 success, 1 runtime error, 2 invalid graph, 130 cancelled.
+
+        Examples:
+          lapse run upscale.json
+          lapse run upscale.json --set src.path=clip.mp4 --set up.tile=128
+          lapse run upscale.json --cache-dir ~/.cache/lapse      # re-runs only what changed
+          lapse run upscale.json --events json | jq .
+        """)
+
+    @OptionGroup var graphOptions: GraphOptions
+    @OptionGroup var plugins: PluginOptions
+
+    @Option(name: .customLong("cache-dir"), help: ArgumentHelp(
+        "Keep node results here across runs; unchanged nodes are not run again.", valueName: "dir"))
+    var cacheDirectory: String?
+
+    @Flag(name: .shortAndLong, help: "Print no progress or log lines (errors still go to stderr).")
+    var quiet = false
+
+    @Option(name: .customLong("events"), help: "Progress format: auto, terminal, plain or json (JSON lines on stdout).")
+    var events: EventFormat = .auto
+
+    @Option(name: .shortAndLong, help: "Nodes running at once.")
+    var jobs = 2
+
+    func validate() throws {
+        guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
+    }
+
+    func run() throws {
+        let env = self.env
+        let registry = try plugins.registry(env)
+        let graph = try graphOptions.validated(registry, env)
+        let console = env.console
+        let sink: any RunEventSink
+        switch (quiet, events) {
+        case (true, _): sink = QuietRenderer()
+        case (_, .json): sink = JSONLinesRenderer { console.out($0) }
+        case (_, .plain): sink = PlainLogRenderer { console.err($0) }
+        case (_, .terminal): sink = TerminalProgressRenderer { console.err($0) }
+        case (_, .auto):
+            sink = console.isTerminal ? TerminalProgressRenderer { console.err($0) } : PlainLogRenderer { console.err($0) }
+        }
+        let cache = cacheDirectory.map { ResultCache(directory: resolve($0, env)) }
+        let options = ExecutionOptions(maxConcurrency: jobs, cache: cache, events: sink, cancellation: env.cancellation)
+        do {
+            _ = try Executor(registry: registry, options: options).run(graph)
+            if console.isTerminal && !quiet && events != .json { console.err("\r\u{1B}[K") }
+        } catch is CancellationError {
+            if events == .json && !quiet { sink.handle(.error(nodeID: nil, message: "cancelled")) }
+            console.err("\ncancelled\n")
+            throw ExitCode(ExitStatus.cancelled)
+        } catch {
+            let id = (error as? NodeExecutionError)?.nodeID
+            if events == .json && !quiet { sink.handle(.error(nodeID: id, message: error.localizedDescription)) }
+            console.err("error: \(error.localizedDescription)\n")
+            throw ExitCode(ExitStatus.runtimeError)
+        }
+    }
+}
+
+/// `lapse validate`.
+struct ValidateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "validate",
+        abstract: "Check a graph without running anything; report every problem, one per line.",
+        discussion: """
+        Checks JSON syntax, node types, ports, links, types, literal values, ranges, cycles, output nodes and that
+        input files exist (relative paths resolve against the current directory). Exit status 0 when valid, 2 when not.
+
+        Examples:
+          lapse validate upscale.json
+          lapse validate upscale.json --set up.tile=4096
+        """)
+
+    @OptionGroup var graphOptions: GraphOptions
+    @OptionGroup var plugins: PluginOptions
+
+    func run() throws {
+        let env = self.env
+        let registry = try plugins.registry(env)
+        let graph = try graphOptions.validated(registry, env)
+        let running = graph.requiredOrder.count
+        env.console.out("\(graphOptions.graph): valid (\(graph.nodes.count) node\(graph.nodes.count == 1 ? "" : "s"), \(running) to run)\n")
+    }
+}
+
+/// `lapse nodes`.
+struct NodesCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nodes",
+        abstract: "List node types by category, or show one type's ports and documentation.",
+        discussion: """
+        Examples:
+          lapse nodes
+          lapse nodes Upscale
+          lapse nodes --json > schemas.json
+        """)
+
+    @Argument(help: "A node type to describe.")
+    var type: String?
+
+    @Flag(help: "Print machine-readable schemas (JSON).")
+    var json = false
+
+    @OptionGroup var plugins: PluginOptions
+
+    func run() throws {
+        let env = self.env
+        let registry = try plugins.registry(env)
+        var entries = registry.all
+        if let type {
+            guard let entry = registry.entry(for: type) else {
+                env.console.err("error: unknown node type \"\(type)\"\(Suggestions.hint(for: type, in: entries.map(\.schema.type)))\n")
+                throw ExitCode(ExitStatus.invalidGraph)
+            }
+            entries = [entry]
+        }
+        if json {
+            env.console.out(SchemaJSON.render(entries, single: type != nil) + "\n")
+        } else if let entry = entries.first, type != nil {
+            env.console.out(Self.describe(entry))
+        } else {
+            env.console.out(Self.list(entries))
+        }
+    }
+
+    static func list(_ entries: [NodeRegistry.Entry]) -> String {
+        guard !entries.isEmpty else { return "no node types registered\n" }
+        let width = entries.map(\.schema.type.count).max() ?? 0
+        var text = ""
+        var category: String?
+        for entry in entries {
+            if entry.schema.category != category {
+                category = entry.schema.category
+                text += (text.isEmpty ? "" : "\n") + entry.schema.category + "\n"
+            }
+            text += "  " + entry.schema.type.padding(toLength: width + 2, withPad: " ", startingAt: 0) + entry.schema.summary + "\n"
+        }
+        return text
+    }
+
+    static func describe(_ entry: NodeRegistry.Entry) -> String {
+        let schema = entry.schema
+        var text = "\(schema.type)  (\(schema.category)\(schema.isOutput ? ", output node" : ""); from \(entry.source))\n  \(schema.summary)\n"
+        text += "\nInputs:\n"
+        if schema.inputs.isEmpty { text += "  (none)\n" }
+        for input in schema.inputs {
+            var facts: [String] = [input.type.description]
+            if input.isRequired { facts.append("required") }
+            else if let value = input.defaultValue { facts.append("default \(SchemaJSON.literal(value))") }
+            else { facts.append("optional") }
+            if input.min != nil || input.max != nil {
+                facts.append("range [\(input.min.map(SchemaJSON.number) ?? "-∞"), \(input.max.map(SchemaJSON.number) ?? "∞")]")
+            }
+            if let allowed = input.allowed { facts.append("one of: \(allowed.joined(separator: ", "))") }
+            if schema.inputFileParams.contains(input.name) { facts.append("input file") }
+            if schema.outputFileParams.contains(input.name) { facts.append("output file") }
+            text += "  \(input.name)  \(facts.joined(separator: ", "))\n"
+            if !input.doc.isEmpty { text += "      \(input.doc)\n" }
+        }
+        text += "\nOutputs:\n"
+        if schema.outputs.isEmpty { text += "  (none)\n" }
+        for output in schema.outputs {
+            text += "  \(output.name)  \(output.type)\n"
+            if !output.doc.isEmpty { text += "      \(output.doc)\n" }
+        }
+        text += "\nValue inputs (Int, Float, Bool, String) go in \"params\" or are linked; data inputs are linked in \"inputs\".\n"
+        return text
+    }
+}
+
+/// `lapse graph`.
+struct GraphCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "graph",
+        abstract: "Print a graph as Graphviz DOT.",
+        discussion: """
+        Examples:
+          lapse graph upscale.json --dot | dot -Tsvg -o upscale.svg
+        """)
+
+    @OptionGroup var graphOptions: GraphOptions
+    @OptionGroup var plugins: PluginOptions
+
+    @Flag(help: "Print Graphviz DOT (the only format for now).")
+    var dot = false
+
+    func validate() throws {
+        guard dot else { throw ValidationError("choose an output format: --dot") }
+    }
+
+    func run() throws {
+        let env = self.env
+        let registry = try plugins.registry(env)
+        let graph = try graphOptions.validated(registry, env, checkInputFiles: false)
+        let name = URL(fileURLWithPath: graphOptions.graph).deletingPathExtension().lastPathComponent
+        env.console.out(graph.dot(name: name))
+    }
+}
+
+/// Machine-readable node schemas for `lapse nodes --json`.
+enum SchemaJSON {
+    static func render(_ entries: [NodeRegistry.Entry], single: Bool) -> String {
+        let objects = entries.map(schema)
+        let root: JSONValue = single ? objects[0] : JSONValue(.object([("version", int(1)), ("nodes", JSONValue(.array(objects)))]))
+        return pretty(root, indent: "")
+    }
+
+    static func schema(_ entry: NodeRegistry.Entry) -> JSONValue {
+        let s = entry.schema
+        let inputs: [JSONValue] = s.inputs.map { input in
+            var members: [(key: String, value: JSONValue)] = [
+                ("name", str(input.name)), ("type", str(input.type.name)), ("kind", str(input.type.isValue ? "value" : "data")),
+                ("required", JSONValue(.bool(input.isRequired))),
+            ]
+            if let value = input.defaultValue, let json = json(value) { members.append(("default", json)) }
+            if input.optional { members.append(("optional", JSONValue(.bool(true)))) }
+            if let min = input.min { members.append(("min", JSONValue(.number(min, integer: nil)))) }
+            if let max = input.max { members.append(("max", JSONValue(.number(max, integer: nil)))) }
+            if let allowed = input.allowed { members.append(("allowed", JSONValue(.array(allowed.map(str))))) }
+            members.append(("doc", str(input.doc)))
+            return JSONValue(.object(members))
+        }
+        let outputs: [JSONValue] = s.outputs.map {
+            JSONValue(.object([("name", str($0.name)), ("type", str($0.type.name)), ("doc", str($0.doc))]))
+        }
+        return JSONValue(.object([
+            ("type", str(s.type)), ("category", str(s.category)), ("summary", str(s.summary)), ("source", str(entry.source)),
+            ("output", JSONValue(.bool(s.isOutput))),
+            ("inputFileParams", JSONValue(.array(s.inputFileParams.map(str)))),
+            ("outputFileParams", JSONValue(.array(s.outputFileParams.map(str)))),
+            ("inputs", JSONValue(.array(inputs))), ("outputs", JSONValue(.array(outputs))),
+        ]))
+    }
+
+    static func str(_ s: String) -> JSONValue { JSONValue(.string(s)) }
+    static func int(_ i: Int) -> JSONValue { JSONValue(.number(Double(i), integer: i)) }
+
+    static func json(_ value: Value) -> JSONValue? {
+        switch value {
+        case .int(let i): int(i)
+        case .float(let d): JSONValue(.number(d, integer: nil))
+        case .bool(let b): JSONValue(.bool(b))
+        case .string(let s): str(s)
+        case .object: nil
+        }
+    }
+
+    static func literal(_ value: Value) -> String { json(value)?.jsonText ?? "(data)" }
+
+    static func number(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : String(x) }
+
+    static func pretty(_ value: JSONValue, indent: String) -> String {
+        let inner = indent + "  "
+        switch value.kind {
+        case .array(let items) where !items.isEmpty:
+            if items.allSatisfy({ if case .string = $0.kind { true } else { false } }) { return value.jsonText }
+            return "[\n" + items.map { inner + pretty($0, indent: inner) }.joined(separator: ",\n") + "\n\(indent)]"
+        case .object(let members) where !members.isEmpty:
+            return "{\n" + members.map { inner + JSONValue.quote($0.key) + ": " + pretty($0.value, indent: inner) }
+                .joined(separator: ",\n") + "\n\(indent)}"
+        case .number(let d, nil) where d == d.rounded() && abs(d) < 1e15:
+            return String(Int(d))
+        default:
+            return value.jsonText
+        }
+    }
+}

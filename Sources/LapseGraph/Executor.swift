@@ -1,0 +1,298 @@
+import Foundation
+import Synchronization
+
+/// A flag shared by everything in one run; set by Ctrl-C (or a test) to stop at the next step.
+public final class CancellationToken: Sendable {
+    private let flag = Atomic<Bool>(false)
+
+    public init() {}
+
+    /// Requests cancellation; running nodes see it at their next `checkCancellation()`.
+    public func cancel() { flag.store(true, ordering: .sequentiallyConsistent) }
+
+    public var isCancelled: Bool { flag.load(ordering: .sequentiallyConsistent) }
+}
+
+/// A node failed while running; the message names the node id and type.
+public struct NodeExecutionError: LocalizedError, @unchecked Sendable {
+    public let nodeID: String
+    public let nodeType: String
+    public let underlying: any Error
+
+    public init(nodeID: String, nodeType: String, underlying: any Error) {
+        self.nodeID = nodeID
+        self.nodeType = nodeType
+        self.underlying = underlying
+    }
+
+    public var errorDescription: String? {
+        "node \"\(nodeID)\" (\(nodeType)): \(underlying.localizedDescription)"
+    }
+}
+
+/// How a graph runs.
+public struct ExecutionOptions: Sendable {
+    /// Nodes running at once. Model code inside a node already uses every core, so a small bound is right.
+    public var maxConcurrency: Int
+    /// Results by cache key; `nil` disables caching.
+    public var cache: ResultCache?
+    public var events: any RunEventSink
+    public var cancellation: CancellationToken
+
+    public init(maxConcurrency: Int = 2, cache: ResultCache? = nil, events: any RunEventSink = QuietRenderer(),
+                cancellation: CancellationToken = CancellationToken()) {
+        self.maxConcurrency = max(1, maxConcurrency)
+        self.cache = cache
+        self.events = events
+        self.cancellation = cancellation
+    }
+}
+
+/// What a run did.
+public struct RunSummary: Sendable {
+    /// Nodes whose `run` was called, in completion order.
+    public var executed: [String]
+    /// Nodes whose result came from the cache.
+    public var cached: [String]
+    /// Outputs of every node that ran or was taken from the cache.
+    public var outputs: [String: NodeOutputs]
+    /// Cache key of every required node.
+    public var keys: [String: String]
+}
+
+/// Runs a validated graph: only what output nodes need, in dependency order, independent branches concurrently.
+public struct Executor: Sendable {
+    public let registry: NodeRegistry
+    public var options: ExecutionOptions
+
+    public init(registry: NodeRegistry, options: ExecutionOptions = ExecutionOptions()) {
+        self.registry = registry
+        self.options = options
+    }
+
+    /// Runs the graph. Throws `NodeExecutionError` for the first node that failed, or `CancellationError`.
+    public func run(_ graph: ValidatedGraph) throws -> RunSummary {
+        let order = graph.requiredOrder
+        let required = Set(order)
+        var keys: [String: String] = [:]
+        keys.reserveCapacity(order.count)
+        var remaining: [String: Int] = [:]
+        var dependents: [String: [String]] = [:]
+        for id in order {
+            let node = graph.nodes[id]!
+            keys[id] = CacheKey.compute(for: node, upstreamKeys: keys)
+            let upstream = Set(node.links.map(\.nodeID)).filter(required.contains)
+            remaining[id] = upstream.count
+            for u in upstream { dependents[u, default: []].append(id) }
+        }
+        let scheduler = Scheduler(graph: graph, keys: keys, remaining: remaining, dependents: dependents,
+                                  order: order, executor: self)
+        return try scheduler.run()
+    }
+
+    /// Runs one node (or takes its result from the cache). Called on a worker thread.
+    fileprivate func execute(_ node: ResolvedNode, key: String, upstream: [String: NodeOutputs]) throws -> (NodeOutputs, Bool) {
+        let events = options.events
+        let token = options.cancellation
+        if token.isCancelled { throw CancellationError() }
+        // Savers always run: their effect is the file they write, which a cache entry cannot stand for.
+        if !node.schema.isOutput, let cache = options.cache, let hit = cache.lookup(key, registry: registry) {
+            events.handle(.nodeFinished(nodeID: node.id, type: node.type, seconds: 0, cached: true))
+            return (hit, true)
+        }
+        var values = node.literals
+        for link in node.links {
+            guard let value = upstream[link.nodeID]?.values[link.output] else {
+                throw NodeExecutionError(nodeID: node.id, nodeType: node.type,
+                                         underlying: NodeError.failed("upstream node \"\(link.nodeID)\" produced no output \"\(link.output)\""))
+            }
+            values[link.port] = value
+        }
+        events.handle(.nodeStarted(nodeID: node.id, type: node.type))
+        let context = RunContext(nodeID: node.id, nodeType: node.type, token: token, events: events)
+        let started = Date()
+        var outputs: NodeOutputs
+        do {
+            outputs = try node.entry.nodeType.init().run(NodeInputs(values), context: context)
+        } catch let error as NodeExecutionError {
+            throw error  // raised by an upstream stream this node pulled; it already names its node
+        } catch let error as CancellationError {
+            throw error
+        } catch {
+            throw NodeExecutionError(nodeID: node.id, nodeType: node.type, underlying: error)
+        }
+        if token.isCancelled { throw CancellationError() }
+        for spec in node.schema.outputs where outputs.values[spec.name] == nil {
+            throw NodeExecutionError(nodeID: node.id, nodeType: node.type,
+                                     underlying: NodeError.failed("declared output \"\(spec.name)\" was not produced"))
+        }
+        // Streams are lazy: errors surface in whichever node pulls them, so tag them with the producing node now.
+        for (name, value) in outputs.values {
+            if case .object(let object) = value, let frames = object as? Frames {
+                outputs.values[name] = .object(GuardedFrames.wrap(frames, nodeID: node.id, nodeType: node.type, token: token))
+            }
+        }
+        if !node.schema.isOutput, let cache = options.cache {
+            do {
+                try cache.store(outputs, for: key, nodeType: node.type)
+            } catch {
+                events.handle(.log(nodeID: node.id, message: "could not write the cache entry: \(error.localizedDescription)"))
+            }
+        }
+        events.handle(.nodeFinished(nodeID: node.id, type: node.type, seconds: Date().timeIntervalSince(started), cached: false))
+        return (outputs, false)
+    }
+}
+
+/// The `NodeContext` handed to nodes: forwards progress and logs as events, exposes the cancellation flag.
+struct RunContext: NodeContext {
+    let nodeID: String
+    let nodeType: String
+    let token: CancellationToken
+    let events: any RunEventSink
+
+    func progress(step: Int, total: Int, unit: String) {
+        events.handle(.progress(nodeID: nodeID, type: nodeType, step: step, total: total, unit: unit))
+    }
+
+    var isCancelled: Bool { token.isCancelled }
+
+    func log(_ message: String) { events.handle(.log(nodeID: nodeID, message: message)) }
+}
+
+/// Frame sources that check cancellation before every frame and attribute errors to the producing node.
+enum GuardedFrames {
+    static func wrap(_ frames: Frames, nodeID: String, nodeType: String, token: CancellationToken) -> Frames {
+        Frames(info: frames.info) {
+            if token.isCancelled { throw CancellationError() }
+            do {
+                return Source(upstream: try frames.makeSource(), nodeID: nodeID, nodeType: nodeType, token: token)
+            } catch {
+                throw attribute(error, nodeID: nodeID, nodeType: nodeType)
+            }
+        }
+    }
+
+    static func attribute(_ error: any Error, nodeID: String, nodeType: String) -> any Error {
+        if error is NodeExecutionError || error is CancellationError { return error }
+        return NodeExecutionError(nodeID: nodeID, nodeType: nodeType, underlying: error)
+    }
+
+    final class Source: FrameSource {
+        let upstream: any FrameSource
+        let nodeID: String
+        let nodeType: String
+        let token: CancellationToken
+
+        init(upstream: any FrameSource, nodeID: String, nodeType: String, token: CancellationToken) {
+            self.upstream = upstream
+            self.nodeID = nodeID
+            self.nodeType = nodeType
+            self.token = token
+        }
+
+        func next() throws -> Frame? {
+            if token.isCancelled { throw CancellationError() }
+            do {
+                return try upstream.next()
+            } catch {
+                throw GuardedFrames.attribute(error, nodeID: nodeID, nodeType: nodeType)
+            }
+        }
+    }
+}
+
+/// Ready-queue scheduling over a bounded number of worker threads.
+private final class Scheduler: @unchecked Sendable {
+    private struct State {
+        var ready: [String] = []
+        var readyHead = 0
+        var running = 0
+        var finished = 0
+        var remaining: [String: Int]
+        var results: [String: NodeOutputs] = [:]
+        var executed: [String] = []
+        var cached: [String] = []
+        var failure: (any Error)?
+    }
+
+    private let graph: ValidatedGraph
+    private let keys: [String: String]
+    private let dependents: [String: [String]]
+    private let total: Int
+    private let executor: Executor
+    private let state: Mutex<State>
+    private let done = DispatchSemaphore(value: 0)
+    private let queue = DispatchQueue(label: "lapse.executor", attributes: .concurrent)
+
+    init(graph: ValidatedGraph, keys: [String: String], remaining: [String: Int], dependents: [String: [String]],
+         order: [String], executor: Executor) {
+        self.graph = graph
+        self.keys = keys
+        self.dependents = dependents
+        self.total = order.count
+        self.executor = executor
+        var initial = State(remaining: remaining)
+        initial.ready = order.filter { remaining[$0] == 0 }
+        state = Mutex(initial)
+    }
+
+    func run() throws -> RunSummary {
+        guard total > 0 else { return RunSummary(executed: [], cached: [], outputs: [:], keys: keys) }
+        pump()
+        done.wait()
+        let final = state.withLock { $0 }
+        if let failure = final.failure { throw failure }
+        return RunSummary(executed: final.executed, cached: final.cached, outputs: final.results, keys: keys)
+    }
+
+    /// Starts ready nodes while there is room.
+    private func pump() {
+        var launch: [(String, [String: NodeOutputs])] = []
+        state.withLock { state in
+            while state.running < executor.options.maxConcurrency, state.readyHead < state.ready.count,
+                  state.failure == nil {
+                let id = state.ready[state.readyHead]
+                state.readyHead += 1
+                state.running += 1
+                var upstream: [String: NodeOutputs] = [:]
+                for link in graph.nodes[id]!.links { upstream[link.nodeID] = state.results[link.nodeID] }
+                launch.append((id, upstream))
+            }
+            if state.readyHead > 1024, state.readyHead * 2 > state.ready.count {
+                state.ready.removeFirst(state.readyHead)
+                state.readyHead = 0
+            }
+        }
+        for (id, upstream) in launch {
+            queue.async { self.runNode(id, upstream: upstream) }
+        }
+    }
+
+    private func runNode(_ id: String, upstream: [String: NodeOutputs]) {
+        let node = graph.nodes[id]!
+        let result = Result { try executor.execute(node, key: keys[id]!, upstream: upstream) }
+        let finishedAll = state.withLock { state -> Bool in
+            state.running -= 1
+            switch result {
+            case .success(let (outputs, wasCached)):
+                state.results[id] = outputs
+                if wasCached { state.cached.append(id) } else { state.executed.append(id) }
+                state.finished += 1
+                for d in dependents[id] ?? [] {
+                    state.remaining[d]! -= 1
+                    if state.remaining[d] == 0 { state.ready.append(d) }
+                }
+            case .failure(let error):
+                // A failure stops new work; nodes already running finish on their own. A real error wins over
+                // the cancellations it may trigger elsewhere.
+                if state.failure == nil || state.failure is CancellationError && !(error is CancellationError) {
+                    state.failure = error
+                }
+            }
+            if state.failure == nil, executor.options.cancellation.isCancelled { state.failure = CancellationError() }
+            return state.finished == total || (state.failure != nil && state.running == 0)
+        }
+        if finishedAll { done.signal() } else { pump() }
+    }
+}
