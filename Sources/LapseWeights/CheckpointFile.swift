@@ -85,8 +85,8 @@ public final class CheckpointFile: @unchecked Sendable {
         if head.count > 262, Array(head[257..<262]) == Array("ustar".utf8) {
             throw WeightsError.unsupported(file: path, reason: "legacy tar-format PyTorch checkpoint (torch < 0.4); re-save it with torch.save in a recent PyTorch")
         }
-        if head.count >= 2, head[0] == 0x80, head[1] <= 5 {
-            throw WeightsError.unsupported(file: path, reason: "legacy pickle-format PyTorch checkpoint (torch < 1.6, _use_new_zipfile_serialization=False); re-save it with torch.save in a recent PyTorch")
+        if head.count >= 2, head[0] == 0x80, head[1] >= 2, head[1] <= 5 {
+            return try TorchCheckpoint.openLegacy(file)
         }
         if path.hasSuffix(".bin") {
             let param = (path as NSString).deletingPathExtension + ".param"

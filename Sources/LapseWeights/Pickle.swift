@@ -51,6 +51,8 @@ struct PickledStorage {
     var key: String
     var dtype: DType
     var numel: Int
+    /// Elements to skip at the start of the stored bytes (legacy-format storage views).
+    var elementOffset = 0
 }
 
 /// A restricted unpickler: the binary opcodes of protocols 2–5 that state dicts use, and globals limited to the
@@ -128,6 +130,8 @@ struct Unpickler {
     /// Resolves a persistent id tuple into a storage (torch zip: checks the storage's entry exists and is big enough).
     let persistentLoad: (Obj) throws -> PickledStorage
     private(set) var tensors: [PickledTensor] = []
+    /// Byte position just after the STOP opcode once `load` returned (legacy files hold several pickles in a row).
+    private(set) var end = 0
 
     init(path: String, data: UnsafeRawBufferPointer, persistentLoad: @escaping (Obj) throws -> PickledStorage) {
         self.path = path
@@ -217,6 +221,7 @@ struct Unpickler {
             case 0x95: _ = try u64() // FRAME: framing is a hint for streaming readers; the data is already mapped
             case 0x2E: // STOP
                 let v = try pop()
+                end = pos
                 return v
             case 0x4E: stack.append(.none)
             case 0x88: stack.append(.bool(true))

@@ -47,9 +47,13 @@ enum TorchCheckpoint {
             return PickledStorage(key: key, dtype: dtype, numel: numel)
         }
         let top = try unpickler.load()
-        let pickled = unpickler.tensors
+        return try build(file, top: top, pickled: unpickler.tensors, storageOffsets: storageOffsets)
+    }
 
-        // Convert to the public value tree, naming each tensor by its path of dict keys / list indices.
+    /// Turns the unpickled object into the public value tree, naming each tensor by its path of dict keys / list
+    /// indices, and records where each tensor's bytes are.
+    static func build(_ file: MappedFile, top: Unpickler.Obj, pickled: [PickledTensor], storageOffsets: [String: Int]) throws -> CheckpointFile {
+        let path = file.path
         var keys: [String] = []
         var entries: [String: CheckpointFile.Entry] = [:]
         var nodes = 0
@@ -94,7 +98,7 @@ enum TorchCheckpoint {
                     let contiguous = isContiguous(t.shape, t.strides)
                     entries[key] = .init(info: TensorInfo(dtype: t.storage.dtype, shape: t.shape),
                                          source: .mapped(TensorLocation(storageByteOffset: storageOffsets[t.storage.key]!,
-                                                                        elementOffset: t.offset,
+                                                                        elementOffset: t.offset + t.storage.elementOffset,
                                                                         strides: contiguous ? nil : t.strides)))
                 }
                 return .tensor(key)

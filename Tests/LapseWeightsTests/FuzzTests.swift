@@ -61,7 +61,7 @@ struct FuzzTests {
     }
 
     @Test(arguments: [
-        ("plain.pth", "pth", nil as String?, UInt64(1)), ("nested.pth", "pth", nil, 2), ("zip64.pth", "pth", nil, 3),
+        ("plain.pth", "pth", nil as String?, UInt64(1)), ("nested.pth", "pth", nil, 2), ("zip64.pth", "pth", nil, 3), ("legacy.pth", "pth", nil, 7),
         ("dtypes.safetensors", "safetensors", nil, 4), ("tiny.param", "param", "tiny.bin", 5), ("tiny.bin", "bin", "tiny.param", 6),
     ])
     func mutants(fixture: String, ext: String, companion: String?, seed: UInt64) throws {
