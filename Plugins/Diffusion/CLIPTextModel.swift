@@ -1,0 +1,215 @@
+import Foundation
+import LapseTensor
+import LapseWeights
+
+/// Shape and options of a CLIP text transformer, decoded from a transformers `config.json` (`CLIPTextConfig`
+/// keys; a full `CLIPConfig` keeps these under `text_config`).
+public struct CLIPTextConfig: Codable, Sendable, Equatable {
+    /// Token vocabulary size (49408 for CLIP).
+    public var vocabSize: Int
+    /// Width of the residual stream.
+    public var hiddenSize: Int
+    /// Width of the MLP's hidden layer.
+    public var intermediateSize: Int
+    /// Number of encoder layers.
+    public var numHiddenLayers: Int
+    /// Attention heads per layer.
+    public var numAttentionHeads: Int
+    /// Number of learned positions (77): the longest input.
+    public var maxPositionEmbeddings: Int
+    /// MLP activation: `quick_gelu` (OpenAI CLIP), `gelu` (erf), or `gelu_new` / `gelu_pytorch_tanh` (tanh form).
+    public var hiddenAct: String
+    /// LayerNorm epsilon.
+    public var layerNormEps: Double
+    /// Width of the text projection of the full CLIP model (unused by the encoder itself).
+    public var projectionDim: Int?
+    /// Special token ids as recorded in the config (informational; the tokenizer owns the real ones).
+    public var bosTokenId: Int?
+    public var eosTokenId: Int?
+    public var padTokenId: Int?
+
+    /// The text tower of OpenAI CLIP ViT-L/14, Stable Diffusion 1.x's text encoder.
+    public static let vitL14 = CLIPTextConfig(vocabSize: 49408, hiddenSize: 768, intermediateSize: 3072,
+                                              numHiddenLayers: 12, numAttentionHeads: 12, maxPositionEmbeddings: 77,
+                                              hiddenAct: "quick_gelu", layerNormEps: 1e-5, projectionDim: 768,
+                                              bosTokenId: 49406, eosTokenId: 49407, padTokenId: 1)
+
+    /// A configuration from explicit values.
+    public init(vocabSize: Int, hiddenSize: Int, intermediateSize: Int, numHiddenLayers: Int, numAttentionHeads: Int,
+                maxPositionEmbeddings: Int, hiddenAct: String = "quick_gelu", layerNormEps: Double = 1e-5,
+                projectionDim: Int? = nil, bosTokenId: Int? = nil, eosTokenId: Int? = nil, padTokenId: Int? = nil) {
+        self.vocabSize = vocabSize
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+        self.numHiddenLayers = numHiddenLayers
+        self.numAttentionHeads = numAttentionHeads
+        self.maxPositionEmbeddings = maxPositionEmbeddings
+        self.hiddenAct = hiddenAct
+        self.layerNormEps = layerNormEps
+        self.projectionDim = projectionDim
+        self.bosTokenId = bosTokenId
+        self.eosTokenId = eosTokenId
+        self.padTokenId = padTokenId
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case vocabSize = "vocab_size", hiddenSize = "hidden_size", intermediateSize = "intermediate_size"
+        case numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
+        case maxPositionEmbeddings = "max_position_embeddings", hiddenAct = "hidden_act", layerNormEps = "layer_norm_eps"
+        case projectionDim = "projection_dim", bosTokenId = "bos_token_id", eosTokenId = "eos_token_id"
+        case padTokenId = "pad_token_id"
+    }
+
+    /// Decodes a `config.json`, unwrapping `text_config` when it is a full CLIP model's config.
+    public static func decode(json data: Data) throws -> CLIPTextConfig {
+        struct Wrapper: Decodable { let text_config: CLIPTextConfig }
+        if let wrapped = try? JSONDecoder().decode(Wrapper.self, from: data) { return wrapped.text_config }
+        return try JSONDecoder().decode(CLIPTextConfig.self, from: data)
+    }
+
+    /// The MLP activation, or an error naming the unsupported value.
+    func activation() throws -> Activation {
+        switch hiddenAct {
+        case "quick_gelu": return .quickGELU
+        case "gelu": return .gelu
+        case "gelu_new", "gelu_pytorch_tanh": return .geluTanh
+        default:
+            throw DiffusionError.badConfig(component: "CLIPTextModel", field: "hidden_act",
+                                           reason: "\"\(hiddenAct)\" is not one of quick_gelu, gelu, gelu_new, gelu_pytorch_tanh")
+        }
+    }
+
+    func validate() throws {
+        for (field, value) in [("vocab_size", vocabSize), ("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
+                               ("num_hidden_layers", numHiddenLayers), ("num_attention_heads", numAttentionHeads),
+                               ("max_position_embeddings", maxPositionEmbeddings)] where value < 1 {
+            throw DiffusionError.badConfig(component: "CLIPTextModel", field: field, reason: "\(value) must be positive")
+        }
+        guard hiddenSize % numAttentionHeads == 0 else {
+            throw DiffusionError.badConfig(component: "CLIPTextModel", field: "num_attention_heads",
+                                           reason: "hidden_size \(hiddenSize) is not divisible by \(numAttentionHeads) heads")
+        }
+        _ = try activation()
+    }
+}
+
+/// The CLIP text transformer (transformers' `CLIPTextModel`): token + position embeddings, pre-LayerNorm encoder
+/// layers with causal self-attention, and a final LayerNorm; produces `last_hidden_state`, the conditioning
+/// Stable Diffusion cross-attends to.
+public struct CLIPTextModel: Sendable {
+    /// The model's configuration.
+    public let config: CLIPTextConfig
+
+    struct Layer: Sendable {
+        var norm1Weight: Tensor, norm1Bias: Tensor
+        var qWeight: Tensor, qBias: Tensor, kWeight: Tensor, kBias: Tensor, vWeight: Tensor, vBias: Tensor
+        var outWeight: Tensor, outBias: Tensor
+        var norm2Weight: Tensor, norm2Bias: Tensor
+        var fc1Weight: Tensor, fc1Bias: Tensor, fc2Weight: Tensor, fc2Bias: Tensor
+    }
+
+    private let tokenEmbedding: Tensor
+    private let positionEmbedding: Tensor
+    private let layers: [Layer]
+    private let finalNormWeight: Tensor, finalNormBias: Tensor
+    private let activation: Activation
+    /// Additive causal mask `[1, 1, P, P]`: 0 on and below the diagonal, the most negative float above (as
+    /// transformers builds it), so softmax gives future positions exactly zero weight.
+    private let causalMask: Tensor
+
+    /// Builds the model from its weights in any layout `transformersWeights(from:)` accepts (hub names,
+    /// transformers 5 names, or a whole LDM single-file checkpoint). Extra tensors are ignored.
+    public init(config: CLIPTextConfig, weights all: Weights) throws {
+        try config.validate()
+        let weights = CLIPTextModel.transformersWeights(from: all)
+        self.config = config
+        activation = try config.activation()
+        let expected = CLIPTextModel.expectedShapes(config)
+        let report = weights.report(expected: expected.mapValues { Optional($0) })
+        if let first = report.missing.first {
+            throw DiffusionError.missingWeight(component: "CLIPTextModel (\(weights.origin))", key: first,
+                                               closeMatches: report.closeMatches[first]
+                                                   ?? DiffusionError.closeMatches(to: first, in: weights.keys))
+        }
+        if let bad = report.shapeMismatches.first {
+            throw DiffusionError.weightShape(component: "CLIPTextModel (\(weights.origin))", key: bad.name,
+                                             expected: bad.expected, actual: bad.actual)
+        }
+        func w(_ name: String) throws -> Tensor { try weights.tensor("text_model." + name) }
+        tokenEmbedding = try w("embeddings.token_embedding.weight")
+        positionEmbedding = try w("embeddings.position_embedding.weight")
+        layers = try (0..<config.numHiddenLayers).map { i in
+            let p = "encoder.layers.\(i)."
+            return Layer(norm1Weight: try w(p + "layer_norm1.weight"), norm1Bias: try w(p + "layer_norm1.bias"),
+                         qWeight: try w(p + "self_attn.q_proj.weight"), qBias: try w(p + "self_attn.q_proj.bias"),
+                         kWeight: try w(p + "self_attn.k_proj.weight"), kBias: try w(p + "self_attn.k_proj.bias"),
+                         vWeight: try w(p + "self_attn.v_proj.weight"), vBias: try w(p + "self_attn.v_proj.bias"),
+                         outWeight: try w(p + "self_attn.out_proj.weight"), outBias: try w(p + "self_attn.out_proj.bias"),
+                         norm2Weight: try w(p + "layer_norm2.weight"), norm2Bias: try w(p + "layer_norm2.bias"),
+                         fc1Weight: try w(p + "mlp.fc1.weight"), fc1Bias: try w(p + "mlp.fc1.bias"),
+                         fc2Weight: try w(p + "mlp.fc2.weight"), fc2Bias: try w(p + "mlp.fc2.bias"))
+        }
+        finalNormWeight = try w("final_layer_norm.weight")
+        finalNormBias = try w("final_layer_norm.bias")
+        let p = config.maxPositionEmbeddings
+        var mask = Tensor(zeros: [1, 1, p, p])
+        mask.withUnsafeMutableBufferPointer { m in
+            for i in 0..<p { for j in (i + 1)..<max(p, i + 1) { m[i * p + j] = -Float.greatestFiniteMagnitude } }
+        }
+        causalMask = mask
+    }
+
+    /// `last_hidden_state` `[B, L, hidden]` for a batch of equal-length token id sequences (L ≤ max positions).
+    public func callAsFunction(_ ids: [[Int]]) throws -> Tensor {
+        guard let length = ids.first?.count, length > 0 else {
+            throw DiffusionError.badInput(component: "CLIPTextModel", reason: "empty batch or empty sequence")
+        }
+        guard ids.allSatisfy({ $0.count == length }) else {
+            throw DiffusionError.badInput(component: "CLIPTextModel", reason: "sequences differ in length: \(ids.map(\.count))")
+        }
+        guard length <= config.maxPositionEmbeddings else {
+            throw DiffusionError.badInput(component: "CLIPTextModel",
+                                          reason: "\(length) tokens exceed max_position_embeddings \(config.maxPositionEmbeddings)")
+        }
+        if let bad = ids.joined().first(where: { $0 < 0 || $0 >= config.vocabSize }) {
+            throw DiffusionError.badInput(component: "CLIPTextModel", reason: "token id \(bad) outside vocabulary 0..<\(config.vocabSize)")
+        }
+        let b = ids.count, d = config.hiddenSize, heads = config.numAttentionHeads, dh = d / heads
+        var h = embed(ids, length: length)
+        let mask = length == config.maxPositionEmbeddings
+            ? causalMask : slice(slice(causalMask, axis: 2, start: 0, end: length), axis: 3, start: 0, end: length)
+        let eps = Float(config.layerNormEps)
+        for layer in layers {
+            let x = layerNorm(h, weight: layer.norm1Weight, bias: layer.norm1Bias, eps: eps)
+            func heads4(_ t: Tensor) -> Tensor { permute(t.reshaped([b, length, heads, dh]), [0, 2, 1, 3]) }
+            let q = heads4(linear(x, weight: layer.qWeight, bias: layer.qBias))
+            let k = heads4(linear(x, weight: layer.kWeight, bias: layer.kBias))
+            let v = heads4(linear(x, weight: layer.vWeight, bias: layer.vBias))
+            let a = permute(attention(query: q, key: k, value: v, mask: mask), [0, 2, 1, 3]).reshaped([b, length, d])
+            h = h + linear(a, weight: layer.outWeight, bias: layer.outBias)
+            let y = layerNorm(h, weight: layer.norm2Weight, bias: layer.norm2Bias, eps: eps)
+            let hidden = activate(linear(y, weight: layer.fc1Weight, bias: layer.fc1Bias), activation)
+            h = h + linear(hidden, weight: layer.fc2Weight, bias: layer.fc2Bias)
+        }
+        return layerNorm(h, weight: finalNormWeight, bias: finalNormBias, eps: eps)
+    }
+
+    /// Token embedding rows plus the first `length` position embeddings.
+    private func embed(_ ids: [[Int]], length: Int) -> Tensor {
+        let d = config.hiddenSize
+        var out = Tensor(zeros: [ids.count, length, d])
+        tokenEmbedding.withUnsafeBufferPointer { tok in
+            positionEmbedding.withUnsafeBufferPointer { pos in
+                out.withUnsafeMutableBufferPointer { o in
+                    for (bi, seq) in ids.enumerated() {
+                        for (t, id) in seq.enumerated() {
+                            let dst = (bi * length + t) * d
+                            for c in 0..<d { o[dst + c] = tok[id * d + c] + pos[t * d + c] }
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+}
