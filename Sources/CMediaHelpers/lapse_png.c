@@ -14,20 +14,27 @@ typedef struct {
     jmp_buf jump;
     char *err;
     size_t err_len;
+    char warning[256];
 } lapse_png_error_state;
 
 static void lapse_png_on_error(png_structp png, png_const_charp message) {
     lapse_png_error_state *state = (lapse_png_error_state *)png_get_error_ptr(png);
-    snprintf(state->err, state->err_len, "%s", message);
+    // libpng often explains an error in the warning just before it (e.g. "Image width exceeds user limit").
+    if (state->warning[0])
+        snprintf(state->err, state->err_len, "%s (%s)", message, state->warning);
+    else
+        snprintf(state->err, state->err_len, "%s", message);
     longjmp(state->jump, 1);
 }
 
 static void lapse_png_on_warning(png_structp png, png_const_charp message) {
-    (void)png;
-    (void)message;  // warnings (e.g. unknown chunks, bad iCCP) do not stop decoding
+    // Warnings (unknown chunks, bad iCCP) do not stop decoding; the last one is kept to explain a later error.
+    lapse_png_error_state *state = (lapse_png_error_state *)png_get_error_ptr(png);
+    snprintf(state->warning, sizeof state->warning, "%s", message);
 }
 
-int lapse_png_read(const char *path, lapse_png_image *out, uint64_t max_pixels, char *err, size_t err_len) {
+int lapse_png_read(const char *path, lapse_png_image *out, uint32_t max_dimension, uint64_t max_pixels, char *err,
+                   size_t err_len) {
     memset(out, 0, sizeof(*out));
     FILE *file = fopen(path, "rb");
     if (!file) {
@@ -44,6 +51,7 @@ int lapse_png_read(const char *path, lapse_png_image *out, uint64_t max_pixels, 
     lapse_png_error_state state;
     state.err = err;
     state.err_len = err_len;
+    state.warning[0] = 0;
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &state, lapse_png_on_error, lapse_png_on_warning);
     if (!png) {
         fclose(file);
@@ -64,6 +72,8 @@ int lapse_png_read(const char *path, lapse_png_image *out, uint64_t max_pixels, 
     }
     png_init_io(png, file);
     png_set_sig_bytes(png, 8);
+    // Refuse absurd headers while parsing IHDR, before libpng reads further or anything large is allocated.
+    png_set_user_limits(png, max_dimension, max_dimension);
     png_read_info(png, info);
 
     png_uint_32 width = png_get_image_width(png, info);
@@ -123,6 +133,7 @@ int lapse_png_write(const char *path, uint32_t width, uint32_t height, int chann
     lapse_png_error_state state;
     state.err = err;
     state.err_len = err_len;
+    state.warning[0] = 0;
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &state, lapse_png_on_error, lapse_png_on_warning);
     if (!png) {
         fclose(file);

@@ -35,13 +35,13 @@ final class FilterPipeline {
         guard status >= 0 else { throw MediaError.filterFailed(graph: text, reason: "sink formats: " + AV.describe(status)) }
 
         // The graph text's unlabelled input joins our source ("in"), its unlabelled output our sink ("out").
-        var outputs = avfilter_inout_alloc()
-        var inputs = avfilter_inout_alloc()
-        defer {
-            avfilter_inout_free(&outputs)
-            avfilter_inout_free(&inputs)
+        var outputsAllocated = avfilter_inout_alloc()
+        var inputsAllocated = avfilter_inout_alloc()
+        guard let outputs = outputsAllocated, let inputs = inputsAllocated else {
+            avfilter_inout_free(&outputsAllocated)
+            avfilter_inout_free(&inputsAllocated)
+            throw MediaError.filterFailed(graph: text, reason: "out of memory")
         }
-        guard let outputs, let inputs else { throw MediaError.filterFailed(graph: text, reason: "out of memory") }
         outputs.pointee.name = av_strdup("in")
         outputs.pointee.filter_ctx = source
         outputs.pointee.pad_idx = 0
@@ -54,6 +54,37 @@ final class FilterPipeline {
         var outputList: UnsafeMutablePointer<AVFilterInOut>? = outputs
         status = avfilter_graph_parse_ptr(graph, text, &inputList, &outputList, nil)
         // parse_ptr took over the lists and returned what stayed unlinked; free that instead of the originals.
+        avfilter_inout_free(&inputList)
+        avfilter_inout_free(&outputList)
+        guard status >= 0 else { throw MediaError.filterFailed(graph: text, reason: AV.describe(status)) }
+        status = avfilter_graph_config(graph, nil)
+        guard status >= 0 else { throw MediaError.filterFailed(graph: text, reason: AV.describe(status)) }
+        output = av_frame_alloc()
+        guard output != nil else { throw MediaError.filterFailed(graph: text, reason: "out of memory") }
+    }
+
+    /// Builds a graph that starts with a source filter (`testsrc2=…`, `smptehdbars=…`) and has no input.
+    init(generator text: String, outputFormats: [AVPixelFormat]) throws {
+        self.text = text
+        _ = AV.configureLogging
+        AV.clearLog()
+        guard let graph = avfilter_graph_alloc() else { throw MediaError.filterFailed(graph: text, reason: "out of memory") }
+        self.graph = graph
+        var status = avfilter_graph_create_filter(&sink, avfilter_get_by_name("buffersink"), "out", nil, nil, graph)
+        guard status >= 0, let sink else { throw MediaError.filterFailed(graph: text, reason: "buffer sink: " + AV.describe(status)) }
+        status = outputFormats.withUnsafeBytes { bytes in
+            av_opt_set_bin(sink, "pix_fmts", bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), Int32(bytes.count),
+                           AV_OPT_SEARCH_CHILDREN)
+        }
+        guard status >= 0 else { throw MediaError.filterFailed(graph: text, reason: "sink formats: " + AV.describe(status)) }
+        guard let inputs = avfilter_inout_alloc() else { throw MediaError.filterFailed(graph: text, reason: "out of memory") }
+        inputs.pointee.name = av_strdup("out")
+        inputs.pointee.filter_ctx = sink
+        inputs.pointee.pad_idx = 0
+        inputs.pointee.next = nil
+        var inputList: UnsafeMutablePointer<AVFilterInOut>? = inputs
+        var outputList: UnsafeMutablePointer<AVFilterInOut>? = nil
+        status = avfilter_graph_parse_ptr(graph, text, &inputList, &outputList, nil)
         avfilter_inout_free(&inputList)
         avfilter_inout_free(&outputList)
         guard status >= 0 else { throw MediaError.filterFailed(graph: text, reason: AV.describe(status)) }

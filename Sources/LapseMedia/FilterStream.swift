@@ -37,6 +37,45 @@ extension MediaIO {
     }
 }
 
+extension MediaIO {
+    /// Frames made by a libavfilter source, e.g. `"testsrc2=size=320x240:rate=25"` (test clips, benchmarks).
+    /// - Parameter frameCount: frames to produce; generators are endless, so this is required.
+    public static func synthesize(_ text: String, frameCount: Int) throws -> Frames {
+        guard frameCount > 0 else { throw MediaError.invalidArgument("synthesize: frameCount must be positive") }
+        let probe = try FilterPipeline(generator: text, outputFormats: FilterSource.outputFormats)
+        let info = FrameStreamInfo(width: probe.outputWidth, height: probe.outputHeight,
+                                   frameRate: AV.rational(probe.outputFrameRate), frameCount: frameCount,
+                                   sourcePath: nil, color: .rgb8)
+        return Frames(info: info) { GeneratorSource(try FilterPipeline(generator: text, outputFormats: FilterSource.outputFormats),
+                                                    count: frameCount) }
+    }
+}
+
+final class GeneratorSource: FrameSource {
+    private let pipeline: FilterPipeline
+    private let count: Int
+    private var emitted = 0
+
+    init(_ pipeline: FilterPipeline, count: Int) {
+        self.pipeline = pipeline
+        self.count = count
+    }
+
+    func next() throws -> Frame? {
+        guard emitted < count else { return nil }
+        // A source filter's sink may answer "again" while its graph schedules; request until a frame comes.
+        for _ in 0..<1000 {
+            if let out = try pipeline.pull() {
+                let time = out.pointee.pts == AV.noPTS ? nil : Double(out.pointee.pts) * av_q2d(pipeline.outputTimeBase)
+                defer { emitted += 1 }
+                return FrameBridge.frame(fromPlanarFloat: out, index: emitted, time: time, color: .rgb8)
+            }
+            if pipeline.ended { return nil }
+        }
+        throw MediaError.filterFailed(graph: pipeline.text, reason: "the source produced no frame")
+    }
+}
+
 /// Pulls upstream frames through a filter pipeline built from the first frame's size and channel count.
 final class FilterSource: FrameSource {
     /// Microsecond timestamps: fine enough for any frame rate, coarse enough to never overflow.

@@ -11,7 +11,8 @@ public enum PNGCodec {
         guard FileManager.default.fileExists(atPath: path) else { throw MediaError.fileNotFound(path: path) }
         var image = lapse_png_image()
         var message = [CChar](repeating: 0, count: 512)
-        let status = lapse_png_read(path, &image, UInt64(MediaLimits.maxPixels), &message, message.count)
+        let status = lapse_png_read(path, &image, UInt32(MediaLimits.maxDimension), UInt64(MediaLimits.maxPixels),
+                                    &message, message.count)
         guard status == 0 else {
             throw MediaError.cannotOpen(path: path, reason: "PNG: " + String(nulTerminated: message))
         }

@@ -27,11 +27,18 @@ final class VideoDecoder {
         // Patterns name a sequence, not one file; libav's image2 demuxer checks those itself.
         if !path.contains("%"), !FileManager.default.fileExists(atPath: path) { throw MediaError.fileNotFound(path: path) }
         var context: UnsafeMutablePointer<AVFormatContext>?
+        AV.clearLog()
         var status = avformat_open_input(&context, path, nil, nil)
-        guard status >= 0, let context else { throw MediaError.cannotOpen(path: path, reason: AV.message(status)) }
+        guard status >= 0, let context else {
+            // Containers written with no frames (or cut before the first) end while the header is parsed.
+            let prefix = status == AV.eof ? "the file ends before any frame: " : ""
+            throw MediaError.cannotOpen(path: path, reason: prefix + AV.describe(status))
+        }
         format = context
         status = avformat_find_stream_info(context, nil)
-        guard status >= 0 else { throw MediaError.cannotOpen(path: path, reason: AV.message(status)) }
+        // A container with a stream but no packets ends while probing.
+        if status == AV.eof { throw MediaError.noFrames(path: path) }
+        guard status >= 0 else { throw MediaError.cannotOpen(path: path, reason: AV.describe(status)) }
 
         var decoder: UnsafePointer<AVCodec>?
         let index = av_find_best_stream(context, AVMEDIA_TYPE_VIDEO, -1, -1, &decoder, 0)

@@ -14,9 +14,10 @@ typedef struct {
 } lapse_png_image;
 
 /// Reads any PNG (1/2/4/8/16-bit, gray, gray+alpha, RGB, RGBA, palette, tRNS, interlaced) without gamma changes.
-/// Images with more than max_pixels pixels are refused before any pixel memory is allocated.
-/// Returns 0 on success; otherwise 1 and a message in err.
-int lapse_png_read(const char *path, lapse_png_image *out, uint64_t max_pixels, char *err, size_t err_len);
+/// Images wider or taller than max_dimension, or with more than max_pixels pixels, are refused before any pixel
+/// memory is allocated. Returns 0 on success; otherwise 1 and a message in err.
+int lapse_png_read(const char *path, lapse_png_image *out, uint32_t max_dimension, uint64_t max_pixels, char *err,
+                   size_t err_len);
 
 /// Writes a PNG to path (channels 1-4, bit_depth 8 or 16, 16-bit samples in native byte order).
 /// Returns 0 on success; otherwise 1 and a message in err (the file may be partly written; the caller removes it).
