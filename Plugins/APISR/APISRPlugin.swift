@@ -9,5 +9,5 @@ public enum APISRPlugin: NodePlugin {
     }
 
     /// Every node type of the family; adding a node adds one line here.
-    static let nodeTypes: [any Node.Type] = []
+    static let nodeTypes: [any Node.Type] = [LoadUpscaleModel.self, Upscale.self]
 }
