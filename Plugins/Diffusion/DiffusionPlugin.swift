@@ -1,6 +1,7 @@
 import LapseGraph
 
-/// Registers the shared diffusion node family (text encoders, UNets, schedulers, VAEs).
+/// Registers the shared diffusion node family (text encoders now; UNets, samplers and VAEs build on the same
+/// components).
 public enum DiffusionPlugin: NodePlugin {
     public static let name = "DiffusionPlugin"
 
@@ -9,5 +10,5 @@ public enum DiffusionPlugin: NodePlugin {
     }
 
     /// Every node type of the family; adding a node adds one line here.
-    static let nodeTypes: [any Node.Type] = []
+    static let nodeTypes: [any Node.Type] = [LoadCLIP.self, TextEncode.self]
 }

@@ -1,0 +1,140 @@
+import Foundation
+import LapseGraph
+import LapseTensor
+import LapseWeights
+
+extension PortType {
+    /// A CLIP text encoder (tokenizer + text transformer), as `LoadCLIP` produces it.
+    public static let clip = PortType(data: "CLIP")
+    /// Prompt embeddings a denoiser cross-attends to, as `TextEncode` produces them.
+    public static let conditioning = PortType(data: "Conditioning")
+}
+
+/// A CLIP tokenizer paired with a CLIP text transformer: prompts in, `last_hidden_state` out.
+public struct CLIPTextEncoder: Sendable {
+    /// The BPE tokenizer.
+    public let tokenizer: CLIPTokenizer
+    /// The text transformer.
+    public let model: CLIPTextModel
+
+    /// Pairs a tokenizer with a model; their vocabularies must agree.
+    public init(tokenizer: CLIPTokenizer, model: CLIPTextModel) throws {
+        guard tokenizer.vocabularySize <= model.config.vocabSize else {
+            throw DiffusionError.badConfig(component: "CLIPTextEncoder", field: "vocab_size",
+                                           reason: "model has \(model.config.vocabSize) tokens, tokenizer \(tokenizer.vocabularySize)")
+        }
+        self.tokenizer = tokenizer
+        self.model = model
+    }
+
+    /// `[prompts.count, max_position_embeddings, hidden]`: each prompt tokenized to the model's full length (BOS,
+    /// ids truncated, EOS, EOS padding — as the SD1.5 / AnimateDiff pipelines do) and encoded.
+    public func encode(_ prompts: [String]) throws -> Tensor {
+        let length = model.config.maxPositionEmbeddings
+        return try model(prompts.map { tokenizer.encode($0, maxLength: length) })
+    }
+}
+
+/// Encoded prompt(s): the tensor a UNet cross-attends to, with the text it came from.
+public struct Conditioning: Sendable {
+    /// `[batch, tokens, width]`, e.g. `[1, 77, 768]` for SD1.5.
+    public var embeddings: Tensor
+    /// The prompts, one per batch entry.
+    public var prompts: [String]
+
+    /// Wraps embeddings and their prompts.
+    public init(embeddings: Tensor, prompts: [String]) {
+        self.embeddings = embeddings
+        self.prompts = prompts
+    }
+}
+
+extension CLIPTextConfig {
+    /// The configuration implied by a state dict's shapes: sizes from the tensors, 64-wide heads (every OpenAI /
+    /// OpenCLIP text tower uses them) and `quick_gelu` (OpenAI CLIP; pass a config.json for other activations).
+    public static func inferred(from weights: Weights) throws -> CLIPTextConfig {
+        let w = CLIPTextModel.transformersWeights(from: weights)
+        func shape(_ name: String) throws -> [Int] {
+            guard let s = w.shape(of: "text_model." + name) else {
+                throw DiffusionError.missingWeight(component: "CLIPTextConfig.inferred (\(weights.origin))", key: "text_model." + name,
+                                                   closeMatches: DiffusionError.closeMatches(to: "text_model." + name, in: w.keys))
+            }
+            return s
+        }
+        let token = try shape("embeddings.token_embedding.weight")
+        let position = try shape("embeddings.position_embedding.weight")
+        let fc1 = try shape("encoder.layers.0.mlp.fc1.weight")
+        var layers = 0
+        while w.contains("text_model.encoder.layers.\(layers).mlp.fc1.weight") { layers += 1 }
+        guard token.count == 2, position.count == 2, fc1.count == 2, token[1] % 64 == 0 else {
+            throw DiffusionError.badConfig(component: "CLIPTextConfig.inferred (\(weights.origin))", field: "hidden_size",
+                                           reason: "cannot infer from token embedding \(token), position \(position), fc1 \(fc1)")
+        }
+        return CLIPTextConfig(vocabSize: token[0], hiddenSize: token[1], intermediateSize: fc1[0],
+                              numHiddenLayers: layers, numAttentionHeads: token[1] / 64,
+                              maxPositionEmbeddings: position[0], hiddenAct: "quick_gelu")
+    }
+}
+
+/// `LoadCLIP {path, vocab, config}` → `clip`.
+public struct LoadCLIP: Node {
+    public static let schema = NodeSchema(
+        type: "LoadCLIP", category: "conditioning",
+        summary: "Loads a CLIP text encoder from a transformers file or a single-file SD checkpoint, with the BPE vocabulary",
+        inputs: [
+            InputSpec("path", .string, doc: "text_encoder/model.safetensors (or .bin), or an LDM single-file checkpoint"),
+            InputSpec("vocab", .string, default: .string("models/clip/bpe_simple_vocab_16e6.txt.gz"),
+                      doc: "CLIP's bpe_simple_vocab_16e6.txt(.gz), fetched by scripts/fetch-assets.sh"),
+            InputSpec("config", .string, default: .string(""),
+                      doc: "optional transformers config.json; empty infers sizes from the weights (quick_gelu, 64-wide heads)"),
+        ],
+        outputs: [OutputSpec("clip", .clip, doc: "tokenizer and text transformer")],
+        inputFileParams: ["path", "vocab"])
+
+    public init() {}
+
+    public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
+        let path = try inputs.string("path")
+        let weights = try Weights.load(path)
+        let configPath = try inputs.string("config")
+        let config: CLIPTextConfig
+        if configPath.isEmpty {
+            config = try CLIPTextConfig.inferred(from: weights)
+        } else {
+            do {
+                config = try CLIPTextConfig.decode(json: Data(contentsOf: URL(fileURLWithPath: configPath)))
+            } catch let error as DecodingError {
+                throw NodeError.invalidValue(port: "config", reason: "\(configPath): not a CLIP text config (\(error))")
+            }
+        }
+        let tokenizer = try CLIPTokenizer(vocabularyFile: URL(fileURLWithPath: try inputs.string("vocab")))
+        let encoder = try CLIPTextEncoder(tokenizer: tokenizer, model: CLIPTextModel(config: config, weights: weights))
+        context.log("\((path as NSString).lastPathComponent): CLIP text encoder, \(config.numHiddenLayers) layers × "
+                    + "\(config.hiddenSize) wide, \(config.numAttentionHeads) heads, \(config.hiddenAct)")
+        return NodeOutputs(["clip": .object(encoder)])
+    }
+}
+
+/// `TextEncode {text}` ← `clip` → `conditioning`.
+public struct TextEncode: Node {
+    public static let schema = NodeSchema(
+        type: "TextEncode", category: "conditioning",
+        summary: "Encodes a prompt with CLIP (77 tokens, EOS padding) into the conditioning a UNet cross-attends to",
+        inputs: [
+            InputSpec("clip", .clip, doc: "text encoder from LoadCLIP"),
+            InputSpec("text", .string, default: .string(""), doc: "the prompt; empty gives the unconditional embedding"),
+        ],
+        outputs: [OutputSpec("conditioning", .conditioning, doc: "[1, 77, width] last_hidden_state")])
+
+    public init() {}
+
+    public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
+        let encoder = try inputs.object("clip", as: CLIPTextEncoder.self)
+        let text = try inputs.string("text")
+        let tokens = encoder.tokenizer.tokenize(text).count
+        let limit = encoder.model.config.maxPositionEmbeddings - 2
+        if tokens > limit { context.log("prompt has \(tokens) tokens; only the first \(limit) are used") }
+        let embeddings = try encoder.encode([text])
+        return NodeOutputs(["conditioning": .object(Conditioning(embeddings: embeddings, prompts: [text]))])
+    }
+}
