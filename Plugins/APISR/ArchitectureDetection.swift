@@ -193,16 +193,10 @@ struct StateDictReader {
     }
 }
 
-/// The transformer generators (GRL, DAT) are written in their own files; detection reaches them through here.
+/// The transformer generators (GRL, DAT) live in their own files; detection reaches them through here.
 enum TransformerArchitectures {
-    static func grlCanLoad(_ keys: Set<String>) -> Bool { false }
-    static func datCanLoad(_ keys: Set<String>) -> Bool { false }
-
-    static func buildGRL(_ stateDict: [String: Tensor]) throws -> any UpscaleNetwork {
-        throw UpscaleModelError.malformed(architecture: "GRL", reason: "GRL support is not built into this version")
-    }
-
-    static func buildDAT(_ stateDict: [String: Tensor]) throws -> any UpscaleNetwork {
-        throw UpscaleModelError.malformed(architecture: "DAT", reason: "DAT support is not built into this version")
-    }
+    static func grlCanLoad(_ keys: Set<String>) -> Bool { GRLNetwork.canLoad(keys) }
+    static func datCanLoad(_ keys: Set<String>) -> Bool { DATNetwork.canLoad(keys) }
+    static func buildGRL(_ stateDict: [String: Tensor]) throws -> any UpscaleNetwork { try GRLNetwork(stateDict: stateDict) }
+    static func buildDAT(_ stateDict: [String: Tensor]) throws -> any UpscaleNetwork { try DATNetwork(stateDict: stateDict) }
 }
