@@ -55,6 +55,10 @@ let package = Package(
         // MARK: - Example external plugin (built as a shared library, loaded at run time)
         .target(name: "SharpenPlugin", dependencies: ["LapseGraph", "LapseTensor"], path: "Examples/SharpenPlugin"),
 
+        // MARK: - Benchmarks (not tested; run by Benchmarks/apisr/grl_dat.sh)
+        .executableTarget(name: "GRLBenchmark", dependencies: ["APISRPlugin", "LapseWeights", "LapseTensor"],
+                          path: "Benchmarks/apisr/GRLBenchmark", swiftSettings: optimized),
+
         // MARK: - Tests
         .target(name: "LapseTestSupport", dependencies: ["LapseGraph", "LapseTensor"], path: "Tests/LapseTestSupport"),
         .testTarget(name: "LapseGraphTests", dependencies: ["LapseGraph", "LapseTestSupport"]),
