@@ -56,6 +56,8 @@ let package = Package(
         .target(name: "SharpenPlugin", dependencies: ["LapseGraph", "LapseTensor"], path: "Examples/SharpenPlugin"),
 
         // MARK: - Benchmarks (not tested; run by Benchmarks/apisr/grl_dat.sh)
+        .executableTarget(name: "MediaBenchmark", dependencies: ["LapseMedia", "LapseGraph"],
+                          path: "Benchmarks/media/MediaBenchmark", swiftSettings: optimized),
         .executableTarget(name: "GRLBenchmark", dependencies: ["APISRPlugin", "LapseWeights", "LapseTensor"],
                           path: "Benchmarks/apisr/GRLBenchmark", swiftSettings: optimized),
 

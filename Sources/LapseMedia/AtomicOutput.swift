@@ -1,10 +1,12 @@
 import Foundation
+import LapseGraph
 
-/// Writes an output file through a temporary sibling and a rename, so a failed or cancelled run never leaves a
-/// partial file under the final name.
+/// Writes an output file through a temporary sibling and a rename (LapseGraph's `AtomicFile`), so a failed or
+/// cancelled run never leaves a partial file under the final name; missing or read-only folders get a clear error
+/// before any work starts.
 enum AtomicOutput {
-    /// Runs `body` with a temporary path in the destination folder, then renames it to `path`.
-    /// The temporary keeps the destination's extension because libav picks muxers by extension.
+    /// Runs `body` with a temporary path in the destination folder (same extension, which libav picks muxers by),
+    /// then renames it to `path`.
     static func write(to path: String, _ body: (String) throws -> Void) throws {
         let url = URL(fileURLWithPath: path)
         let folder = url.deletingLastPathComponent().path
@@ -15,17 +17,7 @@ enum AtomicOutput {
         guard FileManager.default.isWritableFile(atPath: folder) else {
             throw MediaError.cannotWrite(path: path, reason: "folder \(folder) is not writable")
         }
-        let ext = url.pathExtension
-        let temp = folder + "/." + url.deletingPathExtension().lastPathComponent + ".lapse-tmp-"
-            + UUID().uuidString.prefix(8) + (ext.isEmpty ? "" : "." + ext)
-        do {
-            try body(temp)
-            guard rename(temp, path) == 0 else {
-                throw MediaError.cannotWrite(path: path, reason: String(cString: strerror(errno)))
-            }
-        } catch {
-            unlink(temp)
-            throw error
-        }
+        // The runtime's AtomicFile tracks pending temporaries, so an interrupted run removes them too.
+        try AtomicFile.write(to: url) { temp in try body(temp.path) }
     }
 }

@@ -7,7 +7,7 @@ import Testing
 
 @Suite("Bad input ends in an error naming the file and the reason, with no partial output")
 struct BadInputTests {
-    func expectError(_ body: () throws -> Any, mentions words: [String], sourceLocation: SourceLocation = #_sourceLocation) {
+    func expectError(_ body: () throws -> Any, mentions words: [String], sourceLocation: Testing.SourceLocation = #_sourceLocation) {
         do {
             _ = try body()
             Issue.record("expected an error mentioning \(words)", sourceLocation: sourceLocation)
