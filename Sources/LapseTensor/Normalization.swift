@@ -96,20 +96,9 @@ public func batchNorm(_ x: Tensor, mean: Tensor, variance: Tensor, weight: Tenso
 }
 
 extension Kernels {
-    /// Numerically stable softmax of `n` floats in place.
+    /// Numerically stable softmax of `n` floats in place (vectorised).
     @inline(__always)
-    static func softmaxRow(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
-        var m = -Float.infinity
-        for i in 0..<n where p[i] > m { m = p[i] }
-        if m == -Float.infinity { // fully masked row: torch yields NaN; keep that behaviour
-            for i in 0..<n { p[i] = .nan }
-            return
-        }
-        var s: Float = 0
-        for i in 0..<n { let e = Foundation.exp(p[i] - m); p[i] = e; s += e }
-        let inv = 1 / s
-        for i in 0..<n { p[i] *= inv }
-    }
+    static func softmaxRow(_ p: UnsafeMutablePointer<Float>, _ n: Int) { FastMath.softmax(p, n) }
 }
 
 /// Softmax along `axis`.

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Times PyTorch CPU and LapseTensor on the same machine in the same run and prints GFLOP/s and the ratio.
+
+Usage (from the repo root): /work/venv/bin/python Benchmarks/tensor/bench.py [--skip-build]
+Builds the TensorBenchmarks target in release (scratch path .build-bench), runs it, then PyTorch with 2 threads.
+"""
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+THREADS = 2
+torch.set_num_threads(THREADS)
+
+
+def best(fn, repeats=5):
+    fn()
+    t = float("inf")
+    for _ in range(repeats):
+        s = time.perf_counter()
+        fn()
+        t = min(t, time.perf_counter() - s)
+    return t
+
+
+def torch_results():
+    out = {}
+    with torch.inference_mode():
+        for size, cin, cout in [(128, 64, 64), (128, 64, 32), (256, 64, 64), (256, 64, 32)]:
+            x, w, b = torch.randn(1, cin, size, size), torch.randn(cout, cin, 3, 3), torch.randn(cout)
+            flops = 2.0 * cout * cin * 9 * size * size
+            t = best(lambda: F.leaky_relu(F.conv2d(x, w, b, padding=1), 0.2))
+            out[f"conv3x3_{cin}to{cout}_{size}"] = (flops / t / 1e9, t)
+        for d in [40, 64]:
+            q, k, v = (torch.randn(1, 16, 4096, d) for _ in range(3))
+            t = best(lambda: F.scaled_dot_product_attention(q, k, v), repeats=3)
+            out[f"attention_16x4096_d{d}"] = (4.0 * 16 * 4096 * 4096 * d / t / 1e9, t)
+        a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        t = best(lambda: a @ b)
+        out["gemm_2048_matmul"] = (2.0 * 2048**3 / t / 1e9, t)
+    return out
+
+
+def main():
+    scratch = ".build-bench"
+    if "--skip-build" not in sys.argv:
+        subprocess.run(["swift", "build", "-c", "release", "--scratch-path", scratch, "--product", "TensorBenchmarks"],
+                       check=True)
+    binary = subprocess.run(["swift", "build", "-c", "release", "--scratch-path", scratch, "--show-bin-path"],
+                            check=True, capture_output=True, text=True).stdout.strip() + "/TensorBenchmarks"
+    lapse = {}
+    for line in subprocess.run([binary], check=True, capture_output=True, text=True).stdout.splitlines():
+        name, gflops, secs = line.split()
+        lapse[name] = (float(gflops), float(secs))
+    ref = torch_results()
+    print(f"{'case':28} {'Lapse GF/s':>11} {'torch GF/s':>11} {'ratio':>7}   (torch {torch.__version__}, {THREADS} threads)")
+    for name, (gf, _) in lapse.items():
+        if name in ref:
+            print(f"{name:28} {gf:11.1f} {ref[name][0]:11.1f} {gf / ref[name][0]:7.2f}")
+        else:
+            print(f"{name:28} {gf:11.1f} {'-':>11} {'-':>7}")
+    if "gemm_2048_openblas" in lapse:
+        print(f"matmul vs raw OpenBLAS: {lapse['gemm_2048_matmul'][0] / lapse['gemm_2048_openblas'][0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+import COpenBLAS
+import Foundation
+import LapseTensor
+
+/// Times LapseTensor's hot ops and prints one `name gflops seconds` line per case, for bench.py to compare against
+/// PyTorch in the same run. Usage: TensorBenchmarks [filter]
+let filter = CommandLine.arguments.dropFirst().first
+
+func seconds(_ body: () -> Void) -> Double {
+    let start = DispatchTime.now().uptimeNanoseconds
+    body()
+    return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+}
+
+/// Best of `repeats` after one warm-up, so one-off page faults and thread start-up don't count.
+func bench(_ name: String, flops: Double, repeats: Int = 5, _ body: () -> Void) {
+    if let filter, !name.contains(filter) { return }
+    body()
+    var best = Double.infinity
+    for _ in 0..<repeats { best = min(best, seconds(body)) }
+    print(String(format: "%@ %.2f %.6f", name, flops / best / 1e9, best))
+    fflush(nil)
+}
+
+let g = TorchGenerator(seed: 0)
+for (size, cin, cout) in [(128, 64, 64), (128, 64, 32), (256, 64, 64), (256, 64, 32)] {
+    let x = g.randn([1, cin, size, size]), w = g.randn([cout, cin, 3, 3]), b = g.randn([cout])
+    let flops = 2.0 * Double(cout * cin * 9 * size * size)
+    bench("conv3x3_\(cin)to\(cout)_\(size)", flops: flops) {
+        _ = conv2d(x, weight: w, bias: b, padding: 1, activation: .leakyReLU(0.2))
+    }
+}
+for d in [40, 64] {
+    let q = g.randn([1, 16, 4096, d]), k = g.randn([1, 16, 4096, d]), v = g.randn([1, 16, 4096, d])
+    bench("attention_16x4096_d\(d)", flops: 4.0 * 16 * 4096 * 4096 * Double(d), repeats: 3) {
+        _ = attention(query: q, key: k, value: v)
+    }
+}
+let n = 2048
+let a = g.randn([n, n]), bm = g.randn([n, n])
+bench("gemm_2048_matmul", flops: 2.0 * Double(n * n * n)) { _ = matmul(a, bm) }
+let c = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
+a.withUnsafeBufferPointer { pa in
+    bm.withUnsafeBufferPointer { pb in
+        bench("gemm_2048_openblas", flops: 2.0 * Double(n * n * n)) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1, pa.baseAddress, Int32(n),
+                        pb.baseAddress, Int32(n), 0, c, Int32(n))
+        }
+    }
+}
+c.deallocate()
+
+do {
+    let s = g.randn([16, 4096, 4096 / 16])
+    bench("softmax_16x4096x256", flops: Double(s.count)) { _ = softmax(s, axis: -1) }
+    let x = g.randn([64, 256, 256])
+    bench("silu_4M", flops: Double(x.count)) { _ = silu(x) }
+}

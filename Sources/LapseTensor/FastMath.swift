@@ -1,0 +1,70 @@
+/// Vectorised float kernels for the softmax/activation hot loops. libm's `expf` is scalar and costs more than the
+/// surrounding GEMMs in attention; this Cephes-style exp runs eight lanes at once with ≤ 2 ulp error.
+enum FastMath {
+    typealias V = SIMD8<Float>
+
+    /// e^x for each lane with ≤ 2 ulp error; inputs are clamped to [−87.3, 88.37], so underflow gives ~0 and
+    /// overflow saturates near 2.4e38 instead of inf (harmless for softmax/sigmoid, which is where it is used).
+    @inline(__always)
+    static func exp(_ input: V) -> V {
+        let x = pointwiseMin(pointwiseMax(input, V(repeating: -87.33654)), V(repeating: 88.37626))
+        // n = round(x / ln2) via the 1.5·2²³ trick: adding it leaves n in the low mantissa bits.
+        let shifted = x * 1.44269504088896341 + 12_582_912
+        let n = shifted - 12_582_912
+        let ni = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- 0x4B40_0000
+        // x = n·ln2 + r with |r| ≤ ln2/2; ln2 split in two so n·ln2_hi is exact.
+        var r = x - n * 0.693359375
+        r = r + n * 2.12194440e-4
+        let r2 = r * r
+        var p = V(repeating: 1.9875691500e-4)
+        p = p * r + 1.3981999507e-3
+        p = p * r + 8.3334519073e-3
+        p = p * r + 4.1665795894e-2
+        p = p * r + 1.6666665459e-1
+        p = p * r + 5.0000001201e-1
+        p = p * r2 + r + 1
+        // 2^n from exponent bits; n ∈ [-126, 127] after the clamp.
+        return p * unsafeBitCast((ni &+ 127) &<< 23, to: V.self)
+    }
+
+    /// Softmax of `n` floats in place: max, exp-and-sum, scale, eight lanes at a time.
+    @inline(__always)
+    static func softmax(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
+        let vectors = n / 8
+        var m = -Float.infinity
+        if vectors > 0 {
+            var vm = V(repeating: -.infinity)
+            for i in 0..<vectors { vm = pointwiseMax(vm, load(p + i * 8)) }
+            m = vm.max()
+        }
+        for i in (vectors * 8)..<n where p[i] > m { m = p[i] }
+        if m == -.infinity {  // fully masked row: torch yields NaN
+            for i in 0..<n { p[i] = .nan }
+            return
+        }
+        let vmax = V(repeating: m)
+        var vs = V(repeating: 0)
+        for i in 0..<vectors {
+            let e = exp(load(p + i * 8) - vmax)
+            store(e, p + i * 8)
+            vs += e
+        }
+        var s = vs.sum()
+        if vectors * 8 < n {
+            var tail = V(repeating: -.infinity)
+            for i in (vectors * 8)..<n { tail[i - vectors * 8] = p[i] - m }
+            let e = exp(tail)
+            for i in (vectors * 8)..<n { p[i] = e[i - vectors * 8]; s += e[i - vectors * 8] }
+        }
+        let inv = V(repeating: 1 / s)
+        for i in 0..<vectors { store(load(p + i * 8) * inv, p + i * 8) }
+        for i in (vectors * 8)..<n { p[i] *= inv[0] }
+    }
+
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+    @inline(__always)
+    static func load(_ p: UnsafeMutablePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
+    @inline(__always)
+    static func store(_ v: V, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self) }
+}
