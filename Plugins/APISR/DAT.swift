@@ -42,8 +42,13 @@ public final class DATNetwork: UpscaleNetwork, @unchecked Sendable {
             && (keys.contains("layers.0.blocks.0.attn.attns.0.pos.pos_proj.weight") || keys.contains("layers.0.blocks.1.attn.temperature"))
     }
 
+    /// Elements of shifted-window attention mask materialised at once (bounds memory on large inputs).
+    public let attentionMaskBudget: Int
+
     /// Builds the network from an unwrapped state dict; size-dependent mask buffers in the file are ignored.
-    public init(stateDict: [String: Tensor]) throws {
+    /// `attentionMaskBudget` (mask elements per group of windows) trades memory for fewer, larger attention calls.
+    public init(stateDict: [String: Tensor], attentionMaskBudget: Int = 1 << 22) throws {
+        self.attentionMaskBudget = max(1, attentionMaskBudget)
         let r = TransformerStateDict(architecture: "DAT", dict: stateDict)
         let cfg = try Self.inferConfig(r)
         config = cfg
@@ -73,7 +78,7 @@ public final class DATNetwork: UpscaleNetwork, @unchecked Sendable {
         let meanTensor = Tensor(shape: [1, 3, 1, 1], data: rgbMean)
         let first = convFirst(input - meanTensor)
         var t = normBefore(TransformerWindows.tokens(first))
-        let geometry = Geometry(height: h, width: w, split: config.splitSize)
+        let geometry = Geometry(height: h, width: w, split: config.splitSize, budget: attentionMaskBudget)
         for group in groups {
             var x = t
             for block in group.blocks { x = block(x, geometry: geometry) }
@@ -90,10 +95,12 @@ extension DATNetwork {
     struct Geometry {
         let height: Int, width: Int
         let paddedHeight: Int, paddedWidth: Int
-        /// `[nWindows, 1, N, N]` for branch 0 (split[0]×split[1] windows) and branch 1 (transposed windows).
-        let masks: [Tensor]
+        /// Shift masks of branch 0 (split[0]×split[1] windows) and branch 1 (transposed windows).
+        let masks: [TransformerWindows.ShiftMask]
+        let budget: Int
 
-        init(height: Int, width: Int, split: [Int]) {
+        init(height: Int, width: Int, split: [Int], budget: Int) {
+            self.budget = budget
             self.height = height
             self.width = width
             let m = split.max() ?? 1
@@ -102,8 +109,7 @@ extension DATNetwork {
             paddedWidth = pw
             masks = (0..<2).map { b in
                 let win = SpatialBranch.window(branch: b, split: split)
-                let ids = TransformerWindows.regionIDs(height: ph, width: pw, window: win, shift: (win.0 / 2, win.1 / 2))
-                return TransformerWindows.shiftMask(queryIDs: ids, keyIDs: ids)
+                return TransformerWindows.ShiftMask(height: ph, width: pw, window: win, shift: (win.0 / 2, win.1 / 2))
             }
         }
     }
@@ -249,9 +255,11 @@ extension DATNetwork {
                 if shifted { m = roll(m, shifts: [-win.0 / 2, -win.1 / 2], axes: [0, 1]) }
                 let p = TransformerWindows.partition(m, height: g.paddedHeight, width: g.paddedWidth, window: win, parts: 3, heads: branch.heads)
                 let d = c / 2 / branch.heads
-                let mask = shifted ? branch.bias + g.masks[b] : branch.bias
-                let o = attention(query: TransformerWindows.part(p, 0), key: TransformerWindows.part(p, 1), value: TransformerWindows.part(p, 2),
-                                  mask: mask, scale: 1 / Float(d).squareRoot())
+                let scale = 1 / Float(d).squareRoot()
+                let o = TransformerWindows.windowedAttention(
+                    q: TransformerWindows.part(p, 0), k: TransformerWindows.part(p, 1), v: TransformerWindows.part(p, 2),
+                    bias: branch.bias, shiftMask: shifted ? g.masks[b] : nil, budget: g.budget
+                ) { q, k, v, mask in attention(query: q, key: k, value: v, mask: mask, scale: scale) }
                 var img = TransformerWindows.merge(o, height: g.paddedHeight, width: g.paddedWidth, window: win)
                 if shifted { img = roll(img, shifts: [win.0 / 2, win.1 / 2], axes: [0, 1]) }
                 outs.append(TransformerWindows.cropChannelsLast(img, fromWidth: g.paddedWidth, height: g.height, width: g.width)

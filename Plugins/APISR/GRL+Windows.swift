@@ -71,20 +71,30 @@ enum TransformerWindows {
         return out
     }
 
-    /// `-100` where query and key tokens come from different regions: `[nWindows, 1, Nq, Nk]`.
-    static func shiftMask(queryIDs: [[Int]], keyIDs: [[Int]]) -> Tensor {
-        let n = queryIDs.count, nq = queryIDs[0].count, nk = keyIDs[0].count
-        var mask = Tensor(zeros: [n, 1, nq, nk])
-        mask.withUnsafeMutableBufferPointer { m in
-            for w in 0..<n {
-                let q = queryIDs[w], k = keyIDs[w]
-                for i in 0..<nq {
-                    let row = (w * nq + i) * nk
-                    for j in 0..<nk where q[i] != k[j] { m[row + j] = -100 }
+    /// Swin's shifted-window mask, kept as region ids and expanded only for the windows being attended:
+    /// `-100` where query and key tokens come from different regions.
+    struct ShiftMask {
+        let ids: [[Int]]
+
+        init(height: Int, width: Int, window: (Int, Int), shift: (Int, Int)) {
+            ids = TransformerWindows.regionIDs(height: height, width: width, window: window, shift: shift)
+        }
+
+        /// `[end − start, 1, N, N]` for windows `start..<end`.
+        func rows(_ start: Int, _ end: Int) -> Tensor {
+            let n = ids[0].count
+            var mask = Tensor(zeros: [end - start, 1, n, n])
+            mask.withUnsafeMutableBufferPointer { m in
+                for w in start..<end {
+                    let r = ids[w]
+                    for i in 0..<n {
+                        let row = ((w - start) * n + i) * n
+                        for j in 0..<n where r[i] != r[j] { m[row + j] = -100 }
+                    }
                 }
             }
+            return mask
         }
-        return mask
     }
 
     /// Zero-pads a channels-last `[H, W, C]` map to `[toH, toW, C]` (bottom/right).
@@ -133,6 +143,34 @@ enum TransformerWindows {
             }
         }
         return out
+    }
+
+    /// Rows `start..<end` of axis 0 of a contiguous tensor, without copying.
+    static func rows(_ x: Tensor, _ start: Int, _ end: Int) -> Tensor {
+        let inner = Array(x.shape.dropFirst())
+        let n = Tensor.elementCount(inner)
+        return Tensor(shape: [end - start] + inner, storage: x.storage, offset: x.offset + start * n)
+    }
+
+    /// Runs `body` over groups of windows so that `bias + shiftMask` (`[windows, heads, Nq, Nk]`) is only ever
+    /// materialised for one group: on a 720p map the full per-window mask would take gigabytes.
+    /// `q`, `k`, `v`: `[nWindows, heads, N, d]`; `bias`: `[1, heads, N, N]`.
+    /// `budget` bounds the mask elements of one group.
+    static func windowedAttention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, shiftMask: ShiftMask?, budget: Int,
+                                  _ body: (Tensor, Tensor, Tensor, Tensor) -> Tensor) -> Tensor {
+        guard let shiftMask else { return body(q, k, v, bias) }
+        let windows = q.shape[0]
+        let perWindow = max(1, bias.count)
+        let group = max(1, min(windows, budget / perWindow))
+        if group == windows { return body(q, k, v, bias + shiftMask.rows(0, windows)) }
+        var outs: [Tensor] = []
+        var start = 0
+        while start < windows {
+            let end = min(windows, start + group)
+            outs.append(body(rows(q, start, end), rows(k, start, end), rows(v, start, end), bias + shiftMask.rows(start, end)))
+            start = end
+        }
+        return concat(outs, axis: 0)
     }
 
     /// `x / max(‖x‖₂, 1e-12)` over the last dimension, as `torch.nn.functional.normalize`.

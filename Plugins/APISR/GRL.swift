@@ -47,8 +47,13 @@ public final class GRLNetwork: UpscaleNetwork, @unchecked Sendable {
             && keys.contains("layers.0.blocks.0.attn.stripe_attn.attn_transform1.logit_scale")
     }
 
+    /// Elements of shifted-window attention mask materialised at once (bounds memory on large inputs).
+    public let attentionMaskBudget: Int
+
     /// Builds the network from an unwrapped state dict; the 13 size-dependent buffers of the release are ignored.
-    public init(stateDict: [String: Tensor]) throws {
+    /// `attentionMaskBudget` (mask elements per group of windows) trades memory for fewer, larger attention calls.
+    public init(stateDict: [String: Tensor], attentionMaskBudget: Int = 1 << 22) throws {
+        self.attentionMaskBudget = max(1, attentionMaskBudget)
         let r = TransformerStateDict(architecture: "GRL", dict: stateDict)
         let cfg = try Self.inferConfig(r)
         config = cfg
@@ -95,7 +100,7 @@ public final class GRLNetwork: UpscaleNetwork, @unchecked Sendable {
 
         let first = convFirst(x)
         var t = normStart(TransformerWindows.tokens(first))                  // [L, C]
-        let masks = ShiftMasks(height: hp, width: wp, config: config)
+        let masks = ShiftMasks(height: hp, width: wp, config: config, budget: attentionMaskBudget)
         for stage in stages {
             var res = t
             for block in stage.blocks { res = block(res, height: hp, width: wp, masks: masks) }
@@ -121,13 +126,14 @@ public final class GRLNetwork: UpscaleNetwork, @unchecked Sendable {
 extension GRLNetwork {
     /// Masks that depend on the (padded) input size; built once per forward and shared by all blocks.
     struct ShiftMasks {
-        /// `[nWindows, 1, N, N]` for the shifted window blocks, `nil` when no shift is needed.
-        let window: Tensor?
+        /// Mask of the shifted window blocks.
+        let window: TransformerWindows.ShiftMask
+        let budget: Int
 
-        init(height: Int, width: Int, config: Config) {
+        init(height: Int, width: Int, config: Config, budget: Int) {
+            self.budget = budget
             let ws = config.windowSize
-            let ids = TransformerWindows.regionIDs(height: height, width: width, window: (ws, ws), shift: (ws / 2, ws / 2))
-            window = TransformerWindows.shiftMask(queryIDs: ids, keyIDs: ids)
+            window = TransformerWindows.ShiftMask(height: height, width: width, window: (ws, ws), shift: (ws / 2, ws / 2))
         }
     }
 
@@ -151,9 +157,10 @@ extension GRLNetwork {
             bias = (sigmoid(gathered) * 16).reshaped([1, heads, index.count, index[0].count])
         }
 
-        func callAsFunction(q: Tensor, k: Tensor, v: Tensor, shiftMask: Tensor?) -> Tensor {
-            let mask = shiftMask.map { bias + $0 } ?? bias
-            return cosineAttention(query: q, key: k, value: v, logitScale: logitScale, mask: mask)
+        func callAsFunction(q: Tensor, k: Tensor, v: Tensor, shiftMask: TransformerWindows.ShiftMask?, budget: Int) -> Tensor {
+            TransformerWindows.windowedAttention(q: q, k: k, v: v, bias: bias, shiftMask: shiftMask, budget: budget) { q, k, v, mask in
+                cosineAttention(query: q, key: k, value: v, logitScale: logitScale, mask: mask)
+            }
         }
     }
 
@@ -223,17 +230,17 @@ extension GRLNetwork {
             let half = 3 * c / 2
             let qkvAll = qkv(x)                                              // [L, 3C]
             let parts = split(qkvAll, sizes: [half, half], axis: 1)
-            let xw = windowBranch(parts[0], height: height, width: width, mask: windowShift ? masks.window : nil)
+            let xw = windowBranch(parts[0], height: height, width: width, mask: windowShift ? masks.window : nil, budget: masks.budget)
             let xs = stripeBranch(parts[1], x: x, height: height, width: width)
             return proj(concat([xw, xs], axis: 1))
         }
 
-        private func windowBranch(_ qkv: Tensor, height: Int, width: Int, mask: Tensor?) -> Tensor {
+        private func windowBranch(_ qkv: Tensor, height: Int, width: Int, mask: TransformerWindows.ShiftMask?, budget: Int) -> Tensor {
             let ws = windowSize, s = ws / 2
             var m = qkv.reshaped([height, width, qkv.shape[1]])
             if windowShift { m = roll(m, shifts: [-s, -s], axes: [0, 1]) }
             let p = TransformerWindows.partition(m, height: height, width: width, window: (ws, ws), parts: 3, heads: headsWindow)
-            let o = windowTransform(q: TransformerWindows.part(p, 0), k: TransformerWindows.part(p, 1), v: TransformerWindows.part(p, 2), shiftMask: mask)
+            let o = windowTransform(q: TransformerWindows.part(p, 0), k: TransformerWindows.part(p, 1), v: TransformerWindows.part(p, 2), shiftMask: mask, budget: budget)
             var out = TransformerWindows.merge(o, height: height, width: width, window: (ws, ws))
             if windowShift { out = roll(out, shifts: [s, s], axes: [0, 1]) }
             return out.reshaped([height * width, out.shape[2]])
@@ -251,8 +258,8 @@ extension GRLNetwork {
             let a = TransformerWindows.part(TransformerWindows.partition(anchors, height: ah, width: aw, window: (stripe.0 / df, stripe.1 / df),
                                                        parts: 1, heads: headsStripe), 0)
             let q = TransformerWindows.part(p, 0), k = TransformerWindows.part(p, 1), v = TransformerWindows.part(p, 2)
-            let summary = stripeTransform1(q: a, k: k, v: v, shiftMask: nil)      // anchors gather the stripe
-            let o = stripeTransform2(q: q, k: a, v: summary, shiftMask: nil)     // tokens read the anchors back
+            let summary = stripeTransform1(q: a, k: k, v: v, shiftMask: nil, budget: 0)      // anchors gather the stripe
+            let o = stripeTransform2(q: q, k: a, v: summary, shiftMask: nil, budget: 0)     // tokens read the anchors back
             let out = TransformerWindows.merge(o, height: height, width: width, window: stripe)
             return out.reshaped([height * width, out.shape[2]])
         }

@@ -86,6 +86,10 @@ struct DATTests {
         #expect(output.shape == [1, 3, 48, 80])
         let err = TransformerFixtures.relativeError(output, expected)
         #expect(err <= 1e-4, "relative error \(err)")
+        // One shifted window at a time (bounded mask memory) gives the same result.
+        let grouped = try DATNetwork(stateDict: dict, attentionMaskBudget: 2 * 128 * 128).forward(input)
+        let groupedErr = TransformerFixtures.relativeError(grouped, expected)
+        #expect(groupedErr <= 1e-4, "relative error with grouped windows \(groupedErr)")
     }
 
     @Test("infers APISR's released DAT-small configuration from the key shapes")

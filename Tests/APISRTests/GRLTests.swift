@@ -113,6 +113,10 @@ struct GRLTests {
         #expect(output.shape == [1, 3, 48, 80])
         let err = TransformerFixtures.relativeError(output, expected)
         #expect(err <= 1e-4, "relative error \(err)")
+        // Attending the shifted windows two at a time (bounded mask memory) gives the same result.
+        let grouped = try GRLNetwork(stateDict: dict, attentionMaskBudget: 2 * 2 * 64 * 64).forward(input)
+        let groupedErr = TransformerFixtures.relativeError(grouped, expected)
+        #expect(groupedErr <= 1e-4, "relative error with grouped windows \(groupedErr)")
     }
 
     @Test("infers APISR's released tiny2 configuration from the key shapes and runs any input size")
