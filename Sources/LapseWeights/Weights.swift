@@ -86,6 +86,14 @@ public struct Weights: Sendable {
         return try tensor(name)
     }
 
+    /// Reads every tensor into a plain dictionary (F32 entries stay zero-copy views of the file).
+    public func materialized() throws -> [String: Tensor] {
+        var out: [String: Tensor] = [:]
+        out.reserveCapacity(keys.count)
+        for key in keys { out[key] = try tensor(key) }
+        return out
+    }
+
     /// Removes `prefix` from every name that starts with it; other names are kept unchanged.
     public func stripping(prefix: String) -> Weights {
         renamed([.prefix(prefix, "")])
@@ -134,7 +142,8 @@ public struct Weights: Sendable {
         }
         let unexpected = keys.filter { expected[$0] == nil }
         var close: [String: [String]] = [:]
-        for m in missing {
+        // Suggestions cost an edit distance per pair; the report shows 20 missing names, so only those get them.
+        for m in missing.prefix(20) {
             let c = closeMatches(for: m, in: unexpected)
             if !c.isEmpty { close[m] = c }
         }

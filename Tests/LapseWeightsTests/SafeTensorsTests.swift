@@ -105,3 +105,28 @@ struct SafeTensorsTests {
         _ = expectWeightsError("/nonexistent/x.safetensors") { _ = try CheckpointFile.open("/nonexistent/x.safetensors") }
     }
 }
+
+@Suite("streaming")
+struct StreamingTests {
+    /// A 4 GiB checkpoint (sparse on disk) opens and serves its last tensor without reading what comes before.
+    @Test func hugeCheckpointIsNotReadWhole() throws {
+        let big = 1 << 31  // F16 elements: 4 GiB of data
+        let header = "{\"big\":{\"dtype\":\"F16\",\"shape\":[\(big)],\"data_offsets\":[0,\(big * 2)]},\"small\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[\(big * 2),\(big * 2 + 8)]}}"
+        var prefix = withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian, Array.init)
+        prefix += Array(header.utf8)
+        let path = tempPath("huge.safetensors")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Data(prefix).write(to: URL(fileURLWithPath: path))
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seek(toOffset: UInt64(prefix.count + big * 2))
+        try handle.write(contentsOf: Data([0, 0, 0x80, 0x3F, 0, 0, 0, 0x40]))  // 1.0, 2.0
+        try handle.close()
+
+        let clock = ContinuousClock()
+        let start = clock.now
+        let file = try CheckpointFile.open(path)
+        #expect(file.shape(of: "big") == [big])
+        #expect(try file.tensor("small").scalars == [1, 2])
+        #expect(clock.now - start < .seconds(2), "opening must not read the 4 GiB tensor")
+    }
+}
