@@ -10,9 +10,9 @@ public struct Diagnostic: Sendable, Hashable, CustomStringConvertible {
     public var nodeID: String?
     public var message: String
     /// Where the element starts in the graph file, when known.
-    public var location: SourceLocation?
+    public var location: TextPosition?
 
-    public init(path: String, nodeID: String? = nil, message: String, location: SourceLocation? = nil) {
+    public init(path: String, nodeID: String? = nil, message: String, location: TextPosition? = nil) {
         self.path = path
         self.nodeID = nodeID
         self.message = message
@@ -58,10 +58,10 @@ public struct GraphNode: Sendable {
     /// Literal parameters in file order.
     public var params: [(name: String, value: JSONValue)]
     /// Where the node's object starts in the file.
-    public var location: SourceLocation?
+    public var location: TextPosition?
 
     public init(id: String, type: String?, inputs: [(port: String, link: GraphLink)] = [],
-                params: [(name: String, value: JSONValue)] = [], location: SourceLocation? = nil) {
+                params: [(name: String, value: JSONValue)] = [], location: TextPosition? = nil) {
         self.id = id
         self.type = type
         self.inputs = inputs

@@ -132,7 +132,7 @@ public struct GraphValidator {
         var links: [ResolvedNode.Input] = []
         var literals: [String: Value] = [:]
         var inputFiles: [String] = []
-        func report(_ path: String, _ message: String, _ location: SourceLocation? = nil) {
+        func report(_ path: String, _ message: String, _ location: TextPosition? = nil) {
             diagnostics.append(Diagnostic(path: path, nodeID: node.id, message: message, location: location ?? node.location))
         }
 

@@ -1,7 +1,7 @@
 import Foundation
 
 /// A position in a text document, 1-based, for error messages.
-public struct SourceLocation: Sendable, Hashable, CustomStringConvertible {
+public struct TextPosition: Sendable, Hashable, CustomStringConvertible {
     public var line: Int
     public var column: Int
 
@@ -31,9 +31,9 @@ public struct JSONValue: Sendable {
     }
 
     public var kind: Kind
-    public var location: SourceLocation
+    public var location: TextPosition
 
-    public init(_ kind: Kind, at location: SourceLocation = SourceLocation(line: 1, column: 1)) {
+    public init(_ kind: Kind, at location: TextPosition = TextPosition(line: 1, column: 1)) {
         self.kind = kind
         self.location = location
     }
@@ -93,7 +93,7 @@ public struct JSONValue: Sendable {
 /// A JSON syntax error with the position where parsing stopped.
 public struct JSONSyntaxError: LocalizedError, Sendable {
     public var message: String
-    public var location: SourceLocation
+    public var location: TextPosition
 
     public var errorDescription: String? { "invalid JSON at line \(location.line), column \(location.column): \(message)" }
 }
@@ -130,9 +130,9 @@ public struct JSONParser {
         return value
     }
 
-    private var location: SourceLocation { SourceLocation(line: line, column: index - lineStart + 1) }
+    private var location: TextPosition { TextPosition(line: line, column: index - lineStart + 1) }
 
-    private func error(_ message: String, at location: SourceLocation? = nil) -> JSONSyntaxError {
+    private func error(_ message: String, at location: TextPosition? = nil) -> JSONSyntaxError {
         JSONSyntaxError(message: message, location: location ?? self.location)
     }
 
@@ -178,11 +178,11 @@ public struct JSONParser {
         }
     }
 
-    private mutating func parseObject(depth: Int, start: SourceLocation) throws(JSONSyntaxError) -> JSONValue {
+    private mutating func parseObject(depth: Int, start: TextPosition) throws(JSONSyntaxError) -> JSONValue {
         if depth > JSONParser.maximumDepth { throw error("nesting deeper than \(JSONParser.maximumDepth) levels") }
         index += 1
         var members: [(key: String, value: JSONValue)] = []
-        var seen: [String: SourceLocation] = [:]
+        var seen: [String: TextPosition] = [:]
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
             index += 1
@@ -214,7 +214,7 @@ public struct JSONParser {
         }
     }
 
-    private mutating func parseArray(depth: Int, start: SourceLocation) throws(JSONSyntaxError) -> JSONValue {
+    private mutating func parseArray(depth: Int, start: TextPosition) throws(JSONSyntaxError) -> JSONValue {
         if depth > JSONParser.maximumDepth { throw error("nesting deeper than \(JSONParser.maximumDepth) levels") }
         index += 1
         var items: [JSONValue] = []
@@ -305,7 +305,7 @@ public struct JSONParser {
         return code
     }
 
-    private mutating func parseNumber(start: SourceLocation) throws(JSONSyntaxError) -> JSONValue {
+    private mutating func parseNumber(start: TextPosition) throws(JSONSyntaxError) -> JSONValue {
         let first = index
         func isDigit(_ i: Int) -> Bool { i < bytes.count && bytes[i] >= 0x30 && bytes[i] <= 0x39 }
         if bytes[index] == UInt8(ascii: "-") { index += 1 }
