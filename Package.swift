@@ -60,6 +60,8 @@ let package = Package(
                           path: "Benchmarks/media/MediaBenchmark", swiftSettings: optimized),
         .executableTarget(name: "GRLBenchmark", dependencies: ["APISRPlugin", "LapseWeights", "LapseTensor"],
                           path: "Benchmarks/apisr/GRLBenchmark", swiftSettings: optimized),
+        .executableTarget(name: "UpscaleBenchmark", dependencies: ["APISRPlugin", "LapseTensor"],
+                          path: "Benchmarks/apisr/UpscaleBenchmark", swiftSettings: optimized),
 
         // MARK: - Tests
         .target(name: "LapseTestSupport", dependencies: ["LapseGraph", "LapseTensor"], path: "Tests/LapseTestSupport"),
