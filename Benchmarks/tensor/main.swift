@@ -24,20 +24,20 @@ func bench(_ name: String, flops: Double, repeats: Int = 5, _ body: () -> Void) 
 
 let g = TorchGenerator(seed: 0)
 for (size, cin, cout) in [(128, 64, 64), (128, 64, 32), (256, 64, 64), (256, 64, 32)] {
-    let x = g.randn([1, cin, size, size]), w = g.randn([cout, cin, 3, 3]), b = g.randn([cout])
+    let x = g.rand([1, cin, size, size]), w = g.rand([cout, cin, 3, 3]), b = g.rand([cout])
     let flops = 2.0 * Double(cout * cin * 9 * size * size)
     bench("conv3x3_\(cin)to\(cout)_\(size)", flops: flops) {
         _ = conv2d(x, weight: w, bias: b, padding: 1, activation: .leakyReLU(0.2))
     }
 }
 for d in [40, 64] {
-    let q = g.randn([1, 16, 4096, d]), k = g.randn([1, 16, 4096, d]), v = g.randn([1, 16, 4096, d])
+    let q = g.rand([1, 16, 4096, d]), k = g.rand([1, 16, 4096, d]), v = g.rand([1, 16, 4096, d])
     bench("attention_16x4096_d\(d)", flops: 4.0 * 16 * 4096 * 4096 * Double(d), repeats: 3) {
         _ = attention(query: q, key: k, value: v)
     }
 }
 let n = 2048
-let a = g.randn([n, n]), bm = g.randn([n, n])
+let a = g.rand([n, n]), bm = g.rand([n, n])
 bench("gemm_2048_matmul", flops: 2.0 * Double(n * n * n)) { _ = matmul(a, bm) }
 let c = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
 a.withUnsafeBufferPointer { pa in
@@ -51,8 +51,8 @@ a.withUnsafeBufferPointer { pa in
 c.deallocate()
 
 do {
-    let s = g.randn([16, 4096, 4096 / 16])
+    let s = g.rand([16, 4096, 4096 / 16])
     bench("softmax_16x4096x256", flops: Double(s.count)) { _ = softmax(s, axis: -1) }
-    let x = g.randn([64, 256, 256])
+    let x = g.rand([64, 256, 256])
     bench("silu_4M", flops: Double(x.count)) { _ = silu(x) }
 }

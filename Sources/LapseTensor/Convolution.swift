@@ -62,6 +62,8 @@ extension Kernels {
                           c: o + (b * oc + g * og) * plane, ldc: plane)
                 }
             }
+        } else if winogradApplies(kh: kh, kw: kw, vy: vy, vx: vx, groups: groups, channels: c, outputs: oc) {
+            winogradConv3x3(px, pw, o, n: n, c: c, oc: oc, vy: vy, vx: vx)
         } else if cg == 1 && og == 1 {
             depthwise(px, pw, o, planes: n * c, channels: c, h: h, w: w, vy: vy, vx: vx)
         } else {

@@ -152,3 +152,22 @@ struct OpParityTests {
         }
     }
 }
+
+/// The optional Winograd 3×3 path against the same PyTorch conv fixtures (both algorithms are correct, so toggling
+/// the process-wide switch cannot break tests running concurrently).
+@Suite("Winograd convolution")
+struct WinogradTests {
+    @Test func matchesTorch() throws {
+        let cases = OpFixtures.cases.filter { $0.op == "conv2d" }
+        #expect(cases.count > 10)
+        let previous = ConvolutionTuning.winograd
+        ConvolutionTuning.winograd = true
+        defer { ConvolutionTuning.winograd = previous }
+        for c in cases {
+            let got = try OpParityTests.run(c)[0]
+            #expect(got.shape == c.outputs[0].shape, "\(c.name)")
+            let err = relativeError(got, c.outputs[0])
+            #expect(err <= 1e-4, "\(c.name) (winograd): relative error \(err)")
+        }
+    }
+}
