@@ -1,0 +1,230 @@
+import LapseTensor
+import LapseWeights
+
+/// Reads a component's weights by name with the shape the configuration implies, turning absence or a wrong shape
+/// into a `DiffusionError` that names the component, the key and the nearest keys present.
+struct DiffusionWeightReader {
+    let weights: Weights
+    let component: String
+
+    init(_ weights: Weights, component: String) {
+        self.weights = weights
+        self.component = "\(component) (\(weights.origin))"
+    }
+
+    /// The tensor `name`, which must have exactly `shape`.
+    func callAsFunction(_ name: String, _ shape: [Int]) throws -> Tensor {
+        guard let actual = weights.shape(of: name) else {
+            throw DiffusionError.missingWeight(component: component, key: name,
+                                               closeMatches: DiffusionError.closeMatches(to: name, in: weights.keys))
+        }
+        guard actual == shape else {
+            throw DiffusionError.weightShape(component: component, key: name, expected: shape, actual: actual)
+        }
+        return try weights.tensor(name)
+    }
+
+    /// A linear weight `[out, in]`, also accepted as a 1×1 convolution `[out, in, 1, 1]` (how LDM stores the VAE's
+    /// attention projections and how SD1.x stores `proj_in`/`proj_out`), returned as `[out, in]`.
+    func linearWeight(_ name: String, out: Int, in inputs: Int) throws -> Tensor {
+        if weights.shape(of: name) == [out, inputs, 1, 1] { return try weights.tensor(name).reshaped([out, inputs]) }
+        return try self(name, [out, inputs])
+    }
+
+    func contains(_ name: String) -> Bool { weights.contains(name) }
+}
+
+/// A convolution with PyTorch weights `[out, in, k, k]`, bias, and SD's "same" padding.
+struct Conv2DLayer: Sendable {
+    let weight: Tensor
+    let bias: Tensor?
+    let stride: Int
+    let padding: Int
+
+    init(_ read: DiffusionWeightReader, _ prefix: String, in inputs: Int, out: Int, kernel: Int, stride: Int = 1,
+         padding: Int? = nil) throws {
+        weight = try read(prefix + "weight", [out, inputs, kernel, kernel])
+        bias = try read(prefix + "bias", [out])
+        self.stride = stride
+        self.padding = padding ?? kernel / 2
+    }
+
+    func callAsFunction(_ x: Tensor, activation: Activation? = nil) -> Tensor {
+        conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, activation: activation)
+    }
+}
+
+/// A fully connected layer (`torch.nn.Linear`).
+struct LinearLayer: Sendable {
+    let weight: Tensor
+    let bias: Tensor?
+
+    init(_ read: DiffusionWeightReader, _ prefix: String, in inputs: Int, out: Int, bias hasBias: Bool = true) throws {
+        weight = try read.linearWeight(prefix + "weight", out: out, in: inputs)
+        bias = hasBias ? try read(prefix + "bias", [out]) : nil
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: weight, bias: bias) }
+}
+
+/// GroupNorm or LayerNorm parameters.
+struct NormLayer: Sendable {
+    let weight: Tensor
+    let bias: Tensor
+    let eps: Float
+    let groups: Int
+
+    init(_ read: DiffusionWeightReader, _ prefix: String, channels: Int, eps: Float, groups: Int = 0) throws {
+        weight = try read(prefix + "weight", [channels])
+        bias = try read(prefix + "bias", [channels])
+        self.eps = eps
+        self.groups = groups
+    }
+
+    /// GroupNorm over `[N, C, ...]`.
+    func group(_ x: Tensor) -> Tensor { groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps) }
+    /// LayerNorm over the last dimension.
+    func layer(_ x: Tensor) -> Tensor { layerNorm(x, weight: weight, bias: bias, eps: eps) }
+}
+
+/// diffusers' `ResnetBlock2D` (default time-embedding norm, output scale 1): GroupNorm → SiLU → conv, plus the
+/// projected time embedding, GroupNorm → SiLU → conv, and a 1×1 shortcut when the width changes.
+struct ResnetBlock2D: Sendable {
+    let norm1: NormLayer, conv1: Conv2DLayer
+    let timeProjection: LinearLayer?
+    let norm2: NormLayer, conv2: Conv2DLayer
+    let shortcut: Conv2DLayer?
+
+    /// `timeChannels` nil: no time-embedding projection (the VAE's blocks).
+    init(_ read: DiffusionWeightReader, _ prefix: String, in inputs: Int, out: Int, timeChannels: Int?, groups: Int,
+         eps: Float) throws {
+        norm1 = try NormLayer(read, prefix + "norm1.", channels: inputs, eps: eps, groups: groups)
+        conv1 = try Conv2DLayer(read, prefix + "conv1.", in: inputs, out: out, kernel: 3)
+        timeProjection = try timeChannels.map { try LinearLayer(read, prefix + "time_emb_proj.", in: $0, out: out) }
+        norm2 = try NormLayer(read, prefix + "norm2.", channels: out, eps: eps, groups: groups)
+        conv2 = try Conv2DLayer(read, prefix + "conv2.", in: out, out: out, kernel: 3)
+        shortcut = inputs == out ? nil : try Conv2DLayer(read, prefix + "conv_shortcut.", in: inputs, out: out, kernel: 1)
+    }
+
+    /// `x` `[N, C, H, W]`; `activatedTimeEmbedding` is `silu(temb)` `[N, T]`, computed once per UNet call.
+    func callAsFunction(_ x: Tensor, activatedTimeEmbedding: Tensor?) -> Tensor {
+        var h = conv1(silu(norm1.group(x)))
+        if let timeProjection, let activatedTimeEmbedding {
+            let t = timeProjection(activatedTimeEmbedding)
+            h = h + t.reshaped([t.shape[0], t.shape[1], 1, 1])
+        }
+        h = conv2(silu(norm2.group(h)))
+        return (shortcut.map { $0(x) } ?? x) + h
+    }
+}
+
+/// diffusers' `Attention` as SD uses it: q/k/v projections (bias optional), `heads` heads, scaled dot product,
+/// `to_out.0` with bias.
+struct AttentionLayer: Sendable {
+    let toQ: LinearLayer, toK: LinearLayer, toV: LinearLayer, toOut: LinearLayer
+    let heads: Int
+
+    init(_ read: DiffusionWeightReader, _ prefix: String, queryDim: Int, contextDim: Int, heads: Int,
+         qkvBias: Bool = false) throws {
+        toQ = try LinearLayer(read, prefix + "to_q.", in: queryDim, out: queryDim, bias: qkvBias)
+        toK = try LinearLayer(read, prefix + "to_k.", in: contextDim, out: queryDim, bias: qkvBias)
+        toV = try LinearLayer(read, prefix + "to_v.", in: contextDim, out: queryDim, bias: qkvBias)
+        toOut = try LinearLayer(read, prefix + "to_out.0.", in: queryDim, out: queryDim)
+        self.heads = heads
+    }
+
+    /// `x` `[N, L, C]`, `context` `[N, S, Cctx]` (nil: self-attention) → `[N, L, C]`.
+    func callAsFunction(_ x: Tensor, context: Tensor? = nil) -> Tensor {
+        let n = x.shape[0], l = x.shape[1], c = toQ.weight.shape[0], dh = c / heads
+        let ctx = context ?? x
+        let s = ctx.shape[1]
+        let q = permute(toQ(x).reshaped([n, l, heads, dh]), [0, 2, 1, 3])
+        let k = permute(toK(ctx).reshaped([n, s, heads, dh]), [0, 2, 1, 3])
+        let v = permute(toV(ctx).reshaped([n, s, heads, dh]), [0, 2, 1, 3])
+        let a = attention(query: q, key: k, value: v)
+        let merged = heads == 1 ? a.reshaped([n, l, c]) : permute(a, [0, 2, 1, 3]).reshaped([n, l, c])
+        return toOut(merged)
+    }
+}
+
+/// diffusers' GEGLU feed-forward: `net.0.proj` to 2·inner, `hidden · gelu(gate)`, `net.2` back to the width.
+struct GEGLUFeedForward: Sendable {
+    let projIn: LinearLayer, projOut: LinearLayer
+
+    init(_ read: DiffusionWeightReader, _ prefix: String, dim: Int, mult: Int = 4) throws {
+        projIn = try LinearLayer(read, prefix + "net.0.proj.", in: dim, out: 2 * dim * mult)
+        projOut = try LinearLayer(read, prefix + "net.2.", in: dim * mult, out: dim)
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        let halves = chunk(projIn(x), 2, axis: -1)
+        return projOut(halves[0] * gelu(halves[1]))
+    }
+}
+
+/// diffusers' `BasicTransformerBlock` (layer-norm variant): self-attention, cross-attention (or a second
+/// self-attention when there is no context dimension, as in AnimateDiff), GEGLU feed-forward, each pre-normed and
+/// residual. `positionalEncoding` (`[maxLen, C]`) is added after each attention's norm, as AnimateDiff does.
+struct BasicTransformerBlock: Sendable {
+    let norm1: NormLayer, attn1: AttentionLayer
+    let norm2: NormLayer, attn2: AttentionLayer
+    let norm3: NormLayer, ff: GEGLUFeedForward
+    let crossAttention: Bool
+
+    init(_ read: DiffusionWeightReader, _ prefix: String, dim: Int, heads: Int, contextDim: Int?) throws {
+        norm1 = try NormLayer(read, prefix + "norm1.", channels: dim, eps: 1e-5)
+        attn1 = try AttentionLayer(read, prefix + "attn1.", queryDim: dim, contextDim: dim, heads: heads)
+        norm2 = try NormLayer(read, prefix + "norm2.", channels: dim, eps: 1e-5)
+        attn2 = try AttentionLayer(read, prefix + "attn2.", queryDim: dim, contextDim: contextDim ?? dim, heads: heads)
+        norm3 = try NormLayer(read, prefix + "norm3.", channels: dim, eps: 1e-5)
+        ff = try GEGLUFeedForward(read, prefix + "ff.", dim: dim)
+        crossAttention = contextDim != nil
+    }
+
+    /// `x` `[N, L, C]`; `positional` `[L, C]` broadcast over N.
+    func callAsFunction(_ x: Tensor, context: Tensor?, positional: Tensor? = nil) -> Tensor {
+        func normed(_ norm: NormLayer) -> (Tensor) -> Tensor {
+            { t in positional.map { norm.layer(t) + $0 } ?? norm.layer(t) }
+        }
+        var h = x + attn1(normed(norm1)(x))
+        h = h + attn2(normed(norm2)(h), context: crossAttention ? context : nil)
+        return h + ff(norm3.layer(h))
+    }
+}
+
+/// diffusers' `Transformer2DModel` for continuous inputs: GroupNorm (eps 1e-6), `proj_in` (1×1 conv or linear —
+/// the same per-pixel map), transformer blocks over the H·W tokens, `proj_out`, residual.
+struct SpatialTransformer: Sendable {
+    let norm: NormLayer
+    let projIn: LinearLayer, projOut: LinearLayer
+    let blocks: [BasicTransformerBlock]
+
+    init(_ read: DiffusionWeightReader, _ prefix: String, channels: Int, heads: Int, contextDim: Int, groups: Int,
+         layers: Int) throws {
+        norm = try NormLayer(read, prefix + "norm.", channels: channels, eps: 1e-6, groups: groups)
+        projIn = try LinearLayer(read, prefix + "proj_in.", in: channels, out: channels)
+        blocks = try (0..<layers).map {
+            try BasicTransformerBlock(read, prefix + "transformer_blocks.\($0).", dim: channels, heads: heads,
+                                      contextDim: contextDim)
+        }
+        projOut = try LinearLayer(read, prefix + "proj_out.", in: channels, out: channels)
+    }
+
+    /// `x` `[N, C, H, W]`, `context` `[N, S, D]`.
+    func callAsFunction(_ x: Tensor, context: Tensor) -> Tensor {
+        let n = x.shape[0], c = x.shape[1], hw = x.shape[2] * x.shape[3]
+        var h = projIn(permute(norm.group(x).reshaped([n, c, hw]), [0, 2, 1]))
+        for block in blocks { h = block(h, context: context) }
+        return x + permute(projOut(h), [0, 2, 1]).reshaped(x.shape)
+    }
+}
+
+/// Nearest ×2 upsampling followed by a 3×3 conv (diffusers' `Upsample2D`); the target size is given so odd skip
+/// sizes line up as diffusers' `upsample_size` does.
+struct Upsample2DLayer: Sendable {
+    let conv: Conv2DLayer
+
+    func callAsFunction(_ x: Tensor, height: Int, width: Int) -> Tensor {
+        conv(resize(x, height: height, width: width, mode: .nearest))
+    }
+}

@@ -1,0 +1,308 @@
+import Foundation
+import LapseTensor
+import LapseWeights
+
+/// A config value that diffusers allows as one integer for every block or as a list with one per block.
+public enum PerBlockInt: Codable, Sendable, Equatable {
+    case all(Int)
+    case perBlock([Int])
+
+    /// The value for block `index` of `count`.
+    public func value(_ index: Int) -> Int {
+        switch self {
+        case .all(let v): return v
+        case .perBlock(let vs): return vs[min(index, vs.count - 1)]
+        }
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let v = try? c.decode(Int.self) { self = .all(v) } else { self = .perBlock(try c.decode([Int].self)) }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .all(let v): try c.encode(v)
+        case .perBlock(let vs): try c.encode(vs)
+        }
+    }
+}
+
+/// Configuration of a Stable Diffusion 1.x-style `UNet2DConditionModel`, decoded from a diffusers `config.json`
+/// (keys as diffusers names them). Missing keys take SD1.5's values.
+public struct UNet2DConditionConfig: Codable, Sendable, Equatable {
+    public var inChannels = 4
+    public var outChannels = 4
+    public var blockOutChannels = [320, 640, 1280, 1280]
+    public var layersPerBlock = 2
+    public var downBlockTypes = ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
+    public var upBlockTypes = ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
+    public var midBlockType: String? = "UNetMidBlock2DCrossAttn"
+    public var crossAttentionDim = 768
+    /// diffusers' historical misnomer: for SD1.x this is the number of heads (8), not their width.
+    public var attentionHeadDim: PerBlockInt = .all(8)
+    /// Number of heads when given explicitly; otherwise `attention_head_dim` is used, as diffusers does.
+    public var numAttentionHeads: PerBlockInt?
+    public var transformerLayersPerBlock = 1
+    public var normNumGroups = 32
+    public var normEps = 1e-5
+    public var sampleSize = 64
+    public var flipSinToCos = true
+    public var freqShift = 0
+    public var downsamplePadding = 1
+    public var useLinearProjection = false
+    public var actFn = "silu"
+
+    /// Stable Diffusion 1.5.
+    public static let sd15 = UNet2DConditionConfig()
+
+    /// SD1.5's values.
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case inChannels = "in_channels", outChannels = "out_channels", blockOutChannels = "block_out_channels"
+        case layersPerBlock = "layers_per_block", downBlockTypes = "down_block_types", upBlockTypes = "up_block_types"
+        case midBlockType = "mid_block_type", crossAttentionDim = "cross_attention_dim"
+        case attentionHeadDim = "attention_head_dim", numAttentionHeads = "num_attention_heads"
+        case transformerLayersPerBlock = "transformer_layers_per_block", normNumGroups = "norm_num_groups"
+        case normEps = "norm_eps", sampleSize = "sample_size", flipSinToCos = "flip_sin_to_cos", freqShift = "freq_shift"
+        case downsamplePadding = "downsample_padding", useLinearProjection = "use_linear_projection", actFn = "act_fn"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = UNet2DConditionConfig()
+        inChannels = try c.decodeIfPresent(Int.self, forKey: .inChannels) ?? d.inChannels
+        outChannels = try c.decodeIfPresent(Int.self, forKey: .outChannels) ?? d.outChannels
+        blockOutChannels = try c.decodeIfPresent([Int].self, forKey: .blockOutChannels) ?? d.blockOutChannels
+        layersPerBlock = try c.decodeIfPresent(Int.self, forKey: .layersPerBlock) ?? d.layersPerBlock
+        downBlockTypes = try c.decodeIfPresent([String].self, forKey: .downBlockTypes) ?? d.downBlockTypes
+        upBlockTypes = try c.decodeIfPresent([String].self, forKey: .upBlockTypes) ?? d.upBlockTypes
+        midBlockType = c.contains(.midBlockType) ? try c.decodeIfPresent(String.self, forKey: .midBlockType) : d.midBlockType
+        crossAttentionDim = try c.decodeIfPresent(Int.self, forKey: .crossAttentionDim) ?? d.crossAttentionDim
+        attentionHeadDim = try c.decodeIfPresent(PerBlockInt.self, forKey: .attentionHeadDim) ?? d.attentionHeadDim
+        numAttentionHeads = try c.decodeIfPresent(PerBlockInt.self, forKey: .numAttentionHeads)
+        transformerLayersPerBlock = try c.decodeIfPresent(Int.self, forKey: .transformerLayersPerBlock) ?? 1
+        normNumGroups = try c.decodeIfPresent(Int.self, forKey: .normNumGroups) ?? d.normNumGroups
+        normEps = try c.decodeIfPresent(Double.self, forKey: .normEps) ?? d.normEps
+        sampleSize = try c.decodeIfPresent(Int.self, forKey: .sampleSize) ?? d.sampleSize
+        flipSinToCos = try c.decodeIfPresent(Bool.self, forKey: .flipSinToCos) ?? d.flipSinToCos
+        freqShift = try c.decodeIfPresent(Int.self, forKey: .freqShift) ?? d.freqShift
+        downsamplePadding = try c.decodeIfPresent(Int.self, forKey: .downsamplePadding) ?? d.downsamplePadding
+        useLinearProjection = try c.decodeIfPresent(Bool.self, forKey: .useLinearProjection) ?? d.useLinearProjection
+        actFn = try c.decodeIfPresent(String.self, forKey: .actFn) ?? d.actFn
+    }
+
+    /// Decodes a diffusers `config.json`.
+    public static func decode(json data: Data) throws -> UNet2DConditionConfig {
+        try JSONDecoder().decode(UNet2DConditionConfig.self, from: data)
+    }
+
+    /// Heads of the spatial transformers of down block `index` (up blocks use the reversed list).
+    func heads(_ index: Int) -> Int { (numAttentionHeads ?? attentionHeadDim).value(index) }
+
+    func validate() throws {
+        func bad(_ field: String, _ reason: String) -> DiffusionError {
+            .badConfig(component: "UNet2DConditionModel", field: field, reason: reason)
+        }
+        let n = blockOutChannels.count
+        guard n >= 1, blockOutChannels.allSatisfy({ $0 > 0 && $0 % normNumGroups == 0 }) else {
+            throw bad("block_out_channels", "\(blockOutChannels) must be non-empty and divisible by norm_num_groups \(normNumGroups)")
+        }
+        guard downBlockTypes.count == n, upBlockTypes.count == n else {
+            throw bad("down_block_types", "\(downBlockTypes.count) down and \(upBlockTypes.count) up blocks for \(n) block_out_channels")
+        }
+        for t in downBlockTypes where !["CrossAttnDownBlock2D", "DownBlock2D"].contains(t) {
+            throw bad("down_block_types", "\"\(t)\" is not CrossAttnDownBlock2D or DownBlock2D")
+        }
+        for t in upBlockTypes where !["CrossAttnUpBlock2D", "UpBlock2D"].contains(t) {
+            throw bad("up_block_types", "\"\(t)\" is not CrossAttnUpBlock2D or UpBlock2D")
+        }
+        if let midBlockType, midBlockType != "UNetMidBlock2DCrossAttn" {
+            throw bad("mid_block_type", "\"\(midBlockType)\" is not UNetMidBlock2DCrossAttn")
+        }
+        guard actFn == "silu" else { throw bad("act_fn", "\"\(actFn)\" is not silu") }
+        guard layersPerBlock >= 1, transformerLayersPerBlock >= 1 else {
+            throw bad("layers_per_block", "layers_per_block \(layersPerBlock) and transformer_layers_per_block \(transformerLayersPerBlock) must be ≥ 1")
+        }
+        for i in 0..<n where blockOutChannels[i] % heads(i) != 0 {
+            throw bad("attention_head_dim", "\(blockOutChannels[i]) channels of block \(i) do not split into \(heads(i)) heads")
+        }
+    }
+}
+
+/// Stable Diffusion's denoising UNet (diffusers' `UNet2DConditionModel`, SD1.x block types), optionally with
+/// AnimateDiff motion modules (see `UNetMotionModel`). Inputs are batches of frames `[N, C, h, w]` with one text
+/// context `[N, S, D]` and one timestep per item.
+public struct UNet2DConditionModel: Sendable {
+    /// The model's configuration.
+    public let config: UNet2DConditionConfig
+
+    struct DownBlock: Sendable {
+        var resnets: [ResnetBlock2D]
+        var attentions: [SpatialTransformer]
+        var downsampler: Conv2DLayer?
+    }
+
+    struct UpBlock: Sendable {
+        var resnets: [ResnetBlock2D]
+        var attentions: [SpatialTransformer]
+        var upsampler: Upsample2DLayer?
+    }
+
+    let timeLinear1: LinearLayer, timeLinear2: LinearLayer
+    let convIn: Conv2DLayer
+    let downBlocks: [DownBlock]
+    let midResnets: [ResnetBlock2D]
+    let midAttention: SpatialTransformer?
+    let upBlocks: [UpBlock]
+    let normOut: NormLayer, convOut: Conv2DLayer
+
+    /// Builds the UNet from diffusers-named weights, or from a whole LDM single-file checkpoint
+    /// (`model.diffusion_model.…`, mapped by `diffusersWeights(from:config:)`). Extra tensors are ignored.
+    public init(config: UNet2DConditionConfig, weights all: Weights) throws {
+        try config.validate()
+        self.config = config
+        let read = DiffusionWeightReader(Self.diffusersWeights(from: all, config: config), component: "UNet2DConditionModel")
+        let ch = config.blockOutChannels, lpb = config.layersPerBlock, groups = config.normNumGroups
+        let eps = Float(config.normEps), temb = ch[0] * 4, ctx = config.crossAttentionDim
+        let tl = config.transformerLayersPerBlock
+        timeLinear1 = try LinearLayer(read, "time_embedding.linear_1.", in: ch[0], out: temb)
+        timeLinear2 = try LinearLayer(read, "time_embedding.linear_2.", in: temb, out: temb)
+        convIn = try Conv2DLayer(read, "conv_in.", in: config.inChannels, out: ch[0], kernel: 3)
+
+        var downs: [DownBlock] = []
+        var output = ch[0]
+        for (i, type) in config.downBlockTypes.enumerated() {
+            let input = output
+            output = ch[i]
+            let p = "down_blocks.\(i)."
+            var block = DownBlock(resnets: [], attentions: [], downsampler: nil)
+            for j in 0..<lpb {
+                block.resnets.append(try ResnetBlock2D(read, p + "resnets.\(j).", in: j == 0 ? input : output, out: output,
+                                                       timeChannels: temb, groups: groups, eps: eps))
+                if type.hasPrefix("CrossAttn") {
+                    block.attentions.append(try SpatialTransformer(read, p + "attentions.\(j).", channels: output,
+                                                                   heads: config.heads(i), contextDim: ctx, groups: groups,
+                                                                   layers: tl))
+                }
+            }
+            if i < ch.count - 1 {
+                block.downsampler = try Conv2DLayer(read, p + "downsamplers.0.conv.", in: output, out: output, kernel: 3,
+                                                    stride: 2, padding: config.downsamplePadding)
+            }
+            downs.append(block)
+        }
+        downBlocks = downs
+
+        let top = ch[ch.count - 1]
+        if config.midBlockType != nil {
+            midResnets = try (0..<2).map {
+                try ResnetBlock2D(read, "mid_block.resnets.\($0).", in: top, out: top, timeChannels: temb, groups: groups, eps: eps)
+            }
+            midAttention = try SpatialTransformer(read, "mid_block.attentions.0.", channels: top,
+                                                  heads: config.heads(ch.count - 1), contextDim: ctx, groups: groups, layers: tl)
+        } else {
+            midResnets = []
+            midAttention = nil
+        }
+
+        var ups: [UpBlock] = []
+        let reversed = Array(ch.reversed())
+        var previous = reversed[0]
+        for (i, type) in config.upBlockTypes.enumerated() {
+            let out = reversed[i], input = reversed[min(i + 1, ch.count - 1)]
+            let p = "up_blocks.\(i)."
+            var block = UpBlock(resnets: [], attentions: [], upsampler: nil)
+            for j in 0...lpb {
+                let skip = j == lpb ? input : out
+                let resIn = j == 0 ? previous : out
+                block.resnets.append(try ResnetBlock2D(read, p + "resnets.\(j).", in: resIn + skip, out: out,
+                                                       timeChannels: temb, groups: groups, eps: eps))
+                if type.hasPrefix("CrossAttn") {
+                    block.attentions.append(try SpatialTransformer(read, p + "attentions.\(j).", channels: out,
+                                                                   heads: config.heads(ch.count - 1 - i), contextDim: ctx,
+                                                                   groups: groups, layers: tl))
+                }
+            }
+            if i < ch.count - 1 {
+                block.upsampler = Upsample2DLayer(conv: try Conv2DLayer(read, p + "upsamplers.0.conv.", in: out, out: out, kernel: 3))
+            }
+            ups.append(block)
+            previous = out
+        }
+        upBlocks = ups
+        normOut = try NormLayer(read, "conv_norm_out.", channels: ch[0], eps: eps, groups: groups)
+        convOut = try Conv2DLayer(read, "conv_out.", in: ch[0], out: config.outChannels, kernel: 3)
+    }
+
+    /// Predicts the noise for `sample` `[N, in, h, w]` at one timestep per item (`timesteps.count == N`, or one
+    /// value for all) with text `context` `[N, S, cross_attention_dim]` (or `[1, S, D]`, shared).
+    public func callAsFunction(_ sample: Tensor, timesteps: [Float], context: Tensor) throws -> Tensor {
+        try forward(sample, timesteps: timesteps, context: context, motion: nil, frames: 1)
+    }
+
+    /// Shared forward of the image UNet and the video UNet: `frames` consecutive items form one video, and the
+    /// motion modules (if any) mix information along them.
+    func forward(_ sample: Tensor, timesteps: [Float], context: Tensor, motion: MotionAdapter?, frames: Int) throws -> Tensor {
+        let component = motion == nil ? "UNet2DConditionModel" : "UNetMotionModel"
+        guard sample.rank == 4, sample.shape[1] == config.inChannels else {
+            throw DiffusionError.badInput(component: component,
+                                          reason: "sample must be [N, \(config.inChannels), h, w], got \(sample.shape)")
+        }
+        let n = sample.shape[0]
+        let levels = config.blockOutChannels.count - 1
+        guard sample.shape[2] >= 1 << levels, sample.shape[3] >= 1 << levels else {
+            throw DiffusionError.badInput(component: component,
+                                          reason: "latent \(sample.shape[2])×\(sample.shape[3]) is smaller than the \(1 << levels)× downsampling")
+        }
+        guard timesteps.count == n || timesteps.count == 1 else {
+            throw DiffusionError.badInput(component: component, reason: "\(timesteps.count) timesteps for a batch of \(n)")
+        }
+        guard context.rank == 3, context.shape[2] == config.crossAttentionDim, context.shape[0] == n || context.shape[0] == 1 else {
+            throw DiffusionError.badInput(component: component,
+                                          reason: "context must be [\(n), S, \(config.crossAttentionDim)], got \(context.shape)")
+        }
+        let ctx = context.shape[0] == n ? context : concat(Array(repeating: context, count: n), axis: 0)
+        let steps = timesteps.count == n ? timesteps : Array(repeating: timesteps[0], count: n)
+
+        let embedded = timestepEmbedding(steps, dim: config.blockOutChannels[0], flipSinToCos: config.flipSinToCos,
+                                         downscaleFreqShift: Float(config.freqShift))
+        // Every resnet applies SiLU to the embedding before projecting it: do it once.
+        let temb = silu(timeLinear2(silu(timeLinear1(embedded))))
+
+        var h = convIn(sample)
+        var skips = [h]
+        for (i, block) in downBlocks.enumerated() {
+            for j in block.resnets.indices {
+                h = block.resnets[j](h, activatedTimeEmbedding: temb)
+                if !block.attentions.isEmpty { h = block.attentions[j](h, context: ctx) }
+                if let motion { h = try motion.down[i][j](h, frames: frames) }
+                skips.append(h)
+            }
+            if let down = block.downsampler {
+                h = down(h)
+                skips.append(h)
+            }
+        }
+        if let midAttention {
+            h = midResnets[0](h, activatedTimeEmbedding: temb)
+            h = midAttention(h, context: ctx)
+            if let mid = motion?.mid { h = try mid(h, frames: frames) }
+            h = midResnets[1](h, activatedTimeEmbedding: temb)
+        }
+        for (i, block) in upBlocks.enumerated() {
+            for j in block.resnets.indices {
+                h = concat([h, skips.removeLast()], axis: 1)
+                h = block.resnets[j](h, activatedTimeEmbedding: temb)
+                if !block.attentions.isEmpty { h = block.attentions[j](h, context: ctx) }
+                if let motion { h = try motion.up[i][j](h, frames: frames) }
+            }
+            if let up = block.upsampler, let next = skips.last {
+                h = up(h, height: next.shape[2], width: next.shape[3])
+            }
+        }
+        return convOut(silu(normOut.group(h)))
+    }
+}
