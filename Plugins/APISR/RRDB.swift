@@ -52,11 +52,11 @@ public struct RRDBNetwork: UpscaleNetwork {
     public var minimumTile: Int { max(configuration.unshuffle, 4) }
 
     public var bytesPerInputPixel: Int {
-        // Peak is either the dense stage (concat buffer + conv unfolding at low resolution) or the last
-        // full-resolution conv (input, unfolded input, output), whichever is larger.
+        // Peak is either the dense stage (concat buffer + conv unfolding at low resolution) or the full-resolution
+        // convs (input, row-tiled unfolded input, output); the factors are calibrated on measured peak RSS.
         let c = configuration
         let dense = (c.features + 4 * c.growth) * 11 + c.features * 4
-        let highRes = (1 << (2 * c.upsampleStages)) * c.features * 12
+        let highRes = (1 << (2 * c.upsampleStages)) * c.features * 6
         return max(dense, highRes) * MemoryLayout<Float>.size / (c.unshuffle * c.unshuffle) + 64
     }
 
