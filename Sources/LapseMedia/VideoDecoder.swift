@@ -153,7 +153,9 @@ final class VideoDecoder {
             packed = frame
         } else {
             guard let converted else { throw MediaError.decodeFailed(path: path, reason: "out of memory") }
-            let flags = SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT | SWS_FULL_CHR_H_INP
+            // Full-resolution chroma interpolation for quality; SWS_ACCURATE_RND is left out because it disables
+            // swscale's SIMD paths (4x the conversion time at 1080p) for at most one code value.
+            let flags = SWS_BICUBIC | SWS_FULL_CHR_H_INT | SWS_FULL_CHR_H_INP
             guard let context = sws_getCachedContext(sws, Int32(width), Int32(height), source, Int32(width),
                                                      Int32(height), layout.format, flags, nil, nil, nil) else {
                 throw MediaError.decodeFailed(path: path, reason: "cannot convert from \(AV.pixelFormatName(source))")

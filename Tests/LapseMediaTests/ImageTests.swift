@@ -106,7 +106,7 @@ struct ImageTests {
         let path = try MediaTestSupport.sample("rocket.jpg")
         let frame = try #require(try MediaIO.loadImage(path: path).collect().first)
         #expect(frame.width == 640 && frame.height == 427 && frame.channels == 3)
-        let ref = try MediaTestSupport.ffmpeg(["-i", path, "-vf", "scale=flags=bicubic+accurate_rnd+full_chroma_int+full_chroma_inp",
+        let ref = try MediaTestSupport.ffmpeg(["-i", path, "-vf", "scale=flags=bicubic+full_chroma_int+full_chroma_inp",
                                                "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
         let ours = MediaTestSupport.bytes8(frame)
         #expect(ours.count == ref.count)

@@ -83,7 +83,7 @@ struct VideoTests {
         let decoded = try #require(try MediaIO.loadVideo(path: path("card.mp4")).collect().first)
         #expect(decoded.color.matrix == "bt709" && decoded.color.range == "limited")
         let back = try MediaTestSupport.ffmpeg(["-i", path("card.mp4"), "-vf",
-            "scale=in_color_matrix=bt709:in_range=tv:flags=\(flags)+full_chroma_inp,format=rgb24", "-f", "rawvideo", "-"])
+            "scale=in_color_matrix=bt709:in_range=tv:flags=bicubic+full_chroma_int+full_chroma_inp,format=rgb24", "-f", "rawvideo", "-"])
         let backward = zip(MediaTestSupport.bytes8(decoded), back).map { abs(Int($0) - Int($1)) }.max() ?? 99
         #expect(backward <= 1, "YUV → RGB max difference \(backward)")
     }
