@@ -9,17 +9,27 @@
 #include <string.h>
 
 static _Thread_local char last_error[1024];
+/* libav builds some lines from several calls ("Error initializing filter 'scale'" + " with args '…'" + "\n"). */
+static _Thread_local int line_open = 0;
 static int echo_all = 0;
 
 static void lapse_av_log_callback(void *object, int level, const char *format, va_list arguments) {
     (void)object;
     if (level > AV_LOG_ERROR && !(echo_all && level <= AV_LOG_INFO)) return;
-    char line[1024];
-    vsnprintf(line, sizeof line, format, arguments);
-    size_t length = strlen(line);
-    while (length > 0 && (line[length - 1] == '\n' || line[length - 1] == ' ')) line[--length] = 0;
-    if (echo_all) fprintf(stderr, "[libav] %s\n", line);
-    if (level <= AV_LOG_ERROR && length > 0) memcpy(last_error, line, length + 1);
+    char piece[1024];
+    vsnprintf(piece, sizeof piece, format, arguments);
+    if (echo_all) fputs(piece, stderr);
+    if (level > AV_LOG_ERROR) return;
+    size_t length = strlen(piece);
+    int ends_line = length > 0 && piece[length - 1] == '\n';
+    while (ends_line && length > 0 && (piece[length - 1] == '\n' || piece[length - 1] == ' ')) piece[--length] = 0;
+    if (line_open) {
+        size_t used = strlen(last_error);
+        snprintf(last_error + used, sizeof last_error - used, "%s", piece);
+    } else if (length > 0) {
+        snprintf(last_error, sizeof last_error, "%s", piece);
+    }
+    line_open = !ends_line;
 }
 
 void lapse_av_log_install(int echo) {
@@ -29,4 +39,7 @@ void lapse_av_log_install(int echo) {
 
 const char *lapse_av_last_error(void) { return last_error; }
 
-void lapse_av_clear_error(void) { last_error[0] = 0; }
+void lapse_av_clear_error(void) {
+    last_error[0] = 0;
+    line_open = 0;
+}
