@@ -62,6 +62,8 @@ let package = Package(
                           path: "Benchmarks/apisr/GRLBenchmark", swiftSettings: optimized),
         .executableTarget(name: "UpscaleBenchmark", dependencies: ["APISRPlugin", "LapseTensor"],
                           path: "Benchmarks/apisr/UpscaleBenchmark", swiftSettings: optimized),
+        .executableTarget(name: "UNetBenchmark", dependencies: ["DiffusionPlugin", "LapseWeights", "LapseTensor"],
+                          path: "Benchmarks/diffusion/UNetBenchmark", swiftSettings: optimized),
 
         // MARK: - Tests
         .target(name: "LapseTestSupport", dependencies: ["LapseGraph", "LapseTensor"], path: "Tests/LapseTestSupport"),
