@@ -89,6 +89,12 @@ struct BadInputTests {
         // A frame of another size part way: error, and the partial file is removed.
         let mixed = Frames(frames: [Frame(image: Tensor(zeros: [3, 8, 8])), Frame(image: Tensor(zeros: [3, 6, 8]), index: 1)])
         expectError({ try MediaIO.saveVideo(mixed, path: out) }, mentions: ["empty.mp4", "6"])
+        // Cancellation part way through an encode (Ctrl-C reaches savers through the progress callback).
+        let cancelled = dir.appendingPathComponent("cancelled.mkv").path
+        #expect(throws: CancellationError.self) {
+            try MediaIO.saveVideo(try MediaIO.synthesize("testsrc2=size=32x32:rate=25", frameCount: 50), path: cancelled,
+                                  progress: { done, _ in if done == 5 { throw CancellationError() } })
+        }
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.path)
         #expect(leftovers.isEmpty, "left behind: \(leftovers)")
     }
