@@ -15,9 +15,12 @@ M=models/realesrgan
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-swift build -c release --product UpscaleBenchmark >/dev/null
-swift build -c release --product lapse >/dev/null
-BIN="$(swift build -c release --show-bin-path)"
+# SCRATCH=.build-x reuses another build directory (as the engineers' shared machines do).
+FLAGS=(-c release ${SCRATCH:+--scratch-path "$SCRATCH"})
+swift build "${FLAGS[@]}" --product UpscaleBenchmark >/dev/null
+swift build "${FLAGS[@]}" --product lapse >/dev/null
+BIN="$(swift build "${FLAGS[@]}" --show-bin-path)"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores (timings are only comparable within one run)"
 
 echo "== references (same process, 2 threads, best of 3)"
 "$PYTHON" - "$M" > "$WORK/ref.txt" <<'PY'
