@@ -38,6 +38,7 @@ def bench(name, model, side, path):
     with torch.no_grad():
         for _ in range(3):
             t = time.perf_counter(); y = model(x); best = min(best, time.perf_counter() - t)
+    y.numpy().astype("<f4").tofile(path.replace(".pth", "_out.bin"))
     print(f"torch {name} {side}x{side} -> {list(y.shape)}: best of 3 = {best:.3f} s (output mean {y.mean().item():.5f})")
 
 grl = seeded(GRL(img_size=64, embed_dim=64, upscale=4, upsampler="nearest+conv", depths=[4, 4, 4, 4],
@@ -52,5 +53,5 @@ bench("DAT", dat, 64, f"{work}/dat.pth")
 PY
 
 swift build -c release --scratch-path .build-bench --product GRLBenchmark >/dev/null
-.build-bench/release/GRLBenchmark grl "$WORK/grl.pth" 128 3
-.build-bench/release/GRLBenchmark dat "$WORK/dat.pth" 64 3
+.build-bench/release/GRLBenchmark grl "$WORK/grl.pth" 128 3 "$WORK/grl_out.bin"
+.build-bench/release/GRLBenchmark dat "$WORK/dat.pth" 64 3 "$WORK/dat_out.bin"

@@ -3,12 +3,14 @@ import APISRPlugin
 import LapseTensor
 import LapseWeights
 
-/// Times APISR's GRL / DAT generators on a checkpoint: `GRLBenchmark <grl|dat> <checkpoint.pth> <side> [runs]`.
-/// Prints the best wall time of `runs` forwards on a seeded `[1, 3, side, side]` input (after one warm-up when runs > 1).
+/// Times APISR's GRL / DAT generators on a checkpoint:
+/// `GRLBenchmark <grl|dat> <checkpoint.pth> <side> [runs] [reference.bin]`.
+/// Prints the best wall time of `runs` forwards on `torch.manual_seed(0); torch.rand(1, 3, side, side)` (the same
+/// input PyTorch sees) and, given PyTorch's output as raw float32, the relative error max|Δ| / max|ref|.
 
 enum BenchmarkError: LocalizedError {
     case usage
-    var errorDescription: String? { "usage: GRLBenchmark <grl|dat> <checkpoint.pth> <side> [runs]" }
+    var errorDescription: String? { "usage: GRLBenchmark <grl|dat> <checkpoint.pth> <side> [runs] [reference.bin]" }
 }
 
 func run() throws {
@@ -34,8 +36,24 @@ func run() throws {
     }
     let values = output.scalars
     let mean = values.reduce(0, +) / Float(max(values.count, 1))
-    print(String(format: "lapse %@ %dx%d -> %@: best of %d = %.3f s (output mean %.5f)",
-                 network.architecture, side, side, "\(output.shape)", runs, best, mean))
+    var comparison = ""
+    if args.count > 5 {
+        let data = try Data(contentsOf: URL(fileURLWithPath: args[5]))
+        var reference = [Float](repeating: 0, count: data.count / 4)
+        _ = reference.withUnsafeMutableBytes { data.copyBytes(to: $0) }
+        if reference.count == values.count {
+            var diff: Float = 0, scale: Float = 0
+            for i in 0..<values.count {
+                diff = max(diff, abs(values[i] - reference[i]))
+                scale = max(scale, abs(reference[i]))
+            }
+            comparison = String(format: ", relative error vs PyTorch %.2e", diff / max(scale, 1e-12))
+        } else {
+            comparison = ", reference has \(reference.count) values, output \(values.count)"
+        }
+    }
+    print(String(format: "lapse %@ %dx%d -> %@: best of %d = %.3f s (output mean %.5f%@)",
+                 network.architecture, side, side, "\(output.shape)", runs, best, mean, comparison))
 }
 
 do { try run() } catch {
