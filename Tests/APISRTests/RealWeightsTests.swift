@@ -18,6 +18,9 @@ struct RealWeightsTests {
         #expect(srvgg.configuration.features == 64 && srvgg.configuration.convs == 16 && srvgg.scale == 4)
         let x3 = try UpscaleModelLoader.load(path: APISRFixtures.realModel("realesr-animevideov3-x3.param"))
         #expect(x3.network.scale == 3)
+        // The .bin given instead of the .param finds its .param beside it.
+        let viaBin = try UpscaleModelLoader.load(path: APISRFixtures.realModel("realesr-animevideov3-x2.bin"))
+        #expect(viaBin.network.scale == 2 && viaBin.network.architecture == "SRVGG")
     }
 
     @Test("≥ 50 dB PSNR against ncnn", arguments: [

@@ -187,4 +187,27 @@ struct BadCheckpointTests {
             #expect(error.localizedDescription.contains("broken-\(kind).pth"), "\(error.localizedDescription)")
         }
     }
+
+    @Test("an ncnn graph that is neither RRDB nor SRVGG is refused, listing its layer types")
+    func unknownNCNNGraph() throws {
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let param = """
+            7767517
+            3 3
+            Input            in0   0 1 data
+            Convolution      conv0 1 1 data c0 0=4 1=3 4=1 5=1 6=108
+            ReLU             relu0 1 1 c0 output
+            """
+        try Data(param.utf8).write(to: dir.appendingPathComponent("odd.param"))
+        var bin = Data(count: 4)  // fp32 tag 0
+        bin.append(Data(count: (108 + 4) * 4))
+        try bin.write(to: dir.appendingPathComponent("odd.bin"))
+        let error = #expect(throws: UpscaleModelError.self) {
+            _ = try UpscaleModelLoader.load(path: dir.appendingPathComponent("odd.param").path)
+        }
+        let message = error?.localizedDescription ?? ""
+        #expect(message.contains("odd.param") && message.contains("ReLU") && message.contains("SRVGGNetCompact"))
+    }
 }
+
