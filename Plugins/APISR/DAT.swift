@@ -119,15 +119,19 @@ extension DATNetwork {
         let conv: TConv
     }
 
-    /// The adaptive interaction module's two gates (1×1 conv → BN → GELU → 1×1 conv).
+    /// The adaptive interaction module's two gates (1×1 conv → BN → GELU → 1×1 conv), applied to `[tokens, C]`
+    /// rows: a 1×1 convolution is a linear layer per pixel, and staying in token layout saves two transposes.
     struct Gate {
-        let conv1: TConv, bn: TBatchNorm, conv2: TConv
+        let fc1: TLinear, bn: TBatchNorm, fc2: TLinear
         init(_ r: TransformerStateDict, prefix: String, indices: (Int, Int, Int), in c: Int, hidden: Int, out: Int) throws {
-            conv1 = try r.conv("\(prefix).\(indices.0)", in: c, out: hidden, kernel: 1)
+            let conv1 = try r.conv("\(prefix).\(indices.0)", in: c, out: hidden, kernel: 1)
+            let conv2 = try r.conv("\(prefix).\(indices.2)", in: hidden, out: out, kernel: 1)
+            fc1 = TLinear(weight: conv1.weight.reshaped([hidden, c]), bias: conv1.bias)
             bn = try r.batchNorm("\(prefix).\(indices.1)", dim: hidden)
-            conv2 = try r.conv("\(prefix).\(indices.2)", in: hidden, out: out, kernel: 1)
+            fc2 = TLinear(weight: conv2.weight.reshaped([out, hidden]), bias: conv2.bias)
         }
-        func callAsFunction(_ x: Tensor) -> Tensor { conv2(gelu(bn(conv1(x)))) }
+        /// `[rows, C]` → `[rows, out]`.
+        func callAsFunction(_ x: Tensor) -> Tensor { fc2(gelu(bn(fc1(x)))) }
     }
 
     /// Depthwise 3×3 conv → BN → GELU, the convolution branch beside each attention.
@@ -267,9 +271,9 @@ extension DATNetwork {
             }
             let attended = concat(outs, axis: 1)                                   // [L, C]
             let conv = dwconv(TransformerWindows.image(v, height: g.height, width: g.width))
-            let channelMap = channelGate(mean(conv, axes: [2, 3], keepDims: true)).reshaped([1, c])
-            let spatialMap = spatialGate(TransformerWindows.image(attended, height: g.height, width: g.width))  // [1, 1, H, W]
-            let gatedConv = TransformerWindows.tokens(sigmoid(spatialMap) * conv)
+            let channelMap = channelGate(mean(conv, axes: [2, 3]))                  // [1, C]
+            let spatialMap = spatialGate(attended)                                  // [L, 1]
+            let gatedConv = TransformerWindows.tokens(conv) * sigmoid(spatialMap)
             return proj(attended * sigmoid(channelMap) + gatedConv)
         }
 
@@ -281,11 +285,10 @@ extension DATNetwork {
             let v = TransformerWindows.part(stacked, 2)                                    // [heads, d, L]
             let scores = softmax(matmul(q, k, transposeB: true) * temperature!, axis: -1)  // [heads, d, d]
             let attended = permute(matmul(scores, v), [2, 0, 1]).reshaped([l, c])
-            let conv = dwconv(v.reshaped([1, c, g.height, g.width]))
-            let channelMap = channelGate(mean(TransformerWindows.image(attended, height: g.height, width: g.width), axes: [2, 3], keepDims: true))
-            let spatialMap = TransformerWindows.tokens(spatialGate(conv))                  // [L, 1]
-            let gatedConv = TransformerWindows.tokens(conv * sigmoid(channelMap))
-            return proj(attended * sigmoid(spatialMap) + gatedConv)
+            let conv = TransformerWindows.tokens(dwconv(v.reshaped([1, c, g.height, g.width])))   // [L, C]
+            let channelMap = channelGate(mean(attended, axes: [0], keepDims: true))  // [1, C]
+            let spatialMap = spatialGate(conv)                                       // [L, 1]
+            return proj(attended * sigmoid(spatialMap) + conv * sigmoid(channelMap))
         }
     }
 }
