@@ -23,7 +23,8 @@ torch.set_num_threads(threads)
 torch.set_grad_enabled(False)
 weights = os.path.join(bench, "unet_sd15.safetensors")
 config_path = os.path.join(bench, "unet_sd15_config.json")
-unet = UNet2DConditionModel()  # diffusers' defaults are SD1.5's UNet
+# diffusers' defaults are SD1.5's blocks; the text width (768) and sample size differ.
+unet = UNet2DConditionModel(cross_attention_dim=768, sample_size=64)
 if not os.path.exists(weights):
     g = torch.Generator().manual_seed(2024)
     sd = {}

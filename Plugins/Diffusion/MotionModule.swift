@@ -27,6 +27,7 @@ public struct MotionAdapterConfig: Codable, Sendable, Equatable {
         case motionMaxSeqLength = "motion_max_seq_length", useMotionMidBlock = "use_motion_mid_block"
     }
 
+    /// Decodes diffusers' keys; absent keys keep AnimateDiff v3's values.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = MotionAdapterConfig()
@@ -132,11 +133,14 @@ public struct MotionAdapter: Sendable {
     /// Builds the modules from diffusers-named (`down_blocks.N.motion_modules.M.…`) or original AnimateDiff
     /// (`….temporal_transformer.transformer_blocks.0.attention_blocks.0.…`) weights; other tensors (e.g. a full
     /// UNet's) are ignored. When the file carries AnimateDiff's `pos_encoder.pe` table its length overrides
-    /// `motion_max_seq_length`. `normMode` defaults to AnimateDiff's per-frame GroupNorm.
+    /// `motion_max_seq_length`, and a `mid_block.motion_modules.0` in the file turns on `use_motion_mid_block`.
+    /// `normMode` defaults to AnimateDiff's per-frame GroupNorm.
     public init(config: MotionAdapterConfig, weights all: Weights, normMode: MotionNormMode = .perFrame) throws {
         var config = config
         let weights = Self.diffusersWeights(from: all)
         if let length = Self.positionTableLength(in: all) { config.motionMaxSeqLength = length }
+        // AnimateDiff v1/v2 files carry a mid-block module, v3 none; the file decides, not a possibly generic config.
+        if weights.keys.contains(where: { $0.hasPrefix("mid_block.motion_modules.") }) { config.useMotionMidBlock = true }
         self.config = config
         let read = DiffusionWeightReader(weights, component: "MotionAdapter")
         let ch = config.blockOutChannels

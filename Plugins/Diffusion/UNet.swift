@@ -15,11 +15,13 @@ public enum PerBlockInt: Codable, Sendable, Equatable {
         }
     }
 
+    /// Decodes an integer or an integer list.
     public init(from decoder: Decoder) throws {
         let c = try decoder.singleValueContainer()
         if let v = try? c.decode(Int.self) { self = .all(v) } else { self = .perBlock(try c.decode([Int].self)) }
     }
 
+    /// Encodes as diffusers writes it: a bare integer or a list.
     public func encode(to encoder: Encoder) throws {
         var c = encoder.singleValueContainer()
         switch self {
@@ -70,6 +72,7 @@ public struct UNet2DConditionConfig: Codable, Sendable, Equatable {
         case downsamplePadding = "downsample_padding", useLinearProjection = "use_linear_projection", actFn = "act_fn"
     }
 
+    /// Decodes diffusers' keys; absent keys keep SD1.5's values (diffusers omits defaults in older configs).
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = UNet2DConditionConfig()

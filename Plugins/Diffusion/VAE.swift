@@ -28,6 +28,7 @@ public struct AutoencoderKLConfig: Codable, Sendable, Equatable {
         case sampleSize = "sample_size", scalingFactor = "scaling_factor", midBlockAddAttention = "mid_block_add_attention"
     }
 
+    /// Decodes diffusers' keys; absent keys keep the SD1.x VAE's values.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let d = AutoencoderKLConfig()

@@ -49,6 +49,20 @@ import DiffusionPlugin
                   expected: "motion_out_per_frame", shape: [1, 4, 4, 8, 8])
     }
 
+    /// A v1/v2-style adapter with a mid-block module (after the mid transformer), from original AnimateDiff names;
+    /// the file's mid module switches it on even though the config passed says v3 (none).
+    @Test func midBlockModuleMatchesDiffusers() throws {
+        let section = try UNetVAEFixtures.section("motion_mid", layout: .singleFile)
+        #expect(section.weights.contains("mid_block.motion_modules.0.temporal_transformer.proj_in.weight"))
+        var config = try MotionAdapterConfig.decode(json: section.config)
+        #expect(config.useMotionMidBlock)
+        config.useMotionMidBlock = false
+        let motion = try MotionAdapter(config: config, weights: section.weights, normMode: .acrossFrames)
+        #expect(motion.config.useMotionMidBlock)
+        try check(try UNetMotionModel(unet: try UNetVAEFixtures.unet(), motion: motion), prefix: "motion",
+                  expected: "motion_mid_out", shape: [1, 4, 4, 8, 8])
+    }
+
     @Test func framesBeyondThePositionTableAreATypedError() throws {
         let m = try model(normMode: .perFrame)
         do {
