@@ -134,14 +134,19 @@ extension DATNetwork {
         func callAsFunction(_ x: Tensor) -> Tensor { fc2(gelu(bn(fc1(x)))) }
     }
 
-    /// Depthwise 3×3 conv → BN → GELU, the convolution branch beside each attention.
+    /// Depthwise 3×3 conv → BN → GELU, the convolution branch beside each attention, on `[L, C]` tokens
+    /// (the inference BatchNorm is folded into the convolution).
     struct DepthwiseBranch {
-        let conv: TConv, bn: TBatchNorm
+        let conv: TransformerWindows.DepthwiseConv3x3
         init(_ r: TransformerStateDict, prefix: String, dim: Int) throws {
-            conv = try r.conv(prefix + ".0", in: dim, out: dim, kernel: 3, groups: dim)
-            bn = try r.batchNorm(prefix + ".1", dim: dim)
+            let c = try r.conv(prefix + ".0", in: dim, out: dim, kernel: 3, groups: dim)
+            let bn = try r.batchNorm(prefix + ".1", dim: dim)
+            let mean = bn.mean.scalars, variance = bn.variance.scalars, gamma = bn.weight.scalars, beta = bn.bias.scalars
+            let scale = (0..<dim).map { gamma[$0] / (variance[$0] + 1e-5).squareRoot() }
+            let shift = (0..<dim).map { beta[$0] - mean[$0] * scale[$0] }
+            conv = TransformerWindows.DepthwiseConv3x3(weight: c.weight, bias: c.bias, scale: scale, shift: shift)
         }
-        func callAsFunction(_ x: Tensor) -> Tensor { gelu(bn(conv(x))) }
+        func callAsFunction(_ x: Tensor, height: Int, width: Int) -> Tensor { gelu(conv(x, height: height, width: width)) }
     }
 
     /// Dynamic position bias of one spatial branch, evaluated for its window at load time: `[1, heads, N, N]`.
@@ -191,7 +196,7 @@ extension DATNetwork {
         let shifted: Bool
         let splitSize: [Int]
         let fc1: TLinear, fc2: TLinear
-        let sgNorm: TNorm, sgConv: TConv
+        let sgNorm: TNorm, sgConv: TransformerWindows.DepthwiseConv3x3
 
         init(_ r: TransformerStateDict, prefix: String, group: Int, index: Int, heads: Int, config: Config) throws {
             let c = config.embedDim
@@ -224,8 +229,9 @@ extension DATNetwork {
             shifted = index % 2 == 0 && (group % 2 == 0 ? (index > 0 && (index - 2) % 4 == 0) : index % 4 == 0)
             fc1 = try r.linear(prefix + ".ffn.fc1", in: c, out: config.ffnHidden)
             sgNorm = try r.norm(prefix + ".ffn.sg.norm", dim: config.ffnHidden / 2)
-            sgConv = try r.conv(prefix + ".ffn.sg.conv", in: config.ffnHidden / 2, out: config.ffnHidden / 2, kernel: 3,
+            let sg = try r.conv(prefix + ".ffn.sg.conv", in: config.ffnHidden / 2, out: config.ffnHidden / 2, kernel: 3,
                                 groups: config.ffnHidden / 2)
+            sgConv = TransformerWindows.DepthwiseConv3x3(weight: sg.weight, bias: sg.bias)
             fc2 = try r.linear(prefix + ".ffn.fc2", in: config.ffnHidden / 2, out: c)
         }
 
@@ -240,7 +246,7 @@ extension DATNetwork {
         private func ffn(_ x: Tensor, _ g: Geometry) -> Tensor {
             let hidden = gelu(fc1(x))
             let halves = chunk(hidden, 2, axis: 1)
-            let gate = TransformerWindows.tokens(sgConv(TransformerWindows.image(sgNorm(halves[1]), height: g.height, width: g.width)))
+            let gate = sgConv(sgNorm(halves[1]), height: g.height, width: g.width)
             return fc2(halves[0] * gate)
         }
 
@@ -270,10 +276,10 @@ extension DATNetwork {
                     .reshaped([g.height * g.width, c / 2]))
             }
             let attended = concat(outs, axis: 1)                                   // [L, C]
-            let conv = dwconv(TransformerWindows.image(v, height: g.height, width: g.width))
-            let channelMap = channelGate(mean(conv, axes: [2, 3]))                  // [1, C]
+            let conv = dwconv(v, height: g.height, width: g.width)                 // [L, C]
+            let channelMap = channelGate(mean(conv, axes: [0], keepDims: true))     // [1, C]
             let spatialMap = spatialGate(attended)                                  // [L, 1]
-            let gatedConv = TransformerWindows.tokens(conv) * sigmoid(spatialMap)
+            let gatedConv = conv * sigmoid(spatialMap)
             return proj(attended * sigmoid(channelMap) + gatedConv)
         }
 
@@ -285,7 +291,8 @@ extension DATNetwork {
             let v = TransformerWindows.part(stacked, 2)                                    // [heads, d, L]
             let scores = softmax(matmul(q, k, transposeB: true) * temperature!, axis: -1)  // [heads, d, d]
             let attended = permute(matmul(scores, v), [2, 0, 1]).reshaped([l, c])
-            let conv = TransformerWindows.tokens(dwconv(v.reshaped([1, c, g.height, g.width])))   // [L, C]
+            // v is [heads, d, L]: channel-major, exactly the NCHW map the reference convolves.
+            let conv = dwconv(TransformerWindows.tokens(v.reshaped([1, c, g.height, g.width])), height: g.height, width: g.width)
             let channelMap = channelGate(mean(attended, axes: [0], keepDims: true))  // [1, C]
             let spatialMap = spatialGate(conv)                                       // [L, 1]
             return proj(attended * sigmoid(spatialMap) + conv * sigmoid(channelMap))

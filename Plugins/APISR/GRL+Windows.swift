@@ -173,6 +173,69 @@ enum TransformerWindows {
         return concat(outs, axis: 0)
     }
 
+    /// A depthwise 3×3 convolution (zero padding 1) on a channels-last `[H·W, C]` token map, so the token
+    /// layout the transformer blocks use never has to be transposed to NCHW and back.
+    struct DepthwiseConv3x3: @unchecked Sendable {
+        /// Weights as `[9 taps, C]` so the inner loop runs over contiguous channels.
+        let taps: [Float]
+        let bias: [Float]
+        let channels: Int
+
+        /// From PyTorch's `[C, 1, 3, 3]` weight; `scale`/`shift` fold a following inference BatchNorm in.
+        init(weight: Tensor, bias: Tensor, scale: [Float]? = nil, shift: [Float]? = nil) {
+            let c = weight.shape[0]
+            channels = c
+            let w = weight.scalars, b = bias.scalars
+            var t = [Float](repeating: 0, count: 9 * c)
+            var bb = [Float](repeating: 0, count: c)
+            for ch in 0..<c {
+                let s = scale?[ch] ?? 1
+                for k in 0..<9 { t[k * c + ch] = w[ch * 9 + k] * s }
+                bb[ch] = b[ch] * s + (shift?[ch] ?? 0)
+            }
+            taps = t
+            self.bias = bb
+        }
+
+        /// Raw buffers handed to the parallel rows; each task writes only its own rows.
+        private struct Pointers: @unchecked Sendable {
+            let s: UnsafePointer<Float>, d: UnsafeMutablePointer<Float>, k: UnsafePointer<Float>, b: UnsafePointer<Float>
+        }
+
+        func callAsFunction(_ x: Tensor, height h: Int, width w: Int) -> Tensor {
+            let c = channels
+            precondition(x.count == h * w * c, "depthwise conv: \(x.shape) is not \(h)×\(w)×\(c)")
+            var out = Tensor(zeros: [h * w, c])
+            x.withUnsafeBufferPointer { src in
+                out.withUnsafeMutableBufferPointer { dst in
+                    taps.withUnsafeBufferPointer { wt in
+                        bias.withUnsafeBufferPointer { bs in
+                            let p = Pointers(s: src.baseAddress!, d: dst.baseAddress!, k: wt.baseAddress!, b: bs.baseAddress!)
+                            let workers = min(h, max(1, ProcessInfo.processInfo.activeProcessorCount))
+                            DispatchQueue.concurrentPerform(iterations: workers) { part in
+                                let s = p.s, d = p.d, k = p.k, b = p.b
+                                for y in (part * h / workers)..<((part + 1) * h / workers) {
+                                    for xx in 0..<w {
+                                        let o = d + (y * w + xx) * c
+                                        o.update(from: b, count: c)
+                                        for dy in -1...1 where y + dy >= 0 && y + dy < h {
+                                            for dx in -1...1 where xx + dx >= 0 && xx + dx < w {
+                                                let i = s + ((y + dy) * w + xx + dx) * c
+                                                let t = k + ((dy + 1) * 3 + dx + 1) * c
+                                                for ch in 0..<c { o[ch] += i[ch] * t[ch] }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            return out
+        }
+    }
+
     /// `x / max(‖x‖₂, 1e-12)` over the last dimension, as `torch.nn.functional.normalize`.
     static func l2Normalized(_ x: Tensor) -> Tensor {
         let n = x.shape[x.rank - 1]
