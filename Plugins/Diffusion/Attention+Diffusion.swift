@@ -30,8 +30,6 @@ struct DiffusionWeightReader {
         if weights.shape(of: name) == [out, inputs, 1, 1] { return try weights.tensor(name).reshaped([out, inputs]) }
         return try self(name, [out, inputs])
     }
-
-    func contains(_ name: String) -> Bool { weights.contains(name) }
 }
 
 /// A convolution with PyTorch weights `[out, in, k, k]`, bias, and SD's "same" padding.
