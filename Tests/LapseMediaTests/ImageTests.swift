@@ -101,7 +101,7 @@ struct ImageTests {
         #expect(back.count == 3)
     }
 
-    @Test("JPEG decodes like ffmpeg with the same scaler flags; GIF loads its first frame")
+    @Test("JPEG decodes like ffmpeg with the same scaler flags; lossless WebP exactly; GIF loads its first frame")
     func jpegAndGIF() throws {
         let path = try MediaTestSupport.sample("rocket.jpg")
         let frame = try #require(try MediaIO.loadImage(path: path).collect().first)
@@ -112,6 +112,16 @@ struct ImageTests {
         #expect(ours.count == ref.count)
         let worst = zip(ours, ref).map { abs(Int($0) - Int($1)) }.max() ?? 99
         #expect(worst <= 1, "max difference \(worst)")
+        // WebP (lossless, so ffmpeg's decode of the same file is the exact reference) through libavcodec.
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let webp = dir.appendingPathComponent("card.webp").path
+        try MediaTestSupport.ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=40x30", "-frames:v", "1", "-c:v", "libwebp",
+                                     "-lossless", "1", webp])
+        let decoded = try #require(try MediaIO.loadImage(path: webp).collect().first)
+        #expect(decoded.width == 40 && decoded.height == 30)
+        let webpRef = try MediaTestSupport.ffmpeg(["-i", webp, "-f", "rawvideo", "-pix_fmt", decoded.channels == 4 ? "rgba" : "rgb24", "-"])
+        #expect(MediaTestSupport.bytes8(decoded) == Array(webpRef))
         let gif = try #require(try MediaIO.loadImage(path: try MediaTestSupport.sample("no_time_for_that_tiny.gif")).collect().first)
         #expect(gif.width == 14 && gif.height == 25)
     }
