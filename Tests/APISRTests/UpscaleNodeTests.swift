@@ -133,6 +133,30 @@ struct UpscaleNodeTests {
         #expect(context.progressReports.contains { $0.unit == "tile" })
     }
 
+    @Test("GRL: a tile smaller than its attention window is refused; an image smaller than the window still works")
+    func windowedNetwork() throws {
+        let model = try loadNodeAny(APISRFixtures.path("grl_tiny.pth"))
+        let window = model.network.minimumTile
+        #expect(window > 4)
+        let context = TestNodeContext()
+        let error = #expect(throws: NodeError.self) {
+            _ = try run(model, [Frame(image: Tensor(zeros: [3, 20, 20]))], tile: 4, context: context)
+        }
+        #expect(error?.localizedDescription.contains("GRL") == true)
+        let out = try run(model, [Frame(image: APISRFixtures.smoothImage(channels: 3, height: 5, width: 7))], context: context)
+        #expect(out[0].image.shape == [3, 20, 28])
+        #expect(out[0].image.scalars.allSatisfy { $0.isFinite })
+    }
+
+    private func loadNodeAny(_ path: String) throws -> UpscaleModel {
+        let out = try LoadUpscaleModel().run(NodeInputs(["path": .string(path), "arch": .string("auto")]),
+                                             context: TestNodeContext())
+        guard case .object(let model)? = out.values["model"], let typed = model as? UpscaleModel else {
+            throw NodeError.failed("no model output")
+        }
+        return typed
+    }
+
     @Test("a tile below the minimum, an empty frame and cancellation are errors")
     func badInputs() throws {
         let model = try loadNode(APISRFixtures.path("srvgg_x2.pth"))
