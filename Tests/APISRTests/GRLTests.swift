@@ -129,6 +129,10 @@ struct GRLTests {
         let out = try net.forward(TransformerFixtures.noise([1, 3, 9, 17], seed: 3, amplitude: 0.5) + 0.5)
         #expect(out.shape == [1, 3, 36, 68])
         #expect(out.scalars.allSatisfy { $0.isFinite })
+        // Smaller than the padding: reflection is impossible, the reference falls back to zeros.
+        let tiny = try net.forward(Tensor(repeating: 0.5, shape: [1, 3, 3, 5]))
+        #expect(tiny.shape == [1, 3, 12, 20])
+        #expect(tiny.scalars.allSatisfy { $0.isFinite })
     }
 
     @Test("names the missing or mis-shaped key")
