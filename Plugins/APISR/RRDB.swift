@@ -56,7 +56,7 @@ public struct RRDBNetwork: UpscaleNetwork {
         // convs (input, row-tiled unfolded input, output); the factors are calibrated on measured peak RSS.
         let c = configuration
         let dense = (c.features + 4 * c.growth) * 11 + c.features * 4
-        let highRes = (1 << (2 * c.upsampleStages)) * c.features * 6
+        let highRes = (1 << (2 * c.upsampleStages)) * c.features * 4
         return max(dense, highRes) * MemoryLayout<Float>.size / (c.unshuffle * c.unshuffle) + 64
     }
 
