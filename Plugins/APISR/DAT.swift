@@ -7,7 +7,9 @@ import LapseTensor
 /// Position biases depend only on the split size and are evaluated at load time; shift masks and the
 /// internal zero padding of the spatial branch follow the input size.
 public final class DATNetwork: UpscaleNetwork, @unchecked Sendable {
+    /// Always "DAT".
     public let architecture = "DAT"
+    /// From the pixel-shuffle convolution's output channels (×4 for APISR's release).
     public var scale: Int { config.scale }
     /// Any size works: the spatial attention pads its projections inside, like the reference.
     public let sizeMultiple = 1

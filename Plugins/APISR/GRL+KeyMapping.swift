@@ -12,6 +12,7 @@ public enum TransformerUpscalerError: LocalizedError, Sendable, Equatable {
     /// `forward` was given something other than `[1, 3, H, W]`.
     case badInput(architecture: String, shape: [Int])
 
+    /// A sentence naming the architecture and the key, shape or input at fault.
     public var errorDescription: String? {
         switch self {
         case let .missingKey(arch, key):

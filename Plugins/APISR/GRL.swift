@@ -6,7 +6,9 @@ import LapseTensor
 /// Everything size-dependent (shift masks) is computed per input; the relative-position biases depend only on
 /// window and stripe sizes, so they are evaluated once at load time.
 public final class GRLNetwork: UpscaleNetwork, @unchecked Sendable {
+    /// Always "GRL".
     public let architecture = "GRL"
+    /// APISR's GRL is a ×4 generator (the "nearest+conv" tail upsamples twice by 2).
     public let scale = 4
     /// Any size works: the network reflect-pads to a multiple of its window inside, like the reference.
     public let sizeMultiple = 1
