@@ -17,7 +17,7 @@ struct SaveVideoNode: Node {
             InputSpec("preset", .string, default: .string("medium"), allowed: VideoEncodingOptions.presets,
                       doc: "x264 speed preset (default medium); also sets VP9's cpu-used"),
             InputSpec("audio_from", .string, default: .string(""),
-                      doc: "copy the audio stream of this media file into the output, \"\" = no audio (default)"),
+                      doc: "copy the audio stream of this media file into the output; \"source\" = the file the frames were decoded from (kept when it has audio, skipped with a note when it has none); \"\" = no audio (default)"),
             InputSpec("pix_fmt", .string, default: .string("auto"), allowed: ["auto", "yuv420p", "yuv444p"],
                       doc: "chroma layout for h264/vp9: auto (= yuv420p, odd sizes padded by one edge pixel) or yuv444p"),
         ],
@@ -26,11 +26,22 @@ struct SaveVideoNode: Node {
     func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
         let path = try inputs.string("path")
         let fps = try inputs.float("fps")
-        let audio = try inputs.string("audio_from")
+        let frames = try inputs.frames("frames")
+        var audio = try inputs.string("audio_from")
+        if audio == "source" {
+            // Upstream nodes keep the decoded file in the stream info, so a graph can keep a video's sound without
+            // naming the file twice; a silent source is not an error here, as it is for an explicit path.
+            if let source = frames.info.sourcePath, MediaIO.hasAudio(path: source) {
+                audio = source
+            } else {
+                context.log("\(frames.info.sourcePath ?? "the input"): no audio stream to keep; writing video only")
+                audio = ""
+            }
+        }
         let options = VideoEncodingOptions(codec: try inputs.string("codec"), crf: try inputs.int("crf"),
                                            preset: try inputs.string("preset"), pixelFormat: try inputs.string("pix_fmt"),
                                            fps: fps > 0 ? fps : nil, audioFrom: audio.isEmpty ? nil : audio)
-        let notes = try MediaIO.saveVideo(try inputs.frames("frames"), path: path, options: options,
+        let notes = try MediaIO.saveVideo(frames, path: path, options: options,
                                           progress: context.frameProgress)
         for note in notes { context.log("\(path): \(note)") }
         return .none

@@ -194,7 +194,10 @@ public struct GraphValidator {
             literals[name] = literal
             if checkInputFiles, schema.inputFileParams.contains(name), case .string(let file) = literal {
                 let url = file.hasPrefix("/") ? URL(fileURLWithPath: file) : baseDirectory.appendingPathComponent(file)
-                if !FileManager.default.fileExists(atPath: url.path) {
+                // An image-sequence pattern (`frames/f_%05d.png`) names no single file: its folder must exist, and the
+                // loader reports a sequence with no frames.
+                let checked = GraphValidator.isSequencePattern(file) ? url.deletingLastPathComponent() : url
+                if !FileManager.default.fileExists(atPath: checked.path) {
                     report(path, "input file not found: \"\(file)\"" + (file.hasPrefix("/") ? "" : " (relative paths resolve against \(baseDirectory.path))"), value.location)
                 } else {
                     inputFiles.append(url.standardizedFileURL.path)
@@ -223,6 +226,11 @@ public struct GraphValidator {
     }
 
     /// Converts a JSON literal for a value-typed input, reporting a wrong type, out-of-range or disallowed value.
+    /// True for printf-style frame-number patterns such as `%05d` or `%d`, as FFmpeg's image2 demuxer reads them.
+    static func isSequencePattern(_ path: String) -> Bool {
+        path.range(of: #"%0?[0-9]*d"#, options: .regularExpression) != nil
+    }
+
     static func literal(_ json: JSONValue, for spec: InputSpec, path: String, nodeID: String,
                         into diagnostics: inout [Diagnostic]) -> Value? {
         func wrong() -> Value? {

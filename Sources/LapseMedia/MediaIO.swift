@@ -28,6 +28,15 @@ public enum MediaIO {
                                                              sourcePath: path, color: frame.color))
     }
 
+    /// True when `path` is a media file with at least one audio stream (false for missing or unreadable files).
+    public static func hasAudio(path: String) -> Bool {
+        var context: UnsafeMutablePointer<AVFormatContext>?
+        guard avformat_open_input(&context, path, nil, nil) >= 0, context != nil else { return false }
+        defer { avformat_close_input(&context) }
+        guard avformat_find_stream_info(context, nil) >= 0 else { return false }
+        return av_find_best_stream(context, AVMEDIA_TYPE_AUDIO, -1, -1, nil, 0) >= 0
+    }
+
     /// Opens a video (or animated image, or image sequence pattern) for lazy decoding. The header is read now so
     /// a bad file fails here; frames are decoded only while a consumer pulls them.
     ///

@@ -108,6 +108,15 @@ struct ValidationTests {
         #expect((try? relative.get()) != nil, "relative paths resolve against the base directory")
     }
 
+    @Test func imageSequencePatternChecksItsFolder() throws {
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let pattern = graph(#""l": {"type": "TestLoad", "params": {"path": "\#(dir.path)/f_%05d.png"}}, "out": {"type": "TestOutput", "inputs": {"value": "l"}}"#)
+        #expect(errors(pattern).isEmpty, "a frame-number pattern names a sequence, not one file")
+        let noFolder = graph(#""l": {"type": "TestLoad", "params": {"path": "\#(dir.path)/gone/f_%d.png"}}, "out": {"type": "TestOutput", "inputs": {"value": "l"}}"#)
+        #expect(errors(noFolder).count == 1)
+    }
+
     @Test func reportsAllErrorsAtOnce() {
         let e = errors(#"{"version": 2, "nodes": {"1bad": {}, "a": {"type": "Nope"}, "b": {"type": "TestAdd", "params": {"a": "x"}, "inputs": {"b": "zz"}}, "out": {"type": "TestOutput", "inputs": {"value": "b.sum"}}}}"#)
         #expect(e.count >= 5, "\(e)")
