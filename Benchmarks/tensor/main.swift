@@ -23,13 +23,19 @@ func bench(_ name: String, flops: Double, repeats: Int = 5, _ body: () -> Void) 
 }
 
 let g = TorchGenerator(seed: 0)
-for (size, cin, cout) in [(128, 64, 64), (128, 64, 32), (256, 64, 64), (256, 64, 32)] {
+// The upscalers' 3×3 layers (RRDB dense blocks 64…192→32/64, SRVGG 64→64), by both algorithms.
+for (size, cin, cout) in [(128, 64, 64), (128, 64, 32), (128, 192, 64), (256, 64, 64), (256, 64, 32), (256, 96, 32),
+                          (512, 64, 64), (32, 64, 64)] {
     let x = g.rand([1, cin, size, size]), w = g.rand([cout, cin, 3, 3]), b = g.rand([cout])
     let flops = 2.0 * Double(cout * cin * 9 * size * size)
-    bench("conv3x3_\(cin)to\(cout)_\(size)", flops: flops) {
-        _ = conv2d(x, weight: w, bias: b, padding: 1, activation: .leakyReLU(0.2))
+    for winograd in [false, true] {
+        ConvolutionTuning.winograd = winograd
+        bench("conv3x3_\(cin)to\(cout)_\(size)_\(winograd ? "winograd" : "im2col")", flops: flops) {
+            _ = conv2d(x, weight: w, bias: b, padding: 1, activation: .leakyReLU(0.2))
+        }
     }
 }
+ConvolutionTuning.winograd = true
 for d in [40, 64] {
     let q = g.rand([1, 16, 4096, d]), k = g.rand([1, 16, 4096, d]), v = g.rand([1, 16, 4096, d])
     bench("attention_16x4096_d\(d)", flops: 4.0 * 16 * 4096 * 4096 * Double(d), repeats: 3) {

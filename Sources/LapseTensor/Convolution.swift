@@ -63,7 +63,17 @@ extension Kernels {
                 }
             }
         } else if winogradApplies(kh: kh, kw: kw, vy: vy, vx: vx, groups: groups, channels: c, outputs: oc) {
-            winogradConv3x3(px, pw, o, n: n, c: c, oc: oc, vy: vy, vx: vx)
+            // Bias and (leaky) ReLU ride along in the output transform; other activations run afterwards.
+            let slope: Float? = switch activation {
+            case .relu: 0
+            case .leakyReLU(let s): s
+            default: nil
+            }
+            winogradConv3x3(px, pw, o, n: n, c: c, oc: oc, vy: vy, vx: vx, bias: bias?.basePointer, slope: slope)
+            if slope == nil, let activation {
+                biasActivate(o, planes: n * oc, channels: oc, inner: plane, bias: nil, activation: activation)
+            }
+            return out
         } else if cg == 1 && og == 1 {
             depthwise(px, pw, o, planes: n * c, channels: c, h: h, w: w, vy: vy, vx: vx)
         } else {
