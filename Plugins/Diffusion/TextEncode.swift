@@ -4,7 +4,7 @@ import LapseTensor
 import LapseWeights
 
 extension PortType {
-    /// A CLIP text encoder (tokenizer + text transformer), as `LoadCLIP` produces it.
+    /// A CLIP text encoder (tokenizer + text-transformer weights, `CLIPValue`), as `LoadCLIP` produces it.
     public static let clip = PortType(data: "CLIP")
     /// Prompt embeddings a denoiser cross-attends to, as `TextEncode` produces them.
     public static let conditioning = PortType(data: "Conditioning")
@@ -108,10 +108,10 @@ public struct LoadCLIP: Node {
             }
         }
         let tokenizer = try CLIPTokenizer(vocabularyFile: URL(fileURLWithPath: try inputs.string("vocab")))
-        let encoder = try CLIPTextEncoder(tokenizer: tokenizer, model: CLIPTextModel(config: config, weights: weights))
+        let value = try CLIPValue.checked(config: config, weights: weights, tokenizer: tokenizer)
         context.log("\((path as NSString).lastPathComponent): CLIP text encoder, \(config.numHiddenLayers) layers × "
                     + "\(config.hiddenSize) wide, \(config.numAttentionHeads) heads, \(config.hiddenAct)")
-        return NodeOutputs(["clip": .object(encoder)])
+        return NodeOutputs(["clip": .object(value)])
     }
 }
 
@@ -129,7 +129,13 @@ public struct TextEncode: Node {
     public init() {}
 
     public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
-        let encoder = try inputs.object("clip", as: CLIPTextEncoder.self)
+        // A built encoder is accepted too (API users may pass one); graphs carry `CLIPValue`, built here on use.
+        let encoder: CLIPTextEncoder
+        if case .object(let built as CLIPTextEncoder)? = inputs.values["clip"] {
+            encoder = built
+        } else {
+            encoder = try inputs.object("clip", as: CLIPValue.self).makeEncoder()
+        }
         let text = try inputs.string("text")
         let tokens = encoder.tokenizer.tokenize(text).count
         let limit = encoder.model.config.maxPositionEmbeddings - 2

@@ -47,9 +47,10 @@ import DiffusionPlugin
         let context = TestNodeContext(nodeType: "LoadCLIP")
         let loaded = try LoadCLIP().run(NodeInputs(["path": .string(path), "vocab": .string(try DiffusionFixtures.clipVocabulary().path),
                                                     "config": .string("")]), context: context)
-        guard case .object(let object)? = loaded.values["clip"], let encoder = object as? CLIPTextEncoder else {
-            throw DiffusionFixtures.FixtureError.malformed("LoadCLIP gave no CLIPTextEncoder")
+        guard case .object(let object)? = loaded.values["clip"], let value = object as? CLIPValue else {
+            throw DiffusionFixtures.FixtureError.malformed("LoadCLIP gave no CLIPValue")
         }
+        let encoder = try value.makeEncoder()
         // Read every tensor now: the file is deleted when this returns.
         var resident = Weights(origin: path)
         for key in weights.keys { resident[key] = try weights.tensor(key) }

@@ -1,0 +1,181 @@
+import Foundation
+import LapseGraph
+import LapseTensor
+import LapseWeights
+
+extension PortType {
+    /// A denoising UNet (weights + config, optionally with AnimateDiff motion modules), as `LoadCheckpoint` makes it.
+    public static let unet = PortType(data: "UNet")
+    /// A KL autoencoder (weights + config), as `LoadCheckpoint` makes it.
+    public static let vae = PortType(data: "VAE")
+    /// Diffusion latents `[B, 4, F, h, w]`.
+    public static let latent = PortType(data: "Latent")
+    /// AnimateDiff motion modules, as `LoadMotionModule` reads them.
+    public static let motion = PortType(data: "MotionModule")
+}
+
+/// AnimateDiff motion-module weights under diffusers' `MotionAdapter` names, with their configuration.
+///
+/// Kept as weights (not a built `MotionAdapter`) so LoRA-style nodes can hand on copies with merged tensors; the
+/// adapter is built by `Sample` when it runs.
+public struct MotionWeights: Sendable {
+    /// Sizes the tensors cannot tell (heads, groups); `motion_max_seq_length` and the mid block follow the file.
+    public var config: MotionAdapterConfig
+    /// Tensors named `down_blocks.N.motion_modules.M.…` (diffusers' names).
+    public var weights: Weights
+
+    /// Pairs a configuration with diffusers-named motion weights.
+    public init(config: MotionAdapterConfig, weights: Weights) {
+        self.config = config
+        self.weights = weights
+    }
+
+    /// Builds the motion modules (per-frame GroupNorm, as AnimateDiff and MagicTime run them).
+    public func makeAdapter(normMode: MotionNormMode = .perFrame) throws -> MotionAdapter {
+        try MotionAdapter(config: config, weights: weights, normMode: normMode)
+    }
+}
+
+/// What flows on a `UNet` port: the SD UNet's weights under diffusers names and its configuration, plus the motion
+/// modules once `ApplyMotionModule` attached them.
+///
+/// Models are built lazily (`makeModel()`, called by `Sample`), so nodes between the loader and the sampler (LoRA,
+/// MagicAdapter) can return copies whose `weights` hold merged tensors without building anything.
+public struct UNetValue: Sendable {
+    /// The UNet's architecture.
+    public var config: UNet2DConditionConfig
+    /// Tensors named as diffusers' `UNet2DConditionModel` names them (`down_blocks.0.resnets.0.conv1.weight`, …).
+    public var weights: Weights
+    /// Motion modules making this a video UNet, or `nil` for a plain (per-frame) image UNet.
+    public var motion: MotionWeights?
+
+    /// Pairs a configuration with diffusers-named UNet weights.
+    public init(config: UNet2DConditionConfig, weights: Weights, motion: MotionWeights? = nil) {
+        self.config = config
+        self.weights = weights
+        self.motion = motion
+    }
+
+    /// The spatial UNet built from `weights`.
+    public func makeUNet() throws -> UNet2DConditionModel {
+        try UNet2DConditionModel(config: config, weights: weights)
+    }
+
+    /// The runnable denoiser: a video UNet when motion modules are attached, else the image UNet applied per frame.
+    public func makeModel() throws -> VideoDenoiser {
+        let unet = try makeUNet()
+        if let motion { return .video(try UNetMotionModel(unet: unet, motion: try motion.makeAdapter())) }
+        return .image(unet)
+    }
+}
+
+/// A built denoiser that takes `[B, C, F, h, w]` latents either way: AnimateDiff's video UNet, or an image UNet
+/// run on every frame independently (plain Stable Diffusion when `F == 1`).
+public enum VideoDenoiser: Sendable {
+    case image(UNet2DConditionModel)
+    case video(UNetMotionModel)
+
+    /// Noise prediction for `sample` `[B, C, F, h, w]`, one timestep for all, text `context` `[B, S, D]`.
+    public func callAsFunction(_ sample: Tensor, timestep: Float, context: Tensor) throws -> Tensor {
+        switch self {
+        case .video(let model):
+            return try model(sample, timesteps: [timestep], context: context)
+        case .image(let unet):
+            guard sample.rank == 5 else {
+                throw DiffusionError.badInput(component: "UNet2DConditionModel", reason: "sample must be [B, C, F, h, w], got \(sample.shape)")
+            }
+            let b = sample.shape[0], c = sample.shape[1], f = sample.shape[2], h = sample.shape[3], w = sample.shape[4]
+            let frames = permute(sample, [0, 2, 1, 3, 4]).reshaped([b * f, c, h, w])
+            let ctx = f == 1 ? context : UNetMotionModel.repeatInterleave(context, count: f)
+            let out = try unet(frames, timesteps: [timestep], context: ctx)
+            return permute(out.reshaped([b, f, out.shape[1], h, w]), [0, 2, 1, 3, 4])
+        }
+    }
+}
+
+/// What flows on a `VAE` port: the autoencoder's weights under diffusers names and its configuration; built on use.
+public struct VAEValue: Sendable {
+    /// The autoencoder's architecture and `scaling_factor`.
+    public var config: AutoencoderKLConfig
+    /// Tensors named as diffusers' `AutoencoderKL` names them (`decoder.up_blocks.0.resnets.0.conv1.weight`, …).
+    public var weights: Weights
+
+    /// Pairs a configuration with diffusers-named VAE weights.
+    public init(config: AutoencoderKLConfig, weights: Weights) {
+        self.config = config
+        self.weights = weights
+    }
+
+    /// The autoencoder built from `weights`.
+    public func makeModel() throws -> AutoencoderKL { try AutoencoderKL(config: config, weights: weights) }
+
+    /// The spatial downsampling factor between pixels and latents (8 for SD).
+    public var downsamplingFactor: Int { 1 << (config.blockOutChannels.count - 1) }
+}
+
+/// What flows on a `CLIP` port: the tokenizer with the text transformer's weights (transformers names) and
+/// configuration. The encoder is built on use, so LoRA-style nodes can merge into `weights` first.
+public struct CLIPValue: Sendable {
+    /// The text transformer's architecture.
+    public var config: CLIPTextConfig
+    /// Tensors named as transformers' `CLIPTextModel` names them (`text_model.encoder.layers.0.…`).
+    public var weights: Weights
+    /// The BPE tokenizer.
+    public var tokenizer: CLIPTokenizer
+
+    /// Pairs a tokenizer with transformers-named text-encoder weights and their configuration.
+    public init(config: CLIPTextConfig, weights: Weights, tokenizer: CLIPTokenizer) {
+        self.config = config
+        self.weights = weights
+        self.tokenizer = tokenizer
+    }
+
+    /// The tokenizer and text transformer built from `weights`.
+    public func makeEncoder() throws -> CLIPTextEncoder {
+        try CLIPTextEncoder(tokenizer: tokenizer, model: CLIPTextModel(config: config, weights: weights))
+    }
+}
+
+/// What flows on a `Latent` port: diffusion latents, scaled by the VAE's `scaling_factor` as the UNet sees them.
+public struct LatentValue: Sendable {
+    /// `[B, 4, F, h, w]`: batch, latent channels, frames, height/8, width/8 (F is 1 for still images).
+    public var tensor: Tensor
+    /// Frame rate to give decoded frames (MagicTime saves at 8 fps).
+    public var frameRate: Double
+
+    /// Wraps a `[B, C, F, h, w]` latent tensor.
+    public init(tensor: Tensor, frameRate: Double = 8) {
+        self.tensor = tensor
+        self.frameRate = frameRate
+    }
+
+    /// Batch, channels, frames, height, width.
+    public var batch: Int { tensor.shape[0] }
+    public var channels: Int { tensor.shape[1] }
+    public var frames: Int { tensor.shape[2] }
+    public var height: Int { tensor.shape[3] }
+    public var width: Int { tensor.shape[4] }
+}
+
+extension CLIPValue {
+    /// A value over any layout `CLIPTextModel.transformersWeights(from:)` accepts, its names and shapes checked
+    /// against `config` without reading tensors, so a wrong file fails at load rather than at the first prompt.
+    public static func checked(config: CLIPTextConfig, weights all: Weights, tokenizer: CLIPTokenizer) throws -> CLIPValue {
+        try config.validate()
+        guard tokenizer.vocabularySize <= config.vocabSize else {
+            throw DiffusionError.badConfig(component: "CLIPTextEncoder", field: "vocab_size",
+                                           reason: "model has \(config.vocabSize) tokens, tokenizer \(tokenizer.vocabularySize)")
+        }
+        let weights = CLIPTextModel.transformersWeights(from: all)
+        let report = weights.report(expected: CLIPTextModel.expectedShapes(config).mapValues { Optional($0) })
+        let component = "CLIPTextModel (\(all.origin))"
+        if let first = report.missing.first {
+            throw DiffusionError.missingWeight(component: component, key: first,
+                                               closeMatches: report.closeMatches[first] ?? DiffusionError.closeMatches(to: first, in: weights.keys))
+        }
+        if let bad = report.shapeMismatches.first {
+            throw DiffusionError.weightShape(component: component, key: bad.name, expected: bad.expected, actual: bad.actual)
+        }
+        return CLIPValue(config: config, weights: weights, tokenizer: tokenizer)
+    }
+}
