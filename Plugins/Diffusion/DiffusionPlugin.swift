@@ -10,5 +10,9 @@ public enum DiffusionPlugin: NodePlugin {
     }
 
     /// Every node type of the family; adding a node adds one line here.
-    static let nodeTypes: [any Node.Type] = [LoadCLIP.self, TextEncode.self]
+    static let nodeTypes: [any Node.Type] = [
+        LoadCLIP.self, TextEncode.self,
+        LoadCheckpoint.self, LoadMotionModule.self, ApplyMotionModule.self, EmptyLatentVideo.self, Sample.self,
+        VAEDecode.self, VAEEncode.self,
+    ]
 }

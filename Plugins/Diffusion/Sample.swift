@@ -1,0 +1,115 @@
+import Foundation
+import LapseGraph
+import LapseTensor
+
+/// `Sample {seed, steps, guidance, scheduler, eta, beta_schedule, denoise}` ← `unet`, `positive`, `negative`,
+/// `latent` → `latent`.
+///
+/// Mirrors diffusers' `AnimateDiffPipeline` / MagicTime's `AnimationPipeline`: noise from
+/// `torch.Generator("cpu").manual_seed(seed)` as `randn([B, 4, F, h, w])` × `init_noise_sigma`, classifier-free
+/// guidance on the batch `[uncond, cond]` as `uncond + g·(cond − uncond)` (skipped when `g ≤ 1`), and the scheduler
+/// configured as MagicTime's DDIM (betas 0.00085…0.012, `steps_offset` 1, `set_alpha_to_one`, no clipping).
+public struct Sample: Node {
+    public static let schema = NodeSchema(
+        type: "Sample", category: "video/diffusion",
+        summary: "Denoises latents with a (video) UNet, classifier-free guidance and a DDIM/Euler/DPM++ scheduler",
+        inputs: [
+            InputSpec("unet", .unet, doc: "UNet, with motion modules for video"),
+            InputSpec("positive", .conditioning, doc: "prompt embeddings"),
+            InputSpec("negative", .conditioning, doc: "negative-prompt embeddings (the unconditional branch of guidance)"),
+            InputSpec("latent", .latent, doc: "EmptyLatentVideo for text-to-video; encoded frames with denoise < 1"),
+            InputSpec("seed", .int, default: .int(0), min: 0, doc: "torch.Generator(\"cpu\").manual_seed(seed) of the noise"),
+            InputSpec("steps", .int, default: .int(25), min: 1, max: 1000, doc: "inference steps"),
+            InputSpec("guidance", .float, default: .float(8.5), min: 0, max: 100, doc: "classifier-free guidance scale (≤ 1 disables it)"),
+            InputSpec("scheduler", .string, default: .string("ddim"), allowed: SchedulerKind.allCases.map(\.rawValue),
+                      doc: "sampler"),
+            InputSpec("eta", .float, default: .float(0), min: 0, max: 1, doc: "DDIM stochasticity (0: deterministic)"),
+            InputSpec("beta_schedule", .string, default: .string("linear"), allowed: ["scaled_linear", "linear"],
+                      doc: "training noise schedule: MagicTime uses linear, SD1.5 scaled_linear"),
+            InputSpec("denoise", .float, default: .float(1), min: 0, max: 1,
+                      doc: "fraction of the schedule to run; < 1 starts from the input latents noised to that level"),
+        ],
+        outputs: [OutputSpec("latent", .latent, doc: "denoised latents")])
+
+    public init() {}
+
+    public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
+        let unet = try inputs.object("unet", as: UNetValue.self)
+        let positive = try inputs.object("positive", as: Conditioning.self)
+        let negative = try inputs.object("negative", as: Conditioning.self)
+        let input = try inputs.object("latent", as: LatentValue.self)
+        let seed = try inputs.int("seed"), steps = try inputs.int("steps")
+        let guidance = Float(try inputs.float("guidance")), eta = Float(try inputs.float("eta"))
+        let denoise = try inputs.float("denoise")
+        guard let kind = SchedulerKind(rawValue: try inputs.string("scheduler")) else {
+            throw NodeError.invalidValue(port: "scheduler", reason: "\"\(try inputs.string("scheduler"))\" is not one of "
+                                         + SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        guard let betas = BetaSchedule(rawValue: try inputs.string("beta_schedule")) else {
+            throw NodeError.invalidValue(port: "beta_schedule", reason: "\"\(try inputs.string("beta_schedule"))\" is not scaled_linear or linear")
+        }
+        guard steps >= 1 else { throw NodeError.invalidValue(port: "steps", reason: "\(steps) must be at least 1") }
+        guard (0...1).contains(denoise) else { throw NodeError.invalidValue(port: "denoise", reason: "\(denoise) is outside 0…1") }
+
+        let shape = input.tensor.shape
+        guard shape.count == 5, shape[1] == unet.config.inChannels else {
+            throw NodeError.invalidValue(port: "latent", reason: "latents must be [B, \(unet.config.inChannels), F, h, w], got \(shape)")
+        }
+        let batch = shape[0], frames = shape[2]
+        if let motion = unet.motion, frames > motion.config.motionMaxSeqLength {
+            throw DiffusionNodeError.tooManyFrames(frames: frames, limit: motion.config.motionMaxSeqLength)
+        }
+        let cond = try Self.batched(positive.embeddings, batch: batch, port: "positive", width: unet.config.crossAttentionDim)
+        let uncond = try Self.batched(negative.embeddings, batch: batch, port: "negative", width: unet.config.crossAttentionDim)
+        guard cond.shape[1] == uncond.shape[1] else {
+            throw NodeError.invalidValue(port: "negative", reason: "\(uncond.shape[1]) tokens, the positive prompt has \(cond.shape[1])")
+        }
+
+        var config = SchedulerConfig.magicTime
+        config.betaSchedule = betas
+        var scheduler = try kind.make(config: config, steps: steps, eta: eta)
+        let start = denoise >= 1 ? 0 : SchedulerKind.startIndex(steps: steps, denoise: denoise)
+        guard start < steps else {
+            return NodeOutputs(["latent": .object(input)])  // denoise 0: nothing to do
+        }
+
+        let model = try unet.makeModel()
+        context.log("\(unet.motion == nil ? "image UNet per frame" : "video UNet"): \(batch)×\(frames) frames of "
+                    + "\(shape[3] * 8)×\(shape[4] * 8), \(steps - start) \(kind.rawValue) steps, guidance \(guidance), seed \(seed)")
+        // The same draws diffusers makes: prepare_latents' randn first, then (ancestral / η > 0) one randn per step.
+        let generator = TorchGenerator(seed: UInt64(bitPattern: Int64(seed)))
+        var latents: Tensor
+        if start == 0 {
+            latents = generator.randn(shape) * scheduler.initNoiseSigma
+        } else {
+            latents = try scheduler.addNoise(to: input.tensor, noise: generator.randn(shape), stepIndex: start)
+        }
+        let useGuidance = guidance > 1
+        let context2 = useGuidance ? concat([uncond, cond], axis: 0) : cond
+        let timesteps = scheduler.timesteps
+        let total = steps - start
+        for i in start..<steps {
+            try context.checkCancellation()
+            let scaled = try scheduler.scaleModelInput(latents, stepIndex: i)
+            let modelInput = useGuidance ? concat([scaled, scaled], axis: 0) : scaled
+            let prediction = try model(modelInput, timestep: timesteps[i], context: context2)
+            var eps = prediction
+            if useGuidance {
+                let parts = chunk(prediction, 2, axis: 0)
+                eps = parts[0] + guidance * (parts[1] - parts[0])
+            }
+            latents = try scheduler.step(modelOutput: eps, stepIndex: i, sample: latents, generator: generator)
+            context.progress(step: i - start + 1, total: total, unit: "step")
+        }
+        return NodeOutputs(["latent": .object(LatentValue(tensor: latents, frameRate: input.frameRate))])
+    }
+
+    /// Embeddings `[1 or B, S, D]` as `[B, S, D]`.
+    static func batched(_ e: Tensor, batch: Int, port: String, width: Int) throws -> Tensor {
+        guard e.rank == 3, e.shape[2] == width, e.shape[0] == 1 || e.shape[0] == batch else {
+            throw NodeError.invalidValue(port: port, reason: "embeddings \(e.shape) do not fit a batch of \(batch) with the UNet's "
+                                         + "cross-attention width \(width) (is the text encoder from the same checkpoint?)")
+        }
+        return e.shape[0] == batch ? e : concat(Array(repeating: e, count: batch), axis: 0)
+    }
+}

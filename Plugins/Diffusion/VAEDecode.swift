@@ -1,0 +1,127 @@
+import Foundation
+import LapseGraph
+import LapseTensor
+
+/// `VAEDecode {tile}` ← `vae`, `latent` → `frames`.
+///
+/// Latents are divided by the VAE's `scaling_factor` (0.18215) and decoded one frame at a time, as MagicTime does,
+/// lazily while the downstream node pulls frames, so memory holds one frame's activations. Output pixels are
+/// `(x/2 + 0.5).clamp(0, 1)`.
+public struct VAEDecode: Node {
+    public static let schema = NodeSchema(
+        type: "VAEDecode", category: "video/diffusion",
+        summary: "Decodes latents to frames with the VAE, one frame at a time (optionally in overlapping spatial tiles)",
+        inputs: [
+            InputSpec("vae", .vae, doc: "autoencoder from LoadCheckpoint"),
+            InputSpec("latent", .latent, doc: "[B, 4, F, h, w] latents from Sample"),
+            InputSpec("tile", .int, default: .int(0), min: 0, max: 8192,
+                      doc: "tile size in pixels (0: whole frames); tiles overlap by a quarter and are blended, bounding memory at large sizes"),
+        ],
+        outputs: [OutputSpec("frames", .frames, doc: "RGB frames in [0, 1], videos of the batch one after another, at the latent's frame rate")])
+
+    public init() {}
+
+    public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
+        let vae = try inputs.object("vae", as: VAEValue.self)
+        let latent = try inputs.object("latent", as: LatentValue.self)
+        let tile = try inputs.int("tile")
+        let shape = latent.tensor.shape
+        guard shape.count == 5, shape[1] == vae.config.latentChannels else {
+            throw NodeError.invalidValue(port: "latent", reason: "latents must be [B, \(vae.config.latentChannels), F, h, w], got \(shape)")
+        }
+        let f = vae.downsamplingFactor
+        if tile > 0, tile % f != 0 || tile < 4 * f {
+            throw NodeError.invalidValue(port: "tile", reason: "\(tile) must be a multiple of \(f) and at least \(4 * f) pixels")
+        }
+        let model = try vae.makeModel()
+        let batch = shape[0], frames = shape[2], height = shape[3] * f, width = shape[4] * f
+        let total = batch * frames
+        let scale = Float(vae.config.scalingFactor)
+        let latents = latent.tensor
+        let fps = latent.frameRate
+        let info = FrameStreamInfo(width: width, height: height, frameRate: Self.rational(fps), frameCount: total)
+        let tileLatent = tile / f
+        let frameStream = Frames(info: info) {
+            var index = 0
+            return ClosureFrameSource {
+                guard index < total else { return nil }
+                try context.checkCancellation()
+                let b = index / frames, t = index % frames
+                let one = slice(slice(latents, axis: 0, start: b, end: b + 1), axis: 2, start: t, end: t + 1)
+                    .reshaped([1, shape[1], shape[3], shape[4]]) / scale
+                let decoded = try Self.decode(one, model: model, tile: tileLatent, factor: f)
+                let image = clamp(decoded * 0.5 + 0.5, min: 0, max: 1).reshaped([decoded.shape[1], height, width])
+                defer { index += 1 }
+                context.progress(step: index + 1, total: total, unit: "frame")
+                return Frame(image: image, index: index, time: Double(index) / fps)
+            }
+        }
+        return NodeOutputs(["frames": .object(frameStream)])
+    }
+
+    /// `fps` as a fraction (8 → 8/1, 29.97 → 30000/1001).
+    static func rational(_ fps: Double) -> (numerator: Int, denominator: Int) {
+        if fps.rounded() == fps { return (Int(fps), 1) }
+        return (Int((fps * 1001).rounded()), 1001)
+    }
+
+    /// One latent `[1, C, h, w]` decoded whole, or in `tile`-sized latent tiles overlapping by a quarter whose
+    /// pixels are blended with linear ramps across the overlaps (tiles see less context than the whole frame, so
+    /// seams are softened, not exact).
+    static func decode(_ latent: Tensor, model: AutoencoderKL, tile: Int, factor f: Int) throws -> Tensor {
+        let h = latent.shape[2], w = latent.shape[3]
+        guard tile > 0, tile < h || tile < w else { return try model.decode(latent) }
+        let overlap = max(tile / 4, 1)
+        func origins(_ n: Int) -> [Int] {
+            guard tile < n else { return [0] }
+            var starts: [Int] = []
+            var p = 0
+            while p + tile < n { starts.append(p); p += tile - overlap }
+            starts.append(n - tile)
+            return starts
+        }
+        let H = h * f, W = w * f
+        var channels = 0
+        var sum: [Float] = [], weight = [Float](repeating: 0, count: H * W)
+        let ramp = Float(overlap * f)
+        for y0 in origins(h) {
+            for x0 in origins(w) {
+                let th = min(tile, h), tw = min(tile, w)
+                let piece = slice(slice(latent, axis: 2, start: y0, end: y0 + th), axis: 3, start: x0, end: x0 + tw)
+                let out = try model.decode(piece)
+                if channels == 0 {
+                    channels = out.shape[1]
+                    sum = [Float](repeating: 0, count: channels * H * W)
+                }
+                let ph = th * f, pw = tw * f, py = y0 * f, px = x0 * f
+                // Ramps only on sides that touch another tile, so frame borders keep full weight.
+                func edge(_ i: Int, _ n: Int, _ atStart: Bool, _ atEnd: Bool) -> Float {
+                    var v: Float = 1
+                    if !atStart { v = min(v, (Float(i) + 0.5) / ramp) }
+                    if !atEnd { v = min(v, (Float(n - i) - 0.5) / ramp) }
+                    return v
+                }
+                let wy = (0..<ph).map { edge($0, ph, py == 0, py + ph == H) }
+                let wx = (0..<pw).map { edge($0, pw, px == 0, px + pw == W) }
+                out.withUnsafeBufferPointer { o in
+                    for c in 0..<channels {
+                        for y in 0..<ph {
+                            let src = (c * ph + y) * pw, dst = (c * H + py + y) * W + px
+                            for x in 0..<pw { sum[dst + x] += o[src + x] * wy[y] * wx[x] }
+                        }
+                    }
+                }
+                for y in 0..<ph { for x in 0..<pw { weight[(py + y) * W + px + x] += wy[y] * wx[x] } }
+            }
+        }
+        for c in 0..<channels { for i in 0..<(H * W) { sum[c * H * W + i] /= weight[i] } }
+        return Tensor(shape: [1, channels, H, W], data: sum)
+    }
+}
+
+/// A frame source driven by a closure (state lives in the closure's captures).
+final class ClosureFrameSource: FrameSource {
+    private let pull: () throws -> Frame?
+    init(_ pull: @escaping () throws -> Frame?) { self.pull = pull }
+    func next() throws -> Frame? { try pull() }
+}
