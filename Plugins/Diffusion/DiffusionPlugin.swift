@@ -14,5 +14,6 @@ public enum DiffusionPlugin: NodePlugin {
         LoadCLIP.self, TextEncode.self,
         LoadCheckpoint.self, LoadMotionModule.self, ApplyMotionModule.self, EmptyLatentVideo.self, Sample.self,
         VAEDecode.self, VAEEncode.self,
+        ApplyLoRA.self, ApplyMagicAdapter.self,
     ]
 }
