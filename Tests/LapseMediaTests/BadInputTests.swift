@@ -74,15 +74,31 @@ struct BadInputTests {
         #expect(!FileManager.default.fileExists(atPath: p("none.mkv")))
     }
 
+    @Test("a missing output folder is created")
+    func createsOutputFolder() throws {
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let frames = try MediaIO.synthesize("testsrc2=size=32x32:rate=25", frameCount: 2)
+        let video = dir.appendingPathComponent("new/folder/out.mkv").path
+        try MediaIO.saveVideo(frames, path: video)
+        #expect(FileManager.default.fileExists(atPath: video))
+        let images = try MediaIO.saveImages(frames, path: dir.appendingPathComponent("seq/x_%03d.png").path)
+        #expect(images.count == 2 && images.allSatisfy { FileManager.default.fileExists(atPath: $0) })
+    }
+
     @Test("unwritable outputs, empty streams and bad settings leave no file behind")
     func badOutputs() throws {
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let frames = try MediaIO.synthesize("testsrc2=size=32x32:rate=25", frameCount: 3)
-        let missing = dir.appendingPathComponent("no/such/folder/out.mp4").path
-        expectError({ try MediaIO.saveVideo(frames, path: missing) }, mentions: ["out.mp4", "does not exist"])
-        expectError({ try MediaIO.saveImages(frames, path: dir.appendingPathComponent("no/x_%03d.png").path) },
-                    mentions: ["x_001.png", "does not exist"])
+        // A file standing where the output folder should be: an error naming both, and nothing written.
+        let blocker = dir.appendingPathComponent("blocker")
+        try Data("not a folder".utf8).write(to: blocker)
+        expectError({ try MediaIO.saveVideo(frames, path: blocker.appendingPathComponent("out.mp4").path) },
+                    mentions: ["out.mp4", "not a folder"])
+        expectError({ try MediaIO.saveImages(frames, path: blocker.appendingPathComponent("sub/x_%03d.png").path) },
+                    mentions: ["x_001.png", "cannot create folder"])
+        try FileManager.default.removeItem(at: blocker)
         let out = dir.appendingPathComponent("empty.mp4").path
         expectError({ try MediaIO.saveVideo(Frames(frames: []), path: out) }, mentions: ["empty.mp4", "no frames"])
         expectError({ try MediaIO.saveVideo(frames, path: dir.appendingPathComponent("x.avi").path) }, mentions: ["x.avi", "codec"])
