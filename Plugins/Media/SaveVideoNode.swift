@@ -44,6 +44,7 @@ struct SaveVideoNode: Node {
         let notes = try MediaIO.saveVideo(frames, path: path, options: options,
                                           progress: context.frameProgress)
         for note in notes { context.log("\(path): \(note)") }
+        context.log("wrote \(path)")
         return .none
     }
 }
