@@ -77,7 +77,7 @@ let package = Package(
         .testTarget(name: "LapseMediaTests", dependencies: ["LapseMedia", "MediaPlugin", "LapseGraph", "LapseTestSupport"]),
         .testTarget(name: "APISRTests", dependencies: ["APISRPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "DiffusionTests", dependencies: ["DiffusionPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport"],
+        .testTarget(name: "DiffusionTests", dependencies: ["DiffusionPlugin", "MediaPlugin", "APISRPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "LapseCLITests", dependencies: ["LapseCLI", "LapseGraph", "LapseTestSupport", "lapse"]),
     ]
