@@ -67,6 +67,8 @@ enum MagicTimeTinyModels {
             "latent.frames=\(try #require(m["frames"] as? Int))",
             "sample.seed=\(try #require(m["seed"] as? Int))", "sample.steps=\(try #require(m["steps"] as? Int))",
             "sample.guidance=\(try #require(m["guidance"] as? Double))", "save.path=\(output)",
+            // The diffusers reference runs AnimateDiff without MagicTime's adapters: the merge node passes through.
+            "magic.spatial=", "magic.temporal=", "magic.text_encoder=",
         ]
         return try texts.map { try ParamOverride.parse($0) }
     }
