@@ -36,10 +36,25 @@ for (size, cin, cout) in [(128, 64, 64), (128, 64, 32), (128, 192, 64), (256, 64
     }
 }
 ConvolutionTuning.winograd = true
+do {  // the final RGB conv of a ×4 upscaler (direct path for ≤ 8 output channels)
+    let x = g.rand([1, 64, 512, 512]), w = g.rand([3, 64, 3, 3]), b = g.rand([3])
+    bench("conv3x3_64to3_512", flops: 2.0 * Double(3 * 64 * 9 * 512 * 512)) {
+        _ = conv2d(x, weight: w, bias: b, padding: 1)
+    }
+}
 for d in [40, 64] {
     let q = g.rand([1, 16, 4096, d]), k = g.rand([1, 16, 4096, d]), v = g.rand([1, 16, 4096, d])
     bench("attention_16x4096_d\(d)", flops: 4.0 * 16 * 4096 * 4096 * Double(d), repeats: 3) {
         _ = attention(query: q, key: k, value: v)
+    }
+}
+do {  // GRL/DAT windows: 256 windows of 8×8 tokens, 6 heads of 16 dims, shared mask; plain and cosine
+    let q = g.rand([256, 6, 64, 16]), k = g.rand([256, 6, 64, 16]), v = g.rand([256, 6, 64, 16])
+    let mask = g.rand([1, 6, 64, 64]), logit = g.rand([6])
+    let flops = 4.0 * 256 * 6 * 64 * 64 * 16
+    bench("attention_window_256x6x64_d16", flops: flops) { _ = attention(query: q, key: k, value: v, mask: mask) }
+    bench("cosine_attention_window_256x6x64_d16", flops: flops) {
+        _ = cosineAttention(query: q, key: k, value: v, logitScale: logit, mask: mask)
     }
 }
 let n = 2048

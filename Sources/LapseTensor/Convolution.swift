@@ -74,6 +74,8 @@ extension Kernels {
                 biasActivate(o, planes: n * oc, channels: oc, inner: plane, bias: nil, activation: activation)
             }
             return out
+        } else if directApplies(kh: kh, kw: kw, vy: vy, vx: vx, groups: groups, outputs: oc) {
+            conv3x3FewOutputs(px, pw, o, n: n, c: c, oc: oc, vy: vy, vx: vx)
         } else if cg == 1 && og == 1 {
             depthwise(px, pw, o, planes: n * c, channels: c, h: h, w: w, vy: vy, vx: vx)
         } else {

@@ -43,8 +43,11 @@ extension Kernels {
                 let g = pw + pair * 9
                 // Columns of G g (6×3), then each row of G g through G again.
                 @inline(__always) func through(_ a: Float, _ b: Float, _ cc: Float) -> SIMD8<Float> {
-                    SIMD8(a / 4, -(a + b + cc) / 6, -(a - b + cc) / 6, a / 24 + b / 12 + cc / 6,
-                          a / 24 - b / 12 + cc / 6, cc, 0, 0)
+                    // Multiplies by rounded reciprocals: divisions here were ~5% of an RRDB run.
+                    let sixth: Float = 1.0 / 6, twelfth: Float = 1.0 / 12, twentyFourth: Float = 1.0 / 24
+                    let outer = a * twentyFourth + cc * sixth, middle = b * twelfth
+                    return SIMD8(a * 0.25, -(a + b + cc) * sixth, -(a - b + cc) * sixth, outer + middle,
+                                 outer - middle, cc, 0, 0)
                 }
                 let c0 = through(g[0], g[3], g[6]), c1 = through(g[1], g[4], g[7]), c2 = through(g[2], g[5], g[8])
                 for i in 0..<6 {
@@ -115,9 +118,8 @@ extension Kernels {
         let rowsPerBlock = max(1, min(target, tilesH / (2 * cores)))
         let blocksPerImage = (tilesH + rowsPerBlock - 1) / rowsPerBlock
         let ld = rowsPerBlock * tilesW + 8  // room for the last chunk's lanes past the block's final tile
-        let lineLength = chunks * 32 + 8
-        let workers = min(cores, n * blocksPerImage)
-        let vSize = 36 * c * ld, mSize = 36 * oc * ld, lineSize = 6 * lineLength
+                let workers = min(cores, n * blocksPerImage)
+        let vSize = 36 * c * ld, mSize = 36 * oc * ld, lineSize = 6 * 40
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: workers * (vSize + mSize + lineSize + 36 * 8 + 32))
         defer { scratch.deallocate() }
 
@@ -133,21 +135,28 @@ extension Kernels {
                 let plane = image + ch * h * w
                 for ty in ty0..<ty1 {
                     let y0 = ty * 4 - padT
-                    for k in 0..<6 {
-                        let dst = line + k * lineLength
-                        let y = y0 + k
-                        dst.update(repeating: 0, count: lineLength)
-                        if y < 0 || y >= h { continue }
-                        // dst[x] = input[x − padL]
-                        let lo = max(0, padL), srcLo = max(0, -padL)
-                        let len = min(w - srcLo, lineLength - lo)
-                        if len > 0 { (dst + lo).update(from: plane + y * w + srcLo, count: len) }
-                    }
                     let rowBase = (ty - ty0) * tilesW
                     for chunk in 0..<chunks {
-                        let x = chunk * 32
+                        // A chunk reads columns x0 ..< x0 + 36 of rows y0 ..< y0 + 6: straight from the plane when all
+                        // of it is inside, else through a zero-padded copy.
+                        let x0 = chunk * 32 - padL
+                        let inside = x0 >= 0 && x0 + 36 <= w && y0 >= 0 && y0 + 6 <= h
+                        let src: UnsafePointer<Float>, pitch: Int
+                        if inside {
+                            src = plane + y0 * w + x0; pitch = w
+                        } else {
+                            let lo = max(0, x0), hi = max(lo, min(w, x0 + 36))
+                            for k in 0..<6 {
+                                let row = line + k * 40, y = y0 + k
+                                if y < 0 || y >= h || hi == lo { row.update(repeating: 0, count: 40); continue }
+                                for j in 0..<(lo - x0) { row[j] = 0 }
+                                (row + (lo - x0)).update(from: plane + y * w + lo, count: hi - lo)
+                                for j in (hi - x0)..<40 { row[j] = 0 }
+                            }
+                            src = UnsafePointer(line); pitch = 40
+                        }
                         for k in 0..<6 {
-                            let p = line + k * lineLength + x
+                            let p = src + k * pitch
                             let (d0, d1, d2, d3) = deinterleave4(p)
                             let (d4, d5, _, _) = deinterleave4(p + 4)
                             let r = inputTransform(d0, d1, d2, d3, d4, d5)
