@@ -23,6 +23,29 @@ func bench(_ name: String, flops: Double, repeats: Int = 5, _ body: () -> Void) 
 }
 
 let g = TorchGenerator(seed: 0)
+// Winograd/direct against im2col on shapes spanning several 8-tile chunks, tile-row blocks and ragged edges (the
+// parity fixtures are small): prints the relative error, which must stay ≤ 1e-4.
+if filter == nil || filter == "verify" {
+    for (shape, cout, pad) in [([2, 24, 75, 141], 40, 1), ([1, 64, 130, 262], 64, 1), ([1, 32, 37, 70], 3, 1),
+                               ([1, 16, 23, 45], 16, 0), ([1, 16, 20, 33], 24, 2)] {
+        let x = g.rand(shape), w = g.rand([cout, shape[1], 3, 3]), b = g.rand([cout])
+        // Reference: im2col, reached by switching Winograd off and by centring the filter in a 5×5 one (padding + 1),
+        // which no 3×3 fast path takes.
+        let w3 = w.scalars
+        var w5 = [Float](repeating: 0, count: cout * shape[1] * 25)
+        for f in 0..<(cout * shape[1]) { for i in 0..<3 { for j in 0..<3 { w5[f * 25 + (i + 1) * 5 + j + 1] = w3[f * 9 + i * 3 + j] } } }
+        ConvolutionTuning.winograd = false
+        let reference = conv2d(x, weight: Tensor(shape: [cout, shape[1], 5, 5], data: w5), bias: b, padding: pad + 1,
+                               activation: .leakyReLU(0.2)).scalars
+        ConvolutionTuning.winograd = true
+        let fast = conv2d(x, weight: w, bias: b, padding: pad, activation: .leakyReLU(0.2)).scalars
+        var diff: Double = 0, norm: Double = 0
+        for (p, q) in zip(fast, reference) { diff += Double(p - q) * Double(p - q); norm += Double(q) * Double(q) }
+        print(String(format: "verify_conv3x3_%@_to%d_pad%d relative_error %.2e", shape.map(String.init).joined(separator: "x"),
+                     cout, pad, (diff / max(norm, 1e-30)).squareRoot()))
+    }
+}
+
 // The upscalers' 3×3 layers (RRDB dense blocks 64…192→32/64, SRVGG 64→64), by both algorithms.
 for (size, cin, cout) in [(128, 64, 64), (128, 64, 32), (128, 192, 64), (256, 64, 64), (256, 64, 32), (256, 96, 32),
                           (512, 64, 64), (32, 64, 64)] {
@@ -76,4 +99,9 @@ do {
     bench("softmax_16x4096x256", flops: Double(s.count)) { _ = softmax(s, axis: -1) }
     let x = g.rand([64, 256, 256])
     bench("silu_4M", flops: Double(x.count)) { _ = silu(x) }
+    bench("gelu_4M", flops: Double(x.count)) { _ = gelu(x) }
+    let gx = x.reshaped([1, 64, 256, 256]), gw = g.rand([64]), gb = g.rand([64])
+    bench("groupnorm32_4M", flops: Double(x.count)) { _ = groupNorm(gx, groups: 32, weight: gw, bias: gb) }
+    let lx = x.reshaped([16_384, 256]), lw = g.rand([256]), lb = g.rand([256])
+    bench("layernorm256_4M", flops: Double(x.count)) { _ = layerNorm(lx, weight: lw, bias: lb) }
 }
