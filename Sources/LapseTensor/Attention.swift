@@ -64,10 +64,14 @@ extension Kernels {
         parallelRanges(x.count / max(d, 1), minPerTask: max(1, 16_384 / max(d, 1))) { r in
             for row in r {
                 let src = p + row * d, dst = o + row * d
-                var s: Float = 0
-                for i in 0..<d { s += src[i] * src[i] }
-                let inv = 1 / Swift.max(s.squareRoot(), 1e-12)
-                for i in 0..<d { dst[i] = src[i] * inv }
+                var acc = SIMD8<Float>(), i = 0
+                while i + 8 <= d { let x = FastMath.load(src + i); acc += x * x; i += 8 }
+                var s = acc.sum()
+                for j in i..<d { s += src[j] * src[j] }
+                let inv = 1 / Swift.max(s.squareRoot(), 1e-12), vinv = SIMD8<Float>(repeating: inv)
+                i = 0
+                while i + 8 <= d { FastMath.store(FastMath.load(src + i) * vinv, dst + i); i += 8 }
+                for j in i..<d { dst[j] = src[j] * inv }
             }
         }
         return out

@@ -13,22 +13,29 @@ enum ExpKernel: UnaryKernel { @inline(__always) static func apply(_ x: Float) ->
 enum SqrtKernel: UnaryKernel { @inline(__always) static func apply(_ x: Float) -> Float { x.squareRoot() } }
 enum TanhKernel: UnaryKernel { @inline(__always) static func apply(_ x: Float) -> Float { Foundation.tanh(x) } }
 enum ReLUKernel: UnaryKernel { @inline(__always) static func apply(_ x: Float) -> Float { x > 0 ? x : 0 } }
-enum SigmoidKernel: UnaryKernel {
-    @inline(__always) static func apply(_ x: Float) -> Float { 1 / (1 + Foundation.exp(-x)) }
+/// A unary kernel with an eight-lane form. The scalar form runs the same vector code on a splat, so tails and
+/// bodies of a loop give bit-identical results for equal inputs.
+protocol VectorUnaryKernel: UnaryKernel { static func apply(_ x: SIMD8<Float>) -> SIMD8<Float> }
+extension VectorUnaryKernel {
+    @inline(__always) static func apply(_ x: Float) -> Float { apply(SIMD8(repeating: x))[0] }
 }
-enum SiLUKernel: UnaryKernel {
-    @inline(__always) static func apply(_ x: Float) -> Float { x / (1 + Foundation.exp(-x)) }
+enum SigmoidKernel: VectorUnaryKernel {
+    @inline(__always) static func apply(_ x: SIMD8<Float>) -> SIMD8<Float> { FastMath.sigmoid(x) }
 }
-enum QuickGELUKernel: UnaryKernel {
-    @inline(__always) static func apply(_ x: Float) -> Float { x / (1 + Foundation.exp(-1.702 * x)) }
+enum SiLUKernel: VectorUnaryKernel {
+    @inline(__always) static func apply(_ x: SIMD8<Float>) -> SIMD8<Float> { x * FastMath.sigmoid(x) }
 }
-enum GELUKernel: UnaryKernel {
-    @inline(__always) static func apply(_ x: Float) -> Float { 0.5 * x * (1 + Foundation.erf(x * 0.70710678118654752)) }
+enum QuickGELUKernel: VectorUnaryKernel {
+    @inline(__always) static func apply(_ x: SIMD8<Float>) -> SIMD8<Float> { x * FastMath.sigmoid(1.702 * x) }
 }
-enum GELUTanhKernel: UnaryKernel {
-    @inline(__always) static func apply(_ x: Float) -> Float {
-        let inner: Float = 0.79788456080286536 * (x + 0.044715 * x * x * x)
-        return 0.5 * x * (1 + Foundation.tanh(inner))
+enum GELUKernel: VectorUnaryKernel {
+    @inline(__always) static func apply(_ x: SIMD8<Float>) -> SIMD8<Float> { x * FastMath.normalCDF(x) }
+}
+/// ½(1 + tanh(y)) is exactly sigmoid(2y), which avoids tanh's cancellation near zero.
+enum GELUTanhKernel: VectorUnaryKernel {
+    @inline(__always) static func apply(_ x: SIMD8<Float>) -> SIMD8<Float> {
+        let inner = 0.79788456080286536 * (x + 0.044715 * x * x * x)
+        return x * FastMath.sigmoid(inner + inner)
     }
 }
 
@@ -39,6 +46,38 @@ extension Kernels {
         parallelRanges(count, minPerTask: 16_384) { r in
             for i in r { p[i] = K.apply(p[i]) }
         }
+    }
+
+    /// Eight-lane form of `mapInPlace`/`unary`: `src` may equal `dst`. The tail goes through one zero-padded vector.
+    @inline(__always)
+    static func mapVector<K: VectorUnaryKernel>(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>,
+                                                _ count: Int, _: K.Type) {
+        parallelRanges(count, minPerTask: 16_384) { r in
+            var i = r.lowerBound
+            while i + 8 <= r.upperBound {
+                FastMath.store(K.apply(FastMath.load(src + i)), dst + i)
+                i += 8
+            }
+            if i < r.upperBound {
+                var v = SIMD8<Float>(repeating: 0)
+                for j in i..<r.upperBound { v[j - i] = src[j] }
+                let y = K.apply(v)
+                for j in i..<r.upperBound { dst[j] = y[j - i] }
+            }
+        }
+    }
+
+    /// Applies `K` to `count` floats in place with the eight-lane kernel.
+    @inline(__always)
+    static func mapInPlace<K: VectorUnaryKernel>(_ p: UnsafeMutablePointer<Float>, _ count: Int, _ k: K.Type) {
+        mapVector(UnsafePointer(p), p, count, k)
+    }
+
+    /// Copies `x` into a fresh tensor and applies the eight-lane kernel `K`.
+    static func unary<K: VectorUnaryKernel>(_ x: Tensor, _ k: K.Type) -> Tensor {
+        let (out, o) = Tensor.uninitializedOutput(x.shape)
+        mapVector(x.basePointer, o, x.count, k)
+        return out
     }
 
     /// Applies an activation in place; used by `activate` and by the fused conv/linear epilogues.

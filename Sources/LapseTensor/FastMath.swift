@@ -27,6 +27,47 @@ enum FastMath {
         return p * unsafeBitCast((ni &+ 127) &<< 23, to: V.self)
     }
 
+    /// 1/(1+e^-x) per lane, ≤ ~3 ulp. Works from e^-|x| ∈ (0, 1] so nothing overflows; the negative side is
+    /// e·s rather than 1 − s, which keeps full relative accuracy for tiny outputs instead of cancelling.
+    @inline(__always)
+    static func sigmoid(_ x: V) -> V {
+        let ax = x.replacing(with: -x, where: x .< 0)
+        // exp clamps its input at −87.3, so past that point return the (denormal-flushed) true limit 0.
+        let e = exp(-ax).replacing(with: 0, where: ax .> 87.3)
+        let s = 1 / (1 + e)
+        return s.replacing(with: e * s, where: x .< 0)
+    }
+
+    /// Φ(x) = ½·erfc(−x/√2), the standard normal CDF, per lane with ≤ 5e-7 relative error.
+    ///
+    /// erfc(z) for z ≥ 0 uses the Chebyshev-fitted form t·exp(−z² + P(t)), t = 1/(1 + z/2) (fractional error
+    /// < 1.2e-7 for every z ≥ 0); the lower half of Φ is then ½·erfc directly, so GELU keeps its relative
+    /// accuracy deep in the negative tail where 1 + erf(x) would cancel. z² = x²/2 is split as xh² + xl·(|x| + xh)
+    /// with xh the top 12 mantissa bits (xh² exact), and the two parts go through separate exps: one rounded
+    /// exponent of size ~50 would otherwise cost 1e-5 relative error.
+    @inline(__always)
+    static func normalCDF(_ x: V) -> V {
+        let ax = x.replacing(with: -x, where: x .< 0)
+        let z = ax * 0.70710678118654752
+        let t = 1 / (1 + 0.5 * z)
+        var p = V(repeating: 0.17087277)
+        p = p * t - 0.82215223
+        p = p * t + 1.48851587
+        p = p * t - 1.13520398
+        p = p * t + 0.27886807
+        p = p * t - 0.18628806
+        p = p * t + 0.09678418
+        p = p * t + 0.37409196
+        p = p * t + 1.00002368
+        p = p * t - 1.26551223
+        let xh = unsafeBitCast(unsafeBitCast(ax, to: SIMD8<UInt32>.self) & 0xFFFF_F000, to: V.self)
+        let xl = ax - xh
+        let erfc = t * exp(-0.5 * (xh * xh)) * exp(p - 0.5 * (xl * (ax + xh)))
+        // Past z ≈ 9.2 (|x| > 13) erfc is below the normal float range and exp's input clamp would show: flush to 0.
+        let half = (0.5 * erfc).replacing(with: 0, where: z .> 9.2)
+        return half.replacing(with: 1 - half, where: x .>= 0)
+    }
+
     /// Softmax of `n` floats in place: max, exp-and-sum, scale, eight lanes at a time.
     @inline(__always)
     static func softmax(_ p: UnsafeMutablePointer<Float>, _ n: Int) {

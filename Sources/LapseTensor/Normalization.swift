@@ -1,15 +1,46 @@
 import Foundation
 
 extension Kernels {
-    /// Mean and biased variance of `n` floats, two-pass in double so large planes stay accurate.
+    /// Mean and biased variance of `n` floats in one SIMD pass.
+    ///
+    /// Sums are taken of x − x₀ (x₀ the first element, close to the mean for real activations), so E[d²] − E[d]²
+    /// doesn't cancel; eight float lanes accumulate blocks of 512 elements, which are then added in double so
+    /// large planes keep their accuracy. The mean comes back as `shift + delta` (x₀ plus a small correction)
+    /// because one float cannot hold it to better than half an ulp of |mean|, which with |mean| ≫ spread is a
+    /// visible error after normalising.
     @inline(__always)
-    static func moments(_ p: UnsafePointer<Float>, _ n: Int) -> (mean: Float, variance: Float) {
-        var s = 0.0
-        for i in 0..<n { s += Double(p[i]) }
-        let m = s / Double(max(n, 1))
-        var v = 0.0
-        for i in 0..<n { let d = Double(p[i]) - m; v += d * d }
-        return (Float(m), Float(v / Double(max(n, 1))))
+    static func moments(_ p: UnsafePointer<Float>, _ n: Int) -> (shift: Float, delta: Float, variance: Float) {
+        if n == 0 { return (0, 0, 0) }
+        let shift = p[0], vshift = SIMD8<Float>(repeating: shift)
+        var sum = 0.0, squares = 0.0
+        var i = 0
+        while i + 8 <= n {
+            let end = min(n, i + 512)
+            var s = SIMD8<Float>(repeating: 0), q = SIMD8<Float>(repeating: 0)
+            while i + 8 <= end {
+                let d = FastMath.load(p + i) - vshift
+                s += d
+                q += d * d
+                i += 8
+            }
+            sum += Double(s.sum()); squares += Double(q.sum())
+        }
+        while i < n { let d = Double(p[i] - shift); sum += d; squares += d * d; i += 1 }
+        let m = sum / Double(n)
+        return (shift, Float(m), Float(Swift.max(squares / Double(n) - m * m, 0)))
+    }
+
+    /// dst[i] = (src[i] − x₀ − δ)·scale + shift for `n` floats, eight at a time, with the mean x₀ + δ from
+    /// `moments`. Subtracting before scaling (x₀ exactly, for nearby values) keeps the precision that folding the
+    /// mean into the shift would cancel away when |mean| ≫ spread.
+    @inline(__always)
+    static func affine(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ n: Int,
+                       x0: Float, delta: Float, scale: Float, shift: Float) {
+        let m = SIMD8<Float>(repeating: x0), dm = SIMD8<Float>(repeating: delta)
+        let a = SIMD8<Float>(repeating: scale), b = SIMD8<Float>(repeating: shift)
+        var i = 0
+        while i + 8 <= n { FastMath.store((FastMath.load(src + i) - m - dm) * a + b, dst + i); i += 8 }
+        while i < n { dst[i] = (src[i] - x0 - delta) * scale + shift; i += 1 }
     }
 }
 
@@ -19,19 +50,31 @@ public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float = 
     let d = x.shape[x.rank - 1]
     if let weight { precondition(weight.count == d, "layerNorm: weight has \(weight.count) values, last dim is \(d)") }
     if let bias { precondition(bias.count == d, "layerNorm: bias has \(bias.count) values, last dim is \(d)") }
-    let (out, o) = Tensor.output(x.shape)
+    let (out, o) = Tensor.uninitializedOutput(x.shape)
     let rows = d == 0 ? 0 : x.count / d
     let p = x.basePointer, w = weight?.basePointer, b = bias?.basePointer
     Kernels.parallelRanges(rows, minPerTask: max(1, 16_384 / max(d, 1))) { r in
         for row in r {
             let src = p + row * d, dst = o + row * d
-            let (m, v) = Kernels.moments(src, d)
+            let (x0, dm, v) = Kernels.moments(src, d)
             let inv = 1 / (v + eps).squareRoot()
-            for i in 0..<d {
-                var y = (src[i] - m) * inv
-                if let w { y *= w[i] }
-                if let b { y += b[i] }
-                dst[i] = y
+            if let w, let b {
+                let vx0 = SIMD8<Float>(repeating: x0), vdm = SIMD8<Float>(repeating: dm)
+                let vinv = SIMD8<Float>(repeating: inv)
+                var i = 0
+                while i + 8 <= d {
+                    let y = (FastMath.load(src + i) - vx0 - vdm) * vinv
+                    FastMath.store(y * FastMath.load(w + i) + FastMath.load(b + i), dst + i)
+                    i += 8
+                }
+                while i < d { dst[i] = (src[i] - x0 - dm) * inv * w[i] + b[i]; i += 1 }
+                continue
+            }
+            Kernels.affine(src, dst, d, x0: x0, delta: dm, scale: inv, shift: 0)
+            if let w {
+                for i in 0..<d { dst[i] *= w[i] }
+            } else if let b {
+                for i in 0..<d { dst[i] += b[i] }
             }
         }
     }
@@ -46,18 +89,18 @@ public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, 
     if let weight { precondition(weight.count == c, "groupNorm: weight has \(weight.count) values, expected \(c)") }
     if let bias { precondition(bias.count == c, "groupNorm: bias has \(bias.count) values, expected \(c)") }
     let inner = x.count / max(n * c, 1), cg = c / groups, span = cg * inner
-    let (out, o) = Tensor.output(x.shape)
+    let (out, o) = Tensor.uninitializedOutput(x.shape)
     let p = x.basePointer, w = weight?.basePointer, b = bias?.basePointer
     Kernels.parallelRanges(n * groups, minPerTask: 1) { r in
         for ng in r {
             let base = ng * span
-            let (m, v) = Kernels.moments(p + base, span)
+            let (x0, dm, v) = Kernels.moments(p + base, span)
             let inv = 1 / (v + eps).squareRoot()
             for cc in 0..<cg {
                 let ch = (ng % groups) * cg + cc
-                let scale = inv * (w?[ch] ?? 1), shift = (b?[ch] ?? 0) - m * scale
+                let scale = inv * (w?[ch] ?? 1), shift = b?[ch] ?? 0
                 let src = p + base + cc * inner, dst = o + base + cc * inner
-                for i in 0..<inner { dst[i] = src[i] * scale + shift }
+                Kernels.affine(src, dst, inner, x0: x0, delta: dm, scale: scale, shift: shift)
             }
         }
     }
@@ -79,7 +122,7 @@ public func batchNorm(_ x: Tensor, mean: Tensor, variance: Tensor, weight: Tenso
         scale[ch] = inv * (w?[ch] ?? 1)
         shift[ch] = (b?[ch] ?? 0) - pm[ch] * scale[ch]
     }
-    let (out, o) = Tensor.output(x.shape)
+    let (out, o) = Tensor.uninitializedOutput(x.shape)
     let p = x.basePointer
     scale.withUnsafeBufferPointer { sc in
         shift.withUnsafeBufferPointer { sh in
@@ -87,7 +130,7 @@ public func batchNorm(_ x: Tensor, mean: Tensor, variance: Tensor, weight: Tenso
                 for plane in r {
                     let a = sc[plane % c], s = sh[plane % c]
                     let src = p + plane * inner, dst = o + plane * inner
-                    for i in 0..<inner { dst[i] = src[i] * a + s }
+                    Kernels.affine(src, dst, inner, x0: 0, delta: 0, scale: a, shift: s)
                 }
             }
         }
@@ -107,14 +150,19 @@ public func softmax(_ x: Tensor, axis: Int = -1) -> Tensor {
     let n = x.shape[ax]
     let inner = x.shape[(ax + 1)...].reduce(1, *)
     let outer = x.count / max(n * inner, 1)
-    let (out, o) = Tensor.output(x.shape)
+    let (out, o) = Tensor.uninitializedOutput(x.shape)
     if x.count == 0 { return out }
-    o.update(from: x.basePointer, count: x.count)
+    let src = x.basePointer
     if inner == 1 {
+        // Copy and normalise each row while it is in cache, on all cores.
         Kernels.parallelRanges(outer, minPerTask: max(1, 16_384 / max(n, 1))) { r in
-            for row in r { Kernels.softmaxRow(o + row * n, n) }
+            for row in r {
+                (o + row * n).update(from: src + row * n, count: n)
+                Kernels.softmaxRow(o + row * n, n)
+            }
         }
     } else {
+        o.update(from: src, count: x.count)
         Kernels.parallelRanges(outer * inner, minPerTask: max(1, 16_384 / max(n, 1))) { r in
             var buf = [Float](repeating: 0, count: n)
             buf.withUnsafeMutableBufferPointer { bp in

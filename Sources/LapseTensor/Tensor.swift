@@ -29,6 +29,18 @@ public final class TensorStorage: @unchecked Sendable {
         Self.live.add(1, ordering: .relaxed)
     }
 
+    /// Allocates `count` floats without zero-filling them, for outputs the caller overwrites completely (saves a
+    /// memory pass per frame on large images).
+    public init(uninitializedCount count: Int) {
+        precondition(count >= 0, "negative tensor size")
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride, alignment: 64)
+        pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        self.count = count
+        owner = nil
+        ownsMemory = true
+        Self.live.add(1, ordering: .relaxed)
+    }
+
     /// Wraps memory owned by `owner` (for example a memory-mapped file) without copying.
     public init(borrowing pointer: UnsafeMutablePointer<Float>, count: Int, owner: AnyObject) {
         self.pointer = pointer
