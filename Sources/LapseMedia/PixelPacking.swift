@@ -42,32 +42,91 @@ enum PixelPacking {
     }
 
     /// Interleaved unsigned integers (8-bit bytes or native-endian 16-bit words) to a planar float tensor.
+    ///
+    /// The tensor is allocated uninitialised (every element is written) and each row is converted eight pixels at
+    /// a time with the channel count as a compile-time constant, so the loop has no per-element dispatch.
     static func unpack(_ source: UnsafeRawPointer, lineSize: Int, width: Int, height: Int, channels: Int,
                        sixteenBit: Bool) -> Tensor {
-        var tensor = Tensor(zeros: [channels, height, width])
         let plane = width * height
+        let storage = TensorStorage(uninitializedCount: channels * plane)
+        let dst = storage.pointer
         let scale: Float = sixteenBit ? 1 / 65535 : 1 / 255
-        tensor.withUnsafeMutableBufferPointer { out in
-            let dst = out.baseAddress!
-            forEachBand(height: height, work: plane * channels) { y0, y1 in
-                for y in y0..<y1 {
-                    let row = source + y * lineSize
-                    let outRow = dst + y * width
-                    if sixteenBit {
-                        let words = row.assumingMemoryBound(to: UInt16.self)
-                        for x in 0..<width {
-                            for c in 0..<channels { outRow[c * plane + x] = Float(words[x * channels + c]) * scale }
-                        }
-                    } else {
-                        let bytes = row.assumingMemoryBound(to: UInt8.self)
-                        for x in 0..<width {
-                            for c in 0..<channels { outRow[c * plane + x] = Float(bytes[x * channels + c]) * scale }
-                        }
+        forEachBand(height: height, work: plane * channels) { y0, y1 in
+            for y in y0..<y1 {
+                let row = source + y * lineSize
+                let out = dst + y * width
+                if sixteenBit {
+                    let words = row.assumingMemoryBound(to: UInt16.self)
+                    switch channels {
+                    case 1: unpackRow(words, out, plane: plane, width: width, channels: 1, scale: scale)
+                    case 2: unpackRow(words, out, plane: plane, width: width, channels: 2, scale: scale)
+                    case 3: unpackRow(words, out, plane: plane, width: width, channels: 3, scale: scale)
+                    default: unpackRow(words, out, plane: plane, width: width, channels: 4, scale: scale)
+                    }
+                } else {
+                    let bytes = row.assumingMemoryBound(to: UInt8.self)
+                    switch channels {
+                    case 1: unpackRow(bytes, out, plane: plane, width: width, channels: 1, scale: scale)
+                    case 2: unpackRow(bytes, out, plane: plane, width: width, channels: 2, scale: scale)
+                    case 3: unpackRow(bytes, out, plane: plane, width: width, channels: 3, scale: scale)
+                    default: unpackRow(bytes, out, plane: plane, width: width, channels: 4, scale: scale)
                     }
                 }
             }
         }
-        return tensor
+        return Tensor(shape: [channels, height, width], storage: storage)
+    }
+
+    /// One interleaved row to `channels` plane rows `plane` floats apart; `channels` is a literal at every call.
+    @inline(__always)
+    private static func unpackRow<T: FixedWidthInteger & UnsignedInteger>(
+        _ src: UnsafePointer<T>, _ dst: UnsafeMutablePointer<Float>, plane: Int, width: Int, channels: Int, scale: Float
+    ) {
+        let vscale = SIMD8<Float>(repeating: scale)
+        var x = 0
+        while x + 8 <= width {
+            let s = src + x * channels
+            for c in 0..<channels {
+                var v = SIMD8<Int32>()
+                for k in 0..<8 { v[k] = Int32(truncatingIfNeeded: s[k * channels + c]) }
+                UnsafeMutableRawPointer(dst + c * plane + x).storeBytes(of: SIMD8<Float>(v) * vscale, as: SIMD8<Float>.self)
+            }
+            x += 8
+        }
+        while x < width {
+            for c in 0..<channels { dst[c * plane + x] = Float(src[x * channels + c]) * scale }
+            x += 1
+        }
+    }
+
+    /// Eight floats scaled to [0, maxValue + 0.5) for truncation, i.e. rounding half up after clamping; NaN and
+    /// negatives give 0. Callers truncate lane by lane: the generic `SIMD8<Int32>(_:rounding:)` initialiser is
+    /// an out-of-line per-element conversion that cost more than x264 itself.
+    @inline(__always)
+    private static func quantise(_ v: SIMD8<Float>, _ maxValue: Float) -> SIMD8<Float> {
+        var q = v * maxValue + 0.5
+        q.replace(with: 0, where: .!(v .> 0))
+        q.replace(with: maxValue, where: q .> maxValue)
+        return q
+    }
+
+    /// One plane row to every `stride`-th integer of an interleaved row (columns 0..<width only).
+    @inline(__always)
+    private static func packRow<T: FixedWidthInteger & UnsignedInteger>(
+        _ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<T>, width: Int, stride: Int, maxValue: Float
+    ) {
+        var x = 0
+        while x + 8 <= width {
+            let q = quantise(UnsafeRawPointer(src + x).loadUnaligned(as: SIMD8<Float>.self), maxValue)
+            for k in 0..<8 { dst[(x + k) * stride] = T(truncatingIfNeeded: Int32(q[k])) }
+            x += 8
+        }
+        if x < width {
+            var v = SIMD8<Float>(repeating: 0)
+            for k in 0..<(width - x) { v[k] = src[x + k] }
+            let q = quantise(v, maxValue)
+            for k in 0..<(width - x) { dst[(x + k) * stride] = T(truncatingIfNeeded: Int32(q[k])) }
+        }
     }
 
     /// A planar float tensor to interleaved integers with `outChannels` channels, optionally padded to a larger
@@ -86,6 +145,20 @@ enum PixelPacking {
                     let rowOffset = min(y, height - 1) * width
                     let row = destination + y * lineSize
                     for (o, r) in recipe.enumerated() {
+                        if case .plane(let p) = r {
+                            // Common case: straight plane copy, vectorised; padded columns repeat the last one.
+                            let from = src + p * plane + rowOffset
+                            if sixteenBit {
+                                let words = row.assumingMemoryBound(to: UInt16.self) + o
+                                packRow(from, words, width: min(width, outWidth), stride: outChannels, maxValue: maxValue)
+                                for x in width..<max(outWidth, width) { words[x * outChannels] = words[(width - 1) * outChannels] }
+                            } else {
+                                let bytes = row.assumingMemoryBound(to: UInt8.self) + o
+                                packRow(from, bytes, width: min(width, outWidth), stride: outChannels, maxValue: maxValue)
+                                for x in width..<max(outWidth, width) { bytes[x * outChannels] = bytes[(width - 1) * outChannels] }
+                            }
+                            continue
+                        }
                         for x in 0..<outWidth {
                             let i = rowOffset + min(x, width - 1)
                             let v: Float
