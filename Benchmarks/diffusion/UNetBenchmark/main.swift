@@ -3,15 +3,47 @@ import DiffusionPlugin
 import LapseTensor
 import LapseWeights
 
-/// Times UNet2DConditionModel forwards on the weights and config Benchmarks/diffusion/unet.sh prepares.
-/// Usage: UNetBenchmark <config.json> <weights.safetensors> <latent-size> <batch> <repeats>
-/// Inputs are seeded (TorchGenerator 0): sample [batch, 4, s, s], context [batch, 77, D], timestep 500.
+/// Times SD1.5 UNet forwards on the weights Benchmarks/diffusion/unet.sh and motion.sh prepare.
+///
+///     UNetBenchmark <config.json> <weights.safetensors> <latent-size> <batch> <repeats>
+///         spatial UNet2DConditionModel; seeded inputs (TorchGenerator 0): sample [batch, 4, s, s],
+///         context [batch, 77, D], timestep 500.
+///     UNetBenchmark motion <unet-config.json> <unet.safetensors> <motion.safetensors> <io.safetensors | latent-size>
+///                          <repeats> <across|per> [torch-seconds]
+///         UNetMotionModel (AnimateDiff v3 adapter) with the GroupNorm mode given; inputs (`sample` [2, 4, 16, s, s],
+///         `context` [2, 77, 768]) and torch's `eps` come from the io file, or are seeded at the given latent size
+///         when no reference exists (memory runs). Prints times, agreement with torch, ratio and peak RSS.
 let args = CommandLine.arguments
-guard args.count == 6, let size = Int(args[3]), let batch = Int(args[4]), let repeats = Int(args[5]) else {
-    FileHandle.standardError.write(Data("usage: UNetBenchmark <config.json> <weights.safetensors> <latent-size> <batch> <repeats>\n".utf8))
-    exit(2)
+
+/// Peak resident set size so far (Linux reports `ru_maxrss` in KiB), in GiB.
+func peakRSS() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_maxrss) / 1024 / 1024
 }
-do {
+
+/// Current resident set size from /proc, in GiB (peak and current differ once activations are freed).
+func currentRSS() -> Double {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+          let kib = Double(line.split(separator: " ").dropFirst().first ?? "") else { return .nan }
+    return kib / 1024 / 1024
+}
+
+/// Writes a line unbuffered, so progress shows in a log while a long forward runs.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+func fail(_ message: String, code: Int32) -> Never {
+    FileHandle.standardError.write(Data("UNetBenchmark: \(message)\n".utf8))
+    exit(code)
+}
+
+func runSpatial() throws {
+    guard args.count == 6, let size = Int(args[3]), let batch = Int(args[4]), let repeats = Int(args[5]) else {
+        fail("usage: UNetBenchmark <config.json> <weights.safetensors> <latent-size> <batch> <repeats>", code: 2)
+    }
     let config = try UNet2DConditionConfig.decode(json: Data(contentsOf: URL(fileURLWithPath: args[1])))
     let loadStart = Date()
     let unet = try UNet2DConditionModel(config: config, weights: try Weights.load(args[2]))
@@ -29,7 +61,69 @@ do {
     }
     print(String(format: "lapse: load %.2f s, forward best %.3f s, median %.3f s (%d runs), mean|eps| %.6f",
                  load, times.min()!, times.sorted()[times.count / 2], repeats, checksum))
+}
+
+func runMotion() throws {
+    guard args.count == 8 || args.count == 9, let repeats = Int(args[6]), repeats >= 1,
+          let normMode: MotionNormMode = ["across": .acrossFrames, "per": .perFrame][args[7]] else {
+        fail("usage: UNetBenchmark motion <unet-config.json> <unet.safetensors> <motion.safetensors> <io.safetensors | latent-size> <repeats> <across|per> [torch-seconds]", code: 2)
+    }
+    let config = try UNet2DConditionConfig.decode(json: Data(contentsOf: URL(fileURLWithPath: args[2])))
+    let loadStart = Date()
+    let unet = try UNet2DConditionModel(config: config, weights: try Weights.load(args[3]))
+    let adapter = try MotionAdapter(config: .animateDiffV3, weights: try Weights.load(args[4]), normMode: normMode)
+    let model = try UNetMotionModel(unet: unet, motion: adapter)
+    let load = Date().timeIntervalSince(loadStart)
+    let rssLoaded = currentRSS()
+
+    let sample: Tensor, context: Tensor, reference: Tensor?
+    if let size = Int(args[5]) {
+        let generator = TorchGenerator(seed: 0)
+        sample = generator.randn([2, config.inChannels, 16, size, size])
+        context = generator.randn([2, 77, config.crossAttentionDim])
+        reference = nil
+    } else {
+        let io = try Weights.load(args[5])
+        sample = try io.tensor("sample")
+        context = try io.tensor("context")
+        reference = try io.tensor("eps")
+    }
+    say(String(format: "lapse: load %.2f s, RSS after load %.2f GiB, sample %@, norm %@",
+                 load, rssLoaded, "\(sample.shape)", args[7]))
+
+    var times: [Double] = []
+    var out = sample
+    for _ in 0..<repeats {
+        let start = Date()
+        out = try model(sample, timesteps: [500, 500], context: context)
+        times.append(Date().timeIntervalSince(start))
+        say(String(format: "  forward %.3f s, peak RSS so far %.2f GiB", times.last!, peakRSS()))
+    }
+    let meanAbs = out.scalars.reduce(0) { $0 + Double(abs($1)) } / Double(out.count)
+    say(String(format: "lapse: forward best %.3f s (%d runs), mean|eps| %.6f, peak RSS %.2f GiB (after load %.2f GiB)",
+                 times.min()!, repeats, meanAbs, peakRSS(), rssLoaded))
+    if let reference {
+        guard reference.shape == out.shape else {
+            fail("torch eps \(reference.shape) vs Lapse \(out.shape) in \(args[5])", code: 1)
+        }
+        let a = out.scalars, b = reference.scalars
+        var maxDiff: Float = 0, maxRef: Float = 0, sumDiff = 0.0, sumRef = 0.0
+        for i in a.indices {
+            let d = abs(a[i] - b[i])
+            maxDiff = max(maxDiff, d); maxRef = max(maxRef, abs(b[i]))
+            sumDiff += Double(d); sumRef += Double(abs(b[i]))
+        }
+        say(String(format: "agreement vs torch: max|Δ| %.3e (%.3e of max|eps|), mean|Δ|/mean|eps| %.3e",
+                     maxDiff, maxDiff / maxRef, sumDiff / sumRef))
+    }
+    if args.count == 9, let torch = Double(args[8]) {
+        say(String(format: "ratio lapse/torch (best of each): %.3f  (torch %.3f s, lapse %.3f s; target <= 1.5)",
+                     times.min()! / torch, torch, times.min()!))
+    }
+}
+
+do {
+    if args.count > 1, args[1] == "motion" { try runMotion() } else { try runSpatial() }
 } catch {
-    FileHandle.standardError.write(Data("UNetBenchmark: \(error.localizedDescription)\n".utf8))
-    exit(1)
+    fail(error.localizedDescription, code: 1)
 }
