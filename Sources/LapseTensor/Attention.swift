@@ -32,12 +32,14 @@ extension Kernels {
         let chunks = (lq + chunk - 1) / chunk
         let pq = q.basePointer, pk = k.basePointer, pv = v.basePointer, pm = mask?.basePointer
         let workers = min(cores, b * h * chunks)
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: workers * chunk * lk)
+        // Per worker: the score block, then one 1/Σ per query row of the chunk.
+        let perWorker = chunk * lk + chunk
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: workers * perWorker)
         defer { scratch.deallocate() }
         parallelTasks(b * h * chunks) { worker, task in
             let bh = task / chunks, c0 = (task % chunks) * chunk
             let rows = min(chunk, lq - c0)
-            let s = scratch + worker * chunk * lk
+            let s = scratch + worker * perWorker, inverseSums = s + chunk * lk
             let head = bh % h, batch = bh / h
             sgemm(transA: false, transB: true, m: rows, n: lk, k: d, alpha: headScales[head],
                   a: pq + (bh * lq + c0) * d, lda: d, b: pk + bh * lk * d, ldb: d, c: s, ldc: lk)
@@ -48,10 +50,16 @@ extension Kernels {
                     let ms = maskStrides[3]
                     if ms == 1 { for j in 0..<lk { row[j] += mrow[j] } } else { for j in 0..<lk { row[j] += mrow[j * ms] } }
                 }
-                softmaxRow(row, lk)
+                inverseSums[r] = FastMath.softmaxUnnormalised(row, lk)
             }
+            // exp(scores)·v, then each output row times 1/Σ: dv multiplies per row instead of lk.
+            let out = o + (bh * lq + c0) * dv
             sgemm(transA: false, transB: false, m: rows, n: dv, k: lk, a: s, lda: lk,
-                  b: pv + bh * lk * dv, ldb: dv, c: o + (bh * lq + c0) * dv, ldc: dv)
+                  b: pv + bh * lk * dv, ldb: dv, c: out, ldc: dv)
+            for r in 0..<rows {
+                let inv = inverseSums[r], orow = out + r * dv
+                for j in 0..<dv { orow[j] *= inv }
+            }
         }
         return out
     }

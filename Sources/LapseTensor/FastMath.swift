@@ -68,6 +68,68 @@ enum FastMath {
         return half.replacing(with: 1 - half, where: x .>= 0)
     }
 
+    /// e^x for lanes known to be ≤ 0 or NaN (softmax after subtracting the row max), ≤ 2e-7 relative error:
+    /// `exp` without the upper clamp (dead work there) and without the r⁷ term (worth ~1e-7 at |r| ≤ ln2/2).
+    /// Attention spends a third of its time in this exp, so the two saved vector ops per lane matter.
+    @inline(__always)
+    static func expNonPositive(_ input: V) -> V {
+        let x = vmax(input, V(repeating: -87.33654))
+        let shifted = x * 1.44269504088896341 + 12_582_912
+        let n = shifted - 12_582_912
+        let ni = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- 0x4B40_0000
+        var r = x - n * 0.693359375
+        r = r + n * 2.12194440e-4
+        let r2 = r * r
+        var p = V(repeating: 1.3981999507e-3)
+        p = p * r + 8.3334519073e-3
+        p = p * r + 4.1665795894e-2
+        p = p * r + 1.6666665459e-1
+        p = p * r + 5.0000001201e-1
+        p = p * r2 + r + 1
+        return p * unsafeBitCast((ni &+ 127) &<< 23, to: V.self)
+    }
+
+    /// The first two passes of softmax: replaces the row by e^(x − max) and returns 1/Σ, so the caller can fold
+    /// the normalisation into a smaller product (attention scales its output row instead of the score row).
+    /// A fully masked row (max = −∞) becomes NaN, as in torch.
+    @inline(__always)
+    static func softmaxUnnormalised(_ p: UnsafeMutablePointer<Float>, _ n: Int) -> Float {
+        let vectors = n / 8
+        var m = -Float.infinity
+        if vectors > 0 {
+            // Four independent maxima so the loop isn't bound by one dependency chain.
+            var m0 = V(repeating: -.infinity), m1 = m0, m2 = m0, m3 = m0
+            var i = 0
+            while i + 4 <= vectors {
+                m0 = vmax(m0, load(p + i * 8)); m1 = vmax(m1, load(p + i * 8 + 8))
+                m2 = vmax(m2, load(p + i * 8 + 16)); m3 = vmax(m3, load(p + i * 8 + 24))
+                i += 4
+            }
+            while i < vectors { m0 = vmax(m0, load(p + i * 8)); i += 1 }
+            m = vmax(vmax(m0, m1), vmax(m2, m3)).max()
+        }
+        for i in (vectors * 8)..<n where p[i] > m { m = p[i] }
+        if m == -.infinity {
+            for i in 0..<n { p[i] = .nan }
+            return .nan
+        }
+        let vmax = V(repeating: m)
+        var vs = V(repeating: 0)
+        for i in 0..<vectors {
+            let e = expNonPositive(load(p + i * 8) - vmax)
+            store(e, p + i * 8)
+            vs += e
+        }
+        var s = vs.sum()
+        if vectors * 8 < n {
+            var tail = V(repeating: -.infinity)
+            for i in (vectors * 8)..<n { tail[i - vectors * 8] = p[i] - m }
+            let e = expNonPositive(tail)
+            for i in (vectors * 8)..<n { p[i] = e[i - vectors * 8]; s += e[i - vectors * 8] }
+        }
+        return 1 / s
+    }
+
     /// Softmax of `n` floats in place: max, exp-and-sum, scale, eight lanes at a time.
     @inline(__always)
     static func softmax(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
