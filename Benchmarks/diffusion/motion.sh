@@ -34,9 +34,14 @@ torch.set_grad_enabled(False)
 
 def seeded(module, seed):
     # Uniform weights scaled by fan-in so activations stay O(1) through ~100 layers; norms near 1, small biases.
+    # Buffers (the motion modules' sinusoidal `pos_embed.pe` tables) keep their values: they are not weights.
     g = torch.Generator().manual_seed(seed)
+    params = dict(module.named_parameters())
     sd = {}
     for name, p in module.state_dict().items():
+        if name not in params:
+            sd[name] = p.clone()
+            continue
         r = torch.rand(p.shape, generator=g) * 2 - 1
         if name.endswith(".weight") and p.dim() == 1:
             sd[name] = 1 + 0.2 * r
