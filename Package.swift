@@ -1,11 +1,20 @@
 // swift-tools-version: 6.0
+import Foundation
 import PackageDescription
 
 /// Lapse: generative-video and upscaling pipelines declared as JSON node graphs, run on the CPU.
 ///
 /// Layers: `Sources/` is the core (graph runtime, tensor engine, weight formats, media I/O, CLI) and knows no
 /// model; each node family under `Plugins/` registers its nodes through the same public API an external plugin uses.
-let optimized: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+// Release builds of the numeric modules target AVX2 + FMA (Haswell, 2013, and later x86-64): measured on the 2-core
+// machines here, attention 0.75× → 0.83× PyTorch's throughput and SiLU 1.2 → 1.7 GB/s over baseline x86-64 (SSE2).
+// LAPSE_PORTABLE=1 (with a clean build) builds for any x86-64 CPU instead.
+#if arch(x86_64)
+let cpuFlags = ProcessInfo.processInfo.environment["LAPSE_PORTABLE"] == nil ? ["-target-cpu", "haswell"] : []
+#else
+let cpuFlags: [String] = []
+#endif
+let optimized: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"] + cpuFlags, .when(configuration: .release))]
 
 let package = Package(
     name: "Lapse",
