@@ -30,6 +30,22 @@ struct OpParityTests {
         }
     }
 
+    /// The figures behind the closing notes: the worst relative error of each tolerance class over every case.
+    @Test func worstErrorsStayWithinTolerance() throws {
+        var worst: [Bool: (error: Float, name: String)] = [true: (0, ""), false: (0, "")]
+        for c in OpFixtures.cases {
+            let elementwise = Self.elementwiseOps.contains(c.op)
+            for (got, want) in zip(try Self.run(c), c.outputs) where got.shape == want.shape {
+                let err = relativeError(got, want)
+                if err > worst[elementwise]!.error { worst[elementwise] = (err, c.name) }
+            }
+        }
+        print("op parity over \(OpFixtures.cases.count) cases: worst elementwise/data-movement \(worst[true]!.error) "
+              + "(\(worst[true]!.name)), worst conv/norm/attention/reduction \(worst[false]!.error) (\(worst[false]!.name))")
+        #expect(worst[true]!.error <= 1e-5)
+        #expect(worst[false]!.error <= 1e-4)
+    }
+
     struct MissingInput: Error, CustomStringConvertible {
         let name: String
         var description: String { "fixture input \(name) missing" }
