@@ -9,7 +9,7 @@ struct SaveImageNode: Node {
         inputs: [
             InputSpec("frames", .frames, doc: "frames to save"),
             InputSpec("path", .string, doc: "output .png path, or a pattern like out_%05d.png for several frames"),
-            InputSpec("bit_depth", .int, default: .int(8), min: 8, max: 16, doc: "8 or 16 bits per sample (default 8)"),
+            InputSpec("bit_depth", .int, default: .int(8), allowed: ["8", "16"], doc: "8 or 16 bits per sample (default 8)"),
         ],
         isOutput: true, outputFileParams: ["path"])
 

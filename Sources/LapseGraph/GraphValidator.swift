@@ -241,35 +241,45 @@ public struct GraphValidator {
             return nil
         }
         func range(_ x: Double, _ text: String) -> Bool {
+            let bounds = switch (spec.min, spec.max) {
+            case let (lo?, hi?): "allowed range \(format(lo))…\(format(hi))"
+            case let (lo?, nil): "allowed: ≥ \(format(lo))"
+            case let (nil, hi?): "allowed: ≤ \(format(hi))"
+            case (nil, nil): ""
+            }
             if let lo = spec.min, x < lo {
                 diagnostics.append(Diagnostic(path: path, nodeID: nodeID,
-                                              message: "value \(text) is out of range (minimum \(format(lo)))" + (spec.max.map { ", maximum \(format($0))" } ?? ""),
+                                              message: "value \(text) is below the minimum \(format(lo)) (\(bounds))",
                                               location: json.location))
                 return false
             }
             if let hi = spec.max, x > hi {
                 diagnostics.append(Diagnostic(path: path, nodeID: nodeID,
-                                              message: "value \(text) is out of range (maximum \(format(hi)))" + (spec.min.map { ", minimum \(format($0))" } ?? ""),
+                                              message: "value \(text) is above the maximum \(format(hi)) (\(bounds))",
                                               location: json.location))
                 return false
             }
             return true
         }
+        func allowed(_ text: String, quoted: String) -> Bool {
+            guard let allowed = spec.allowed, !allowed.contains(text) else { return true }
+            // Spelling suggestions help names, not numbers.
+            let hint = spec.type == .string ? Suggestions.hint(for: text, in: allowed) : ""
+            diagnostics.append(Diagnostic(path: path, nodeID: nodeID,
+                                          message: "value \(quoted) is not allowed\(hint); allowed: \(allowed.joined(separator: ", "))",
+                                          location: json.location))
+            return false
+        }
         switch (spec.type, json.kind) {
         case (.int, .number(_, let integer?)):
-            return range(Double(integer), String(integer)) ? .int(integer) : nil
+            // Int inputs may list their allowed values too (SaveImage.bit_depth: 8 or 16).
+            return range(Double(integer), String(integer)) && allowed(String(integer), quoted: String(integer)) ? .int(integer) : nil
         case (.float, .number(let d, _)):
             return range(d, json.jsonText) ? .float(d) : nil
         case (.bool, .bool(let b)):
             return .bool(b)
         case (.string, .string(let s)):
-            if let allowed = spec.allowed, !allowed.contains(s) {
-                diagnostics.append(Diagnostic(path: path, nodeID: nodeID,
-                                              message: "value \"\(s)\" is not allowed\(Suggestions.hint(for: s, in: allowed)); allowed: \(allowed.joined(separator: ", "))",
-                                              location: json.location))
-                return nil
-            }
-            return .string(s)
+            return allowed(s, quoted: "\"\(s)\"") ? .string(s) : nil
         default:
             return wrong()
         }

@@ -55,7 +55,7 @@ public struct InputSpec: Sendable {
     /// Inclusive bounds for `Int` and `Float` values.
     public var min: Double?
     public var max: Double?
-    /// Allowed values for an enumerated `String` input.
+    /// Allowed values for an enumerated `String` input, or for an `Int` input as decimal strings (`["8", "16"]`).
     public var allowed: [String]?
     /// One line shown by `lapse nodes TYPE`.
     public var doc: String

@@ -129,7 +129,7 @@ struct PluginAndProcessTests {
         let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         validate.waitUntilExit()
         #expect(validate.terminationStatus == 2)
-        #expect(message.contains("error: nodes.w.params.lines: value -1 is out of range (minimum 0)"))
+        #expect(message.contains("error: nodes.w.params.lines: value -1 is below the minimum 0 (allowed: ≥ 0)"))
         #expect(message.contains(#"error: nodes.w.params.path: missing required input "path" (String)"#))
     }
 

@@ -76,9 +76,9 @@ struct ValidationTests {
 
     @Test func rangeAndAllowedValues() {
         let e = errors(graph(#""s": {"type": "TestAdd", "params": {"a": 1, "scale": 11, "mode": "ad"}}, "v": {"type": "TestValue", "params": {"value": -1001}}, "out": {"type": "TestOutput", "inputs": {"value": "s"}}"#))
-        #expect(e.contains("error: nodes.s.params.scale: value 11 is out of range (maximum 10), minimum 0"))
+        #expect(e.contains("error: nodes.s.params.scale: value 11 is above the maximum 10 (allowed range 0…10)"))
         #expect(e.contains(#"error: nodes.s.params.mode: value "ad" is not allowed (did you mean "add"?); allowed: add, sub"#))
-        #expect(e.contains("error: nodes.v.params.value: value -1001 is out of range (minimum -1000), maximum 1000"))
+        #expect(e.contains("error: nodes.v.params.value: value -1001 is below the minimum -1000 (allowed range -1000…1000)"))
     }
 
     @Test func cycleNamesItsNodes() {
