@@ -51,8 +51,10 @@ public struct SRVGGNetwork: UpscaleNetwork {
         }
         var feat = input
         for (i, conv) in layers.enumerated() {
-            feat = conv(feat)
-            if i < slopes.count { feat = prelu(feat, weight: slopes[i]) }
+            // PReLU rides in the conv's output pass instead of a second sweep over the feature map.
+            feat = i < slopes.count
+                ? conv2dPReLU(feat, weight: conv.weight, bias: conv.bias, padding: conv.kernel / 2, slopes: slopes[i])
+                : conv(feat)
         }
         var out = pixelShuffle(feat, factor: c.upscale)
         Self.addNearest(&out, input, factor: c.upscale)

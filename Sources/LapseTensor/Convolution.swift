@@ -38,7 +38,8 @@ extension Kernels {
 
     /// Grouped 2-D convolution of an NCHW tensor by im2col + SGEMM, tiled over output rows.
     static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, vertical: ConvAxis, horizontal: ConvAxis,
-                       groups: Int, activation: Activation?, op: StaticString) -> Tensor {
+                       groups: Int, activation: Activation?, op: StaticString,
+                       prelu slopes: UnsafePointer<Float>? = nil) -> Tensor {
         precondition(x.rank == 4, "\(op): input must be [N, C, H, W], got \(x.shape)")
         precondition(weight.rank == 4, "\(op): weight must be [out, in/groups, kh, kw], got \(weight.shape)")
         let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
@@ -51,7 +52,9 @@ extension Kernels {
         let ho = vy.output, wo = vx.output
         precondition(ho > 0 && wo > 0, "\(op): input \(x.shape) too small for kernel \(kh)×\(kw) (padding \(vy.padding), dilation \(vy.dilation))")
         let og = oc / groups, kk = cg * kh * kw, plane = ho * wo
-        let (out, o) = Tensor.output([n, oc, ho, wo])
+        // Every path below writes each output element (GEMMs with beta 0, the transforms, the direct kernels;
+        // depthwise clears its own planes), so the memset of a zeroed tensor would be a wasted memory pass.
+        let (out, o) = Tensor.uninitializedOutput([n, oc, ho, wo])
         let px = x.basePointer, pw = weight.basePointer
         let pointwise = kh == 1 && kw == 1 && vy.stride == 1 && vx.stride == 1 && vy.padding == 0 && vx.padding == 0
         if pointwise {
@@ -69,9 +72,16 @@ extension Kernels {
             case .leakyReLU(let s): s
             default: nil
             }
-            winogradConv3x3(px, pw, o, n: n, c: c, oc: oc, vy: vy, vx: vx, bias: bias?.basePointer, slope: slope)
+            let u = winogradWeightsCached(weight, oc: oc, c: c)
+            winogradConv3x3(px, u.pointer, o, n: n, c: c, oc: oc, vy: vy, vx: vx, bias: bias?.basePointer,
+                            slope: slope, slopes: activation == nil ? slopes : nil)
+            withExtendedLifetime(u) {}
             if slope == nil, let activation {
                 biasActivate(o, planes: n * oc, channels: oc, inner: plane, bias: nil, activation: activation)
+            }
+            if let slopes, activation != nil {
+                // Both an activation and PReLU: PReLU comes after the activation, so it cannot be fused.
+                applyPReLU(o, planes: n * oc, channels: oc, inner: plane, slopes: slopes)
             }
             return out
         } else if directApplies(kh: kh, kw: kw, vy: vy, vx: vx, groups: groups, outputs: oc) {
@@ -98,7 +108,19 @@ extension Kernels {
             }
         }
         biasActivate(o, planes: n * oc, channels: oc, inner: plane, bias: bias?.basePointer, activation: activation)
+        if let slopes { applyPReLU(o, planes: n * oc, channels: oc, inner: plane, slopes: slopes) }
         return out
+    }
+
+    /// Per-channel PReLU in place over `[planes, inner]` output laid out as `(n, channel)`.
+    static func applyPReLU(_ o: UnsafeMutablePointer<Float>, planes: Int, channels: Int, inner: Int,
+                           slopes: UnsafePointer<Float>) {
+        parallelRanges(planes, minPerTask: max(1, 16_384 / max(inner, 1))) { r in
+            for plane in r {
+                let p = o + plane * inner, a = slopes[plane % channels]
+                for i in 0..<inner { let v = p[i]; p[i] = v >= 0 ? v : v * a }
+            }
+        }
     }
 
     /// Fills the `[taps, rows·wo]` column matrix for output rows `rows` of one group (`src` = its first channel).
@@ -176,6 +198,23 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, 
     let vx = ConvAxis(input: input.shape[3], kernel: weight.shape[3], stride: stride, padding: pad, dilation: dilation)
     return Kernels.conv2d(input, weight: weight, bias: bias, vertical: vy, horizontal: vx, groups: groups,
                           activation: activation, op: "conv2d")
+}
+
+/// Zero-padded 2-D convolution followed by a per-channel PReLU (`slopes`: one per output channel, or one for all),
+/// fused into the convolution's output pass where the algorithm allows, so the activation costs no extra sweep
+/// over the feature map (SRVGG runs PReLU after every conv).
+public func conv2dPReLU(_ x: Tensor, weight: Tensor, bias: Tensor?, padding: Int = 0, slopes: Tensor) -> Tensor {
+    precondition(x.rank == 4 && weight.rank == 4, "conv2dPReLU: input \(x.shape) / weight \(weight.shape) must be rank 4")
+    let oc = weight.shape[0]
+    precondition(slopes.count == oc || slopes.count == 1,
+                 "conv2dPReLU: \(slopes.count) slopes for \(oc) output channels")
+    let perChannel = slopes.count == oc ? slopes : Tensor(repeating: slopes.basePointer[0], shape: [oc])
+    let vy = ConvAxis(input: x.shape[2], kernel: weight.shape[2], stride: 1, padding: padding, dilation: 1)
+    let vx = ConvAxis(input: x.shape[3], kernel: weight.shape[3], stride: 1, padding: padding, dilation: 1)
+    let y = Kernels.conv2d(x, weight: weight, bias: bias, vertical: vy, horizontal: vx, groups: 1, activation: nil,
+                           op: "conv2dPReLU", prelu: perChannel.basePointer)
+    withExtendedLifetime(perChannel) {}
+    return y
 }
 
 /// 1-D convolution of `[N, C, L]` input with weight `[out, in/groups, k]`.

@@ -60,6 +60,70 @@ extension Kernels {
         return u
     }
 
+    /// Transformed weights of one weight tensor, owned by the cache and freed when the last user lets go.
+    final class WinogradWeights: @unchecked Sendable {
+        let pointer: UnsafeMutablePointer<Float>
+        let count: Int
+        /// A copy of the filters the transform was made from: a tensor freed and another allocated at the same
+        /// address, or weights edited in place, must miss. Comparing 9·O·C floats costs far less than the transform.
+        let original: UnsafeMutablePointer<Float>
+        let originalCount: Int
+        init(pointer: UnsafeMutablePointer<Float>, count: Int, source: UnsafePointer<Float>, sourceCount: Int) {
+            self.pointer = pointer; self.count = count
+            original = .allocate(capacity: sourceCount)
+            original.initialize(from: source, count: sourceCount)
+            originalCount = sourceCount
+        }
+        func matches(_ weights: UnsafePointer<Float>) -> Bool {
+            memcmp(original, weights, originalCount * MemoryLayout<Float>.size) == 0
+        }
+        deinit { pointer.deallocate(); original.deallocate() }
+    }
+
+    struct WinogradKey: Hashable { let address: UInt, oc: Int, c: Int }
+
+    /// Recently used transforms, oldest first, bounded by `winogradCacheLimit` floats in total.
+    /// An upscaler runs the same convolutions for every tile and frame, so re-transforming (~4.5% of an RRDB run)
+    /// is wasted work. Entries are keyed by the filters' address and checked against a copy of their values.
+    static let winogradCache = Mutex<(entries: [WinogradKey: WinogradWeights], order: [WinogradKey], floats: Int)>(
+        (entries: [:], order: [], floats: 0))
+    static let winogradCacheLimit = 32 << 20  // 128 MB of floats
+
+    /// `winogradWeights` for `weight`, reusing an earlier transform of the same, still-alive storage.
+    static func winogradWeightsCached(_ weight: Tensor, oc: Int, c: Int) -> WinogradWeights {
+        let key = WinogradKey(address: UInt(bitPattern: weight.basePointer), oc: oc, c: c)
+        let hit = winogradCache.withLock { cache -> WinogradWeights? in
+            guard let e = cache.entries[key] else { return nil }
+            if e.matches(weight.basePointer) {
+                if let i = cache.order.firstIndex(of: key) { cache.order.remove(at: i); cache.order.append(key) }
+                return e
+            }
+            cache.entries[key] = nil
+            cache.order.removeAll { $0 == key }
+            cache.floats -= e.count
+            return nil
+        }
+        if let hit { return hit }
+        let count = 36 * oc * c
+        let fresh = WinogradWeights(pointer: winogradWeights(weight.basePointer, oc: oc, c: c), count: count,
+                                    source: weight.basePointer, sourceCount: 9 * oc * c)
+        if count <= winogradCacheLimit / 4 {
+            winogradCache.withLock { cache in
+                if let old = cache.entries.updateValue(fresh, forKey: key) {
+                    cache.floats -= old.count
+                    cache.order.removeAll { $0 == key }
+                }
+                cache.order.append(key)
+                cache.floats += count
+                while cache.floats > winogradCacheLimit, !cache.order.isEmpty {
+                    let victim = cache.order.removeFirst()
+                    if let e = cache.entries.removeValue(forKey: victim) { cache.floats -= e.count }
+                }
+            }
+        }
+        return fresh
+    }
+
     @inline(__always)
     static func loadV8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
         UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
@@ -103,14 +167,14 @@ extension Kernels {
         return (m0 + a + c, b + 2 * d, a + 4 * c, b + 8 * d + m5)
     }
 
-    /// Runs the convolution; adds `bias` and applies `slope` (leaky ReLU negative slope; 0 = ReLU) when given.
-    static func winogradConv3x3(_ px: UnsafePointer<Float>, _ pw: UnsafePointer<Float>, _ o: UnsafeMutablePointer<Float>,
+    /// Runs the convolution with transformed weights `u` (`winogradWeights`); adds `bias` and applies `slope`
+    /// (leaky ReLU negative slope; 0 = ReLU) when given, else the per-channel PReLU `slopes` when given.
+    static func winogradConv3x3(_ px: UnsafePointer<Float>, _ u: UnsafePointer<Float>, _ o: UnsafeMutablePointer<Float>,
                                 n: Int, c: Int, oc: Int, vy: ConvAxis, vx: ConvAxis,
-                                bias: UnsafePointer<Float>?, slope: Float?) {
+                                bias: UnsafePointer<Float>?, slope: Float?, slopes: UnsafePointer<Float>? = nil) {
         let h = vy.input, w = vx.input, ho = vy.output, wo = vx.output
         let padT = vy.padding, padL = vx.padding
-        let u = winogradWeights(pw, oc: oc, c: c)
-        defer { u.deallocate() }
+        let negativeSlope: UnsafePointer<Float>? = slope == nil ? slopes : nil
         let tilesH = (ho + 3) / 4, tilesW = (wo + 3) / 4
         let chunks = (tilesW + 7) / 8
         // Whole tile rows per block: ~192 tiles keeps V + M within a few MiB; at least two blocks per core.
@@ -187,6 +251,7 @@ extension Kernels {
             for oo in 0..<oc {
                 let dstPlane = o + (b * oc + oo) * ho * wo
                 let bv = SIMD8<Float>(repeating: bias?[oo] ?? 0)
+                let channelSlope: Float? = slope ?? negativeSlope?[oo]
                 for ty in ty0..<ty1 {
                     let rowBase = (ty - ty0) * tilesW
                     for chunk in 0..<chunks {
@@ -208,7 +273,7 @@ extension Kernels {
                             var y = outputTransform(loadV8(hb), loadV8(hb + 8), loadV8(hb + 16), loadV8(hb + 24),
                                                     loadV8(hb + 32), loadV8(hb + 40))
                             y.0 += bv; y.1 += bv; y.2 += bv; y.3 += bv
-                            if let slope {
+                            if let slope = channelSlope {
                                 y.0.replace(with: y.0 * slope, where: y.0 .< 0)
                                 y.1.replace(with: y.1 * slope, where: y.1 .< 0)
                                 y.2.replace(with: y.2 * slope, where: y.2 .< 0)
