@@ -100,11 +100,11 @@ public struct RRDBNetwork: UpscaleNetwork {
         var channels = configuration.features
         x.withUnsafeBufferPointer { src in buffer.pointer.update(from: src.baseAddress!, count: src.count) }
         for j in 0..<4 {
+            // The conv writes straight behind the channels it reads, so the concatenation costs no copy.
             let view = Tensor(shape: [1, channels, h, w], storage: buffer)
-            let out = convs[j](view, activation: .leakyReLU(0.2))
-            out.withUnsafeBufferPointer { src in
-                (buffer.pointer + channels * plane).update(from: src.baseAddress!, count: src.count)
-            }
+            let conv = convs[j]
+            _ = conv2d(view, weight: conv.weight, bias: conv.bias, padding: conv.kernel / 2,
+                       activation: .leakyReLU(0.2), into: buffer, offset: channels * plane)
             channels += configuration.growth
         }
         var x5 = convs[4](Tensor(shape: [1, channels, h, w], storage: buffer))

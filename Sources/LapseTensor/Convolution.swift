@@ -39,7 +39,8 @@ extension Kernels {
     /// Grouped 2-D convolution of an NCHW tensor by im2col + SGEMM, tiled over output rows.
     static func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, vertical: ConvAxis, horizontal: ConvAxis,
                        groups: Int, activation: Activation?, op: StaticString,
-                       prelu slopes: UnsafePointer<Float>? = nil) -> Tensor {
+                       prelu slopes: UnsafePointer<Float>? = nil,
+                       into destination: (storage: TensorStorage, offset: Int)? = nil) -> Tensor {
         precondition(x.rank == 4, "\(op): input must be [N, C, H, W], got \(x.shape)")
         precondition(weight.rank == 4, "\(op): weight must be [out, in/groups, kh, kw], got \(weight.shape)")
         let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
@@ -54,7 +55,13 @@ extension Kernels {
         let og = oc / groups, kk = cg * kh * kw, plane = ho * wo
         // Every path below writes each output element (GEMMs with beta 0, the transforms, the direct kernels;
         // depthwise clears its own planes), so the memset of a zeroed tensor would be a wasted memory pass.
-        let (out, o) = Tensor.uninitializedOutput([n, oc, ho, wo])
+        let (out, o): (Tensor, UnsafeMutablePointer<Float>)
+        if let destination {
+            out = Tensor(shape: [n, oc, ho, wo], storage: destination.storage, offset: destination.offset)
+            o = destination.storage.pointer + destination.offset
+        } else {
+            (out, o) = Tensor.uninitializedOutput([n, oc, ho, wo])
+        }
         let px = x.basePointer, pw = weight.basePointer
         let pointwise = kh == 1 && kw == 1 && vy.stride == 1 && vx.stride == 1 && vy.padding == 0 && vx.padding == 0
         if pointwise {
@@ -215,6 +222,23 @@ public func conv2dPReLU(_ x: Tensor, weight: Tensor, bias: Tensor?, padding: Int
                            op: "conv2dPReLU", prelu: perChannel.basePointer)
     withExtendedLifetime(perChannel) {}
     return y
+}
+
+/// Zero-padded stride-1 2-D convolution of a single image whose output is written into `storage` at element
+/// `offset` (returned as a view of it) instead of a fresh tensor: a dense block can then grow its channel
+/// concatenation in place. The destination must not overlap the input's elements.
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, padding: Int, activation: Activation? = nil,
+                   into storage: TensorStorage, offset: Int) -> Tensor {
+    precondition(x.rank == 4 && weight.rank == 4 && x.shape[0] == 1,
+                 "conv2d(into:): input \(x.shape) must be [1, C, H, W] and weight \(weight.shape) rank 4")
+    let vy = ConvAxis(input: x.shape[2], kernel: weight.shape[2], stride: 1, padding: padding, dilation: 1)
+    let vx = ConvAxis(input: x.shape[3], kernel: weight.shape[3], stride: 1, padding: padding, dilation: 1)
+    let outCount = weight.shape[0] * vy.output * vx.output
+    let inStart = x.offset, inEnd = x.offset + x.count
+    precondition(x.storage !== storage || offset >= inEnd || offset + outCount <= inStart,
+                 "conv2d(into:): output at \(offset)..<\(offset + outCount) overlaps the input \(inStart)..<\(inEnd)")
+    return Kernels.conv2d(x, weight: weight, bias: bias, vertical: vy, horizontal: vx, groups: 1,
+                          activation: activation, op: "conv2d(into:)", into: (storage, offset))
 }
 
 /// 1-D convolution of `[N, C, L]` input with weight `[out, in/groups, k]`.
