@@ -137,7 +137,8 @@ public struct RRDBNetwork: UpscaleNetwork {
     /// Nearest-neighbour ×2 (`F.interpolate(scale_factor=2, mode="nearest")`) of `[N, C, H, W]`.
     static func upsampleNearest2x(_ x: Tensor) -> Tensor {
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-        var out = Tensor(zeros: [n, c, 2 * h, 2 * w])
+        // Every element is written below, so skip the zero fill (a full pass over the largest feature maps).
+        var out = Tensor(shape: [n, c, 2 * h, 2 * w], storage: TensorStorage(uninitializedCount: n * c * 4 * h * w))
         x.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
                 let ps = SharedPointer(src.baseAddress!), pd = SharedPointer(dst.baseAddress!)
