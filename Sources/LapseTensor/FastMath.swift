@@ -8,23 +8,32 @@ enum FastMath {
     @inline(__always)
     static func exp(_ input: V) -> V {
         let x = vmin(vmax(input, V(repeating: -87.33654)), V(repeating: 88.37626))
+        let (r, scale) = reduce(x)
+        return polynomialTail(V(repeating: 1.9875691500e-4) * r + 1.3981999507e-3, r) * scale
+    }
+
+    /// Splits x = n·ln2 + r with |r| ≤ ln2/2 and returns r and 2^n (n ∈ [-126, 127] for the clamped inputs).
+    @inline(__always)
+    private static func reduce(_ x: V) -> (r: V, scale: V) {
         // n = round(x / ln2) via the 1.5·2²³ trick: adding it leaves n in the low mantissa bits.
         let shifted = x * 1.44269504088896341 + 12_582_912
         let n = shifted - 12_582_912
         let ni = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- 0x4B40_0000
-        // x = n·ln2 + r with |r| ≤ ln2/2; ln2 split in two so n·ln2_hi is exact.
+        // ln2 split in two so n·ln2_hi is exact.
         var r = x - n * 0.693359375
         r = r + n * 2.12194440e-4
-        let r2 = r * r
-        var p = V(repeating: 1.9875691500e-4)
-        p = p * r + 1.3981999507e-3
+        return (r, unsafeBitCast((ni &+ 127) &<< 23, to: V.self))
+    }
+
+    /// Finishes the Cephes e^r polynomial (Horner form) from `leading`, the part accumulated above the 8.33e-3 term.
+    @inline(__always)
+    private static func polynomialTail(_ leading: V, _ r: V) -> V {
+        var p = leading
         p = p * r + 8.3334519073e-3
         p = p * r + 4.1665795894e-2
         p = p * r + 1.6666665459e-1
         p = p * r + 5.0000001201e-1
-        p = p * r2 + r + 1
-        // 2^n from exponent bits; n ∈ [-126, 127] after the clamp.
-        return p * unsafeBitCast((ni &+ 127) &<< 23, to: V.self)
+        return p * (r * r) + r + 1
     }
 
     /// 1/(1+e^-x) per lane, ≤ ~3 ulp. Works from e^-|x| ∈ (0, 1] so nothing overflows; the negative side is
@@ -73,20 +82,8 @@ enum FastMath {
     /// Attention spends a third of its time in this exp, so the two saved vector ops per lane matter.
     @inline(__always)
     static func expNonPositive(_ input: V) -> V {
-        let x = vmax(input, V(repeating: -87.33654))
-        let shifted = x * 1.44269504088896341 + 12_582_912
-        let n = shifted - 12_582_912
-        let ni = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- 0x4B40_0000
-        var r = x - n * 0.693359375
-        r = r + n * 2.12194440e-4
-        let r2 = r * r
-        var p = V(repeating: 1.3981999507e-3)
-        p = p * r + 8.3334519073e-3
-        p = p * r + 4.1665795894e-2
-        p = p * r + 1.6666665459e-1
-        p = p * r + 5.0000001201e-1
-        p = p * r2 + r + 1
-        return p * unsafeBitCast((ni &+ 127) &<< 23, to: V.self)
+        let (r, scale) = reduce(vmax(input, V(repeating: -87.33654)))
+        return polynomialTail(V(repeating: 1.3981999507e-3), r) * scale
     }
 
     /// The first two passes of softmax: replaces the row by e^(x − max) and returns 1/Σ, so the caller can fold
