@@ -24,15 +24,10 @@ final class FilterPipeline {
         graph.pointee.nb_threads = 0
         var arguments = "video_size=\(width)x\(height):pix_fmt=\(format.rawValue):time_base=\(timeBase.num)/\(timeBase.den):pixel_aspect=1/1"
         if let frameRate, frameRate.num > 0, frameRate.den > 0 { arguments += ":frame_rate=\(frameRate.num)/\(frameRate.den)" }
-        var status = avfilter_graph_create_filter(&source, avfilter_get_by_name("buffer"), "in", arguments, nil, graph)
+        let status = avfilter_graph_create_filter(&source, avfilter_get_by_name("buffer"), "in", arguments, nil, graph)
         guard status >= 0 else { throw MediaError.filterFailed(graph: text, reason: "buffer source: " + AV.describe(status)) }
-        status = avfilter_graph_create_filter(&sink, avfilter_get_by_name("buffersink"), "out", nil, nil, graph)
-        guard status >= 0, let sink else { throw MediaError.filterFailed(graph: text, reason: "buffer sink: " + AV.describe(status)) }
-        status = outputFormats.withUnsafeBytes { bytes in
-            av_opt_set_bin(sink, "pix_fmts", bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), Int32(bytes.count),
-                           AV_OPT_SEARCH_CHILDREN)
-        }
-        guard status >= 0 else { throw MediaError.filterFailed(graph: text, reason: "sink formats: " + AV.describe(status)) }
+        let sink = try Self.makeSink(in: graph, text: text, formats: outputFormats)
+        self.sink = sink
 
         // The graph text's unlabelled input joins our source ("in"), its unlabelled output our sink ("out").
         var outputsAllocated = avfilter_inout_alloc()
@@ -42,23 +37,9 @@ final class FilterPipeline {
             avfilter_inout_free(&inputsAllocated)
             throw MediaError.filterFailed(graph: text, reason: "out of memory")
         }
-        outputs.pointee.name = av_strdup("in")
-        outputs.pointee.filter_ctx = source
-        outputs.pointee.pad_idx = 0
-        outputs.pointee.next = nil
-        inputs.pointee.name = av_strdup("out")
-        inputs.pointee.filter_ctx = sink
-        inputs.pointee.pad_idx = 0
-        inputs.pointee.next = nil
-        var inputList: UnsafeMutablePointer<AVFilterInOut>? = inputs
-        var outputList: UnsafeMutablePointer<AVFilterInOut>? = outputs
-        status = avfilter_graph_parse_ptr(graph, text, &inputList, &outputList, nil)
-        // parse_ptr took over the lists and returned what stayed unlinked; free that instead of the originals.
-        avfilter_inout_free(&inputList)
-        avfilter_inout_free(&outputList)
-        guard status >= 0 else { throw MediaError.filterFailed(graph: text, reason: AV.describe(status)) }
-        status = avfilter_graph_config(graph, nil)
-        guard status >= 0 else { throw MediaError.filterFailed(graph: text, reason: AV.describe(status)) }
+        Self.point(outputs, named: "in", at: source)
+        Self.point(inputs, named: "out", at: sink)
+        try Self.parseAndConfigure(graph, text: text, inputs: inputs, outputs: outputs)
         output = av_frame_alloc()
         guard output != nil else { throw MediaError.filterFailed(graph: text, reason: "out of memory") }
     }
@@ -70,28 +51,50 @@ final class FilterPipeline {
         AV.clearLog()
         guard let graph = avfilter_graph_alloc() else { throw MediaError.filterFailed(graph: text, reason: "out of memory") }
         self.graph = graph
+        let sink = try Self.makeSink(in: graph, text: text, formats: outputFormats)
+        self.sink = sink
+        guard let inputs = avfilter_inout_alloc() else { throw MediaError.filterFailed(graph: text, reason: "out of memory") }
+        Self.point(inputs, named: "out", at: sink)
+        try Self.parseAndConfigure(graph, text: text, inputs: inputs, outputs: nil)
+        output = av_frame_alloc()
+        guard output != nil else { throw MediaError.filterFailed(graph: text, reason: "out of memory") }
+    }
+
+    /// A `buffersink` named "out" that accepts only `formats`, so libavfilter inserts any conversion inside the graph.
+    private static func makeSink(in graph: UnsafeMutablePointer<AVFilterGraph>, text: String,
+                                 formats: [AVPixelFormat]) throws -> UnsafeMutablePointer<AVFilterContext> {
+        var sink: UnsafeMutablePointer<AVFilterContext>?
         var status = avfilter_graph_create_filter(&sink, avfilter_get_by_name("buffersink"), "out", nil, nil, graph)
         guard status >= 0, let sink else { throw MediaError.filterFailed(graph: text, reason: "buffer sink: " + AV.describe(status)) }
-        status = outputFormats.withUnsafeBytes { bytes in
+        status = formats.withUnsafeBytes { bytes in
             av_opt_set_bin(sink, "pix_fmts", bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), Int32(bytes.count),
                            AV_OPT_SEARCH_CHILDREN)
         }
         guard status >= 0 else { throw MediaError.filterFailed(graph: text, reason: "sink formats: " + AV.describe(status)) }
-        guard let inputs = avfilter_inout_alloc() else { throw MediaError.filterFailed(graph: text, reason: "out of memory") }
-        inputs.pointee.name = av_strdup("out")
-        inputs.pointee.filter_ctx = sink
-        inputs.pointee.pad_idx = 0
-        inputs.pointee.next = nil
-        var inputList: UnsafeMutablePointer<AVFilterInOut>? = inputs
-        var outputList: UnsafeMutablePointer<AVFilterInOut>? = nil
-        status = avfilter_graph_parse_ptr(graph, text, &inputList, &outputList, nil)
+        return sink
+    }
+
+    /// Makes `entry` a one-element list naming `filter`'s first pad, as avfilter_graph_parse_ptr expects.
+    private static func point(_ entry: UnsafeMutablePointer<AVFilterInOut>, named name: String,
+                              at filter: UnsafeMutablePointer<AVFilterContext>?) {
+        entry.pointee.name = av_strdup(name)
+        entry.pointee.filter_ctx = filter
+        entry.pointee.pad_idx = 0
+        entry.pointee.next = nil
+    }
+
+    /// Parses `text` between the given endpoints and configures the graph.
+    private static func parseAndConfigure(_ graph: UnsafeMutablePointer<AVFilterGraph>, text: String,
+                                          inputs: UnsafeMutablePointer<AVFilterInOut>?,
+                                          outputs: UnsafeMutablePointer<AVFilterInOut>?) throws {
+        var inputList = inputs, outputList = outputs
+        var status = avfilter_graph_parse_ptr(graph, text, &inputList, &outputList, nil)
+        // parse_ptr took over the lists and returned what stayed unlinked; free that instead of the originals.
         avfilter_inout_free(&inputList)
         avfilter_inout_free(&outputList)
         guard status >= 0 else { throw MediaError.filterFailed(graph: text, reason: AV.describe(status)) }
         status = avfilter_graph_config(graph, nil)
         guard status >= 0 else { throw MediaError.filterFailed(graph: text, reason: AV.describe(status)) }
-        output = av_frame_alloc()
-        guard output != nil else { throw MediaError.filterFailed(graph: text, reason: "out of memory") }
     }
 
     deinit {
