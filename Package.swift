@@ -51,7 +51,7 @@ let package = Package(
             "LapseGraph",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .executableTarget(name: "lapse", dependencies: ["LapseCLI", "LapseGraph", "MediaPlugin", "TensorIOPlugin", "APISRPlugin", "DiffusionPlugin"]),
+        .executableTarget(name: "lapse", dependencies: ["LapseCLI", "LapseGraph", "MediaPlugin", "TensorIOPlugin", "APISRPlugin", "DiffusionPlugin", "MagicTimePlugin"]),
 
         // MARK: - Plugins (node families)
         .target(name: "MediaPlugin", dependencies: ["LapseGraph", "LapseMedia", "LapseTensor"], path: "Plugins/Media"),
@@ -60,6 +60,7 @@ let package = Package(
                 swiftSettings: optimized),
         .target(name: "DiffusionPlugin", dependencies: ["LapseGraph", "LapseWeights", "LapseTensor"], path: "Plugins/Diffusion",
                 swiftSettings: optimized),
+        .target(name: "MagicTimePlugin", dependencies: ["DiffusionPlugin", "LapseGraph", "LapseWeights"], path: "Plugins/MagicTime"),
 
         // MARK: - Example external plugin (built as a shared library, loaded at run time)
         .target(name: "SharpenPlugin", dependencies: ["LapseGraph", "LapseTensor"], path: "Examples/SharpenPlugin"),
@@ -86,7 +87,7 @@ let package = Package(
         .testTarget(name: "LapseMediaTests", dependencies: ["LapseMedia", "MediaPlugin", "LapseGraph", "LapseTestSupport"]),
         .testTarget(name: "APISRTests", dependencies: ["APISRPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "DiffusionTests", dependencies: ["DiffusionPlugin", "MediaPlugin", "APISRPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport"],
+        .testTarget(name: "DiffusionTests", dependencies: ["DiffusionPlugin", "MagicTimePlugin", "MediaPlugin", "APISRPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "LapseCLITests", dependencies: ["LapseCLI", "LapseGraph", "LapseTestSupport", "lapse"]),
     ]

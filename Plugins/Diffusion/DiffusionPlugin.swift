@@ -1,7 +1,7 @@
 import LapseGraph
 
-/// Registers the shared diffusion node family (text encoders now; UNets, samplers and VAEs build on the same
-/// components).
+/// Registers the shared diffusion node family: checkpoints, CLIP, AnimateDiff motion modules, LoRA, samplers and
+/// VAEs. Model-specific families (MagicTimePlugin, later StreamingT2V) build on its public components.
 public enum DiffusionPlugin: NodePlugin {
     public static let name = "DiffusionPlugin"
 
@@ -14,6 +14,6 @@ public enum DiffusionPlugin: NodePlugin {
         LoadCLIP.self, TextEncode.self,
         LoadCheckpoint.self, LoadMotionModule.self, ApplyMotionModule.self, EmptyLatentVideo.self, Sample.self,
         VAEDecode.self, VAEEncode.self,
-        ApplyLoRA.self, ApplyMagicAdapter.self,
+        ApplyLoRA.self,
     ]
 }

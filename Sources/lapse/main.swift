@@ -1,5 +1,6 @@
 import APISRPlugin
 import DiffusionPlugin
+import MagicTimePlugin
 import LapseCLI
 import LapseGraph
 import MediaPlugin
@@ -7,5 +8,5 @@ import TensorIOPlugin
 
 // Every built-in node family registers here, exactly as an external plugin would through its entry point.
 LapseCLI.main {
-    try LapseCLI.registry(plugins: [MediaPlugin.self, TensorIOPlugin.self, APISRPlugin.self, DiffusionPlugin.self])
+    try LapseCLI.registry(plugins: [MediaPlugin.self, TensorIOPlugin.self, APISRPlugin.self, DiffusionPlugin.self, MagicTimePlugin.self])
 }

@@ -5,6 +5,7 @@ import LapseTensor
 import LapseTestSupport
 import LapseWeights
 import DiffusionPlugin
+import MagicTimePlugin
 
 /// MagicTime's adapters: MagicAdapter-S's ×4 convention, MagicAdapter-T on motion modules named as in the original
 /// AnimateDiff code, and the Magic text encoder, against torch / peft references (Tools/fixtures/lora.py).

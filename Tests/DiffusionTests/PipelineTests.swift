@@ -5,6 +5,7 @@ import LapseTensor
 import LapseWeights
 import LapseTestSupport
 import DiffusionPlugin
+import MagicTimePlugin
 import MediaPlugin
 import APISRPlugin
 
@@ -50,6 +51,7 @@ enum MagicTimeTinyModels {
     static func registry() throws -> NodeRegistry {
         let registry = NodeRegistry()
         try DiffusionPlugin.register(into: registry)
+        try MagicTimePlugin.register(into: registry)
         try MediaPlugin.register(into: registry)
         try APISRPlugin.register(into: registry)
         return registry

@@ -1,3 +1,4 @@
+import DiffusionPlugin
 import Foundation
 import LapseGraph
 import LapseWeights
