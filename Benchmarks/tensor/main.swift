@@ -58,6 +58,29 @@ for (size, cin, cout) in [(128, 64, 64), (128, 64, 32), (128, 192, 64), (256, 64
         }
     }
 }
+// The SD UNet's 3×3 layers on a 16-frame CFG batch (32 images) of a 256² video: many small maps with wide channels,
+// where the tiles of one image are too few to amortise packing the weights in each GEMM.
+for (size, cin, cout) in [(32, 320, 320), (16, 640, 640), (8, 1280, 1280), (4, 1280, 1280), (8, 2560, 1280),
+                          (32, 640, 320)] {
+    let x = g.rand([32, cin, size, size]), w = g.rand([cout, cin, 3, 3]), b = g.rand([cout])
+    let flops = 2.0 * Double(32 * cout * cin * 9 * size * size)
+    for winograd in [false, true] {
+        ConvolutionTuning.winograd = winograd
+        bench("unet_conv3x3_32x\(cin)to\(cout)_\(size)_\(winograd ? "winograd" : "im2col")", flops: flops, repeats: 2) {
+            _ = conv2d(x, weight: w, bias: b, padding: 1)
+        }
+    }
+}
+do {  // the UNet's 1×1 shortcut at its 4×4 level and a stride-2 downsampler into it
+    let x = g.rand([32, 2560, 4, 4]), w = g.rand([1280, 2560, 1, 1]), b = g.rand([1280])
+    bench("unet_conv1x1_32x2560to1280_4", flops: 2.0 * Double(32 * 1280 * 2560 * 16), repeats: 2) {
+        _ = conv2d(x, weight: w, bias: b)
+    }
+    let x8 = g.rand([32, 1280, 8, 8]), w3 = g.rand([1280, 1280, 3, 3])
+    bench("unet_conv3x3s2_32x1280to1280_8", flops: 2.0 * Double(32 * 1280 * 1280 * 9 * 16), repeats: 2) {
+        _ = conv2d(x8, weight: w3, bias: b, stride: 2, padding: 1)
+    }
+}
 ConvolutionTuning.winograd = true
 do {  // the final RGB conv of a ×4 upscaler (direct path for ≤ 8 output channels)
     let x = g.rand([1, 64, 512, 512]), w = g.rand([3, 64, 3, 3]), b = g.rand([3])

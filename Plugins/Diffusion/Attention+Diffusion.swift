@@ -79,8 +79,10 @@ struct NormLayer: Sendable {
         self.groups = groups
     }
 
-    /// GroupNorm over `[N, C, ...]`.
-    func group(_ x: Tensor) -> Tensor { groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps) }
+    /// GroupNorm over `[N, C, ...]`, optionally followed by an activation in place.
+    func group(_ x: Tensor, activation: Activation? = nil) -> Tensor {
+        groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps, activation: activation)
+    }
     /// LayerNorm over the last dimension.
     func layer(_ x: Tensor) -> Tensor { layerNorm(x, weight: weight, bias: bias, eps: eps) }
 }
@@ -106,12 +108,12 @@ struct ResnetBlock2D: Sendable {
 
     /// `x` `[N, C, H, W]`; `activatedTimeEmbedding` is `silu(temb)` `[N, T]`, computed once per UNet call.
     func callAsFunction(_ x: Tensor, activatedTimeEmbedding: Tensor?) -> Tensor {
-        var h = conv1(silu(norm1.group(x)))
+        var h = conv1(norm1.group(x, activation: .silu))
         if let timeProjection, let activatedTimeEmbedding {
             let t = timeProjection(activatedTimeEmbedding)
             h = h + t.reshaped([t.shape[0], t.shape[1], 1, 1])
         }
-        h = conv2(silu(norm2.group(h)))
+        h = conv2(norm2.group(h, activation: .silu))
         return (shortcut.map { $0(x) } ?? x) + h
     }
 }
@@ -133,14 +135,9 @@ struct AttentionLayer: Sendable {
 
     /// `x` `[N, L, C]`, `context` `[N, S, Cctx]` (nil: self-attention) → `[N, L, C]`.
     func callAsFunction(_ x: Tensor, context: Tensor? = nil) -> Tensor {
-        let n = x.shape[0], l = x.shape[1], c = toQ.weight.shape[0], dh = c / heads
         let ctx = context ?? x
-        let s = ctx.shape[1]
-        let q = permute(toQ(x).reshaped([n, l, heads, dh]), [0, 2, 1, 3])
-        let k = permute(toK(ctx).reshaped([n, s, heads, dh]), [0, 2, 1, 3])
-        let v = permute(toV(ctx).reshaped([n, s, heads, dh]), [0, 2, 1, 3])
-        let a = attention(query: q, key: k, value: v)
-        let merged = heads == 1 ? a.reshaped([n, l, c]) : permute(a, [0, 2, 1, 3]).reshaped([n, l, c])
+        // Token-major heads straight from the projections: no split/merge copies of q, k, v and the result.
+        let merged = multiHeadAttention(query: toQ(x), key: toK(ctx), value: toV(ctx), heads: heads)
         return toOut(merged)
     }
 }
@@ -155,8 +152,8 @@ struct GEGLUFeedForward: Sendable {
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let halves = chunk(projIn(x), 2, axis: -1)
-        return projOut(halves[0] * gelu(halves[1]))
+        gatedFeedForward(x, inWeight: projIn.weight, inBias: projIn.bias, outWeight: projOut.weight, outBias: projOut.bias,
+                         gate: .gelu)
     }
 }
 

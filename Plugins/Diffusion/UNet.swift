@@ -306,6 +306,6 @@ public struct UNet2DConditionModel: Sendable {
                 h = up(h, height: next.shape[2], width: next.shape[3])
             }
         }
-        return convOut(silu(normOut.group(h)))
+        return convOut(normOut.group(h, activation: .silu))
     }
 }

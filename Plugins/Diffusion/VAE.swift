@@ -177,7 +177,7 @@ public struct AutoencoderKL: Sendable {
                 }
             }
             h = encoderMid(h)
-            h = quantConv(encoderConvOut(silu(encoderNormOut.group(h))))
+            h = quantConv(encoderConvOut(encoderNormOut.group(h, activation: .silu)))
             let parts = chunk(h, 2, axis: 1)
             means.append(parts[0])
             logVars.append(clamp(parts[1], min: -30, max: 20))
@@ -205,6 +205,6 @@ public struct AutoencoderKL: Sendable {
             for resnet in block.resnets { h = resnet(h, activatedTimeEmbedding: nil) }
             if let up = block.upsampler { h = up(h, height: h.shape[2] * 2, width: h.shape[3] * 2) }
         }
-        return decoderConvOut(silu(decoderNormOut.group(h)))
+        return decoderConvOut(decoderNormOut.group(h, activation: .silu))
     }
 }

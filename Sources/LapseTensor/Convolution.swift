@@ -64,7 +64,12 @@ extension Kernels {
         }
         let px = x.basePointer, pw = weight.basePointer
         let pointwise = kh == 1 && kw == 1 && vy.stride == 1 && vx.stride == 1 && vy.padding == 0 && vx.padding == 0
-        if pointwise {
+        if groups == 1 && n > 1 && plane < 256 && !winogradApplies(kh: kh, kw: kw, vy: vy, vx: vx, groups: groups,
+                                                                 channels: c, outputs: oc, images: n) {
+            // Small maps over a batch (a UNet's 4×4 and 8×8 levels over 32 frames): one GEMM per image would have a
+            // few dozen columns and OpenBLAS would re-pack the whole O×K weight matrix for each of them.
+            batchedColumnsConv(px, pw, o, n: n, c: c, oc: oc, h: h, w: w, vy: vy, vx: vx)
+        } else if pointwise {
             for b in 0..<n {
                 for g in 0..<groups {
                     sgemm(transA: false, transB: false, m: og, n: plane, k: cg,
@@ -72,7 +77,7 @@ extension Kernels {
                           c: o + (b * oc + g * og) * plane, ldc: plane)
                 }
             }
-        } else if winogradApplies(kh: kh, kw: kw, vy: vy, vx: vx, groups: groups, channels: c, outputs: oc) {
+        } else if winogradApplies(kh: kh, kw: kw, vy: vy, vx: vx, groups: groups, channels: c, outputs: oc, images: n) {
             // Bias and (leaky) ReLU ride along in the output transform; other activations run afterwards.
             let slope: Float? = switch activation {
             case .relu: 0
@@ -130,15 +135,53 @@ extension Kernels {
         }
     }
 
+    /// Ungrouped convolution of several images per GEMM: their column matrices side by side (`[K, images·plane]`),
+    /// one `[O, images·plane]` product, then each image's planes copied to their place in `o`. Images are taken in
+    /// runs whose columns fit a 64 MiB budget.
+    static func batchedColumnsConv(_ px: UnsafePointer<Float>, _ pw: UnsafePointer<Float>, _ o: UnsafeMutablePointer<Float>,
+                                   n: Int, c: Int, oc: Int, h: Int, w: Int, vy: ConvAxis, vx: ConvAxis) {
+        let kh = vy.kernel, kw = vx.kernel, ho = vy.output, wo = vx.output, plane = ho * wo, kk = c * kh * kw
+        let perRun = max(1, min(n, (columnBudget * 4) / max(kk * plane, 1)))
+        let pointwise = kh == 1 && kw == 1 && vy.stride == 1 && vx.stride == 1 && vy.padding == 0 && vx.padding == 0
+        let col = UnsafeMutablePointer<Float>.allocate(capacity: kk * perRun * plane)
+        let product = UnsafeMutablePointer<Float>.allocate(capacity: oc * perRun * plane)
+        defer { col.deallocate(); product.deallocate() }
+        var b0 = 0
+        while b0 < n {
+            let images = min(perRun, n - b0), ld = images * plane
+            for i in 0..<images {
+                let src = px + (b0 + i) * c * h * w
+                if pointwise {
+                    parallelRanges(c, minPerTask: max(1, 65_536 / max(plane, 1))) { r in
+                        for ch in r { (col + ch * ld + i * plane).update(from: src + ch * plane, count: plane) }
+                    }
+                } else {
+                    im2col(src, col + i * plane, taps: kk, kh: kh, kw: kw, w: w, rows: 0..<ho, wo: wo, vy: vy, vx: vx, ld: ld)
+                }
+            }
+            sgemm(transA: false, transB: false, m: oc, n: ld, k: kk, a: pw, lda: kk, b: col, ldb: ld, c: product, ldc: ld)
+            parallelRanges(oc, minPerTask: max(1, 65_536 / max(ld, 1))) { r in
+                for ch in r {
+                    for i in 0..<images {
+                        (o + ((b0 + i) * oc + ch) * plane).update(from: product + ch * ld + i * plane, count: plane)
+                    }
+                }
+            }
+            b0 += images
+        }
+    }
+
     /// Fills the `[taps, rows·wo]` column matrix for output rows `rows` of one group (`src` = its first channel).
+    /// `ld` is the column matrix's row length (default `rows·wo`); a larger one lets several images fill adjacent
+    /// column ranges of one matrix.
     static func im2col(_ src: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, taps: Int, kh: Int, kw: Int,
-                       w: Int, rows: Range<Int>, wo: Int, vy: ConvAxis, vx: ConvAxis) {
-        let cols = rows.count * wo, h = vy.input
+                       w: Int, rows: Range<Int>, wo: Int, vy: ConvAxis, vx: ConvAxis, ld: Int? = nil) {
+        let cols = rows.count * wo, h = vy.input, ld = ld ?? cols
         parallelRanges(taps, minPerTask: max(1, 65_536 / max(cols, 1))) { r in
             for tap in r {
                 let ci = tap / (kh * kw), ki = (tap / kw) % kh, kj = tap % kw
                 let channel = src + ci * h * w
-                let dst = col + tap * cols
+                let dst = col + tap * ld
                 let valid = vx.validRange(tap: kj)
                 let xoff = kj * vx.dilation - vx.padding
                 for (ri, oy) in rows.enumerated() {

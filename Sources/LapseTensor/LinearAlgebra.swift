@@ -55,7 +55,8 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
                  "linear: input \(x.shape) does not end in \(inFeatures) features (weight \(weight.shape))")
     if let bias { precondition(bias.count == outFeatures, "linear: bias has \(bias.count) values, expected \(outFeatures)") }
     let rows = x.count / max(inFeatures, 1)
-    let (out, o) = Tensor.output(Array(x.shape.dropLast()) + [outFeatures])
+    // Every element is written: by the bias fill, or by the GEMM with beta 0 (which also clears C when k == 0).
+    let (out, o) = Tensor.uninitializedOutput(Array(x.shape.dropLast()) + [outFeatures])
     if rows == 0 || outFeatures == 0 { return out }
     var beta: Float = 0
     if let bias {

@@ -81,8 +81,10 @@ public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float = 
     return out
 }
 
-/// Group normalisation of `[N, C, ...]`: statistics per (sample, group of C/groups channels), affine per channel.
-public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float = 1e-5) -> Tensor {
+/// Group normalisation of `[N, C, ...]`: statistics per (sample, group of C/groups channels), affine per channel,
+/// then `activation` (if any) applied in place, sparing the extra full-size tensor of a separate activation call.
+public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float = 1e-5,
+                      activation: Activation? = nil) -> Tensor {
     precondition(x.rank >= 2, "groupNorm: input must be [N, C, ...], got \(x.shape)")
     let n = x.shape[0], c = x.shape[1]
     precondition(groups >= 1 && c % groups == 0, "groupNorm: \(c) channels do not split into \(groups) groups")
@@ -104,6 +106,7 @@ public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, 
             }
         }
     }
+    if let activation { Kernels.activateInPlace(o, out.count, activation) }
     return out
 }
 

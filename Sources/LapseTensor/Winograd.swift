@@ -10,11 +10,19 @@ import Synchronization
 /// compare the two.
 public enum ConvolutionTuning {
     static let winogradFlag = Atomic<Bool>(ProcessInfo.processInfo.environment["LAPSE_CONV_WINOGRAD"] != "0")
+    static let minimumTiles = Atomic<Int>(64)
 
     /// Whether stride-1 3×3 convolutions with ≥ 16 input and output channels use Winograd F(4×4, 3×3).
     public static var winograd: Bool {
         get { winogradFlag.load(ordering: .relaxed) }
         set { winogradFlag.store(newValue, ordering: .relaxed) }
+    }
+
+    /// The fewest 4×4 output tiles, over the whole batch, for which Winograd is used (64 by default): below it the
+    /// per-call weight transform costs more than it saves. Tests lower it to exercise Winograd on small shapes.
+    public static var winogradMinimumTiles: Int {
+        get { minimumTiles.load(ordering: .relaxed) }
+        set { minimumTiles.store(newValue, ordering: .relaxed) }
     }
 }
 
@@ -29,9 +37,14 @@ extension Kernels {
     static var winogradEnabled: Bool { ConvolutionTuning.winogradFlag.load(ordering: .relaxed) }
 
     /// Whether `conv2d` should take the Winograd path: enough channels for the GEMMs to dominate the transforms.
-    static func winogradApplies(kh: Int, kw: Int, vy: ConvAxis, vx: ConvAxis, groups: Int, channels: Int, outputs: Int) -> Bool {
+    /// Below `winogradMinimumTiles` (64) tiles in the whole batch the 36·O·C weight transform (redone per call for
+    /// weights too large to cache) outweighs the multiplies it saves: a UNet's 4×4 level over 32 frames measured
+    /// 0.26 s Winograd vs 0.22 s im2col.
+    static func winogradApplies(kh: Int, kw: Int, vy: ConvAxis, vx: ConvAxis, groups: Int, channels: Int, outputs: Int,
+                                images: Int) -> Bool {
         winogradEnabled && kh == 3 && kw == 3 && vy.stride == 1 && vx.stride == 1 && vy.dilation == 1 && vx.dilation == 1 && groups == 1
             && channels >= 16 && outputs >= 16 && vy.output >= 4 && vx.output >= 4
+            && images * ((vy.output + 3) / 4) * ((vx.output + 3) / 4) >= ConvolutionTuning.winogradMinimumTiles
     }
 
     /// `U[ξ][o][c] = (G g Gᵀ)[ξ]` for every filter, ξ = 6·row + column.
@@ -177,29 +190,36 @@ extension Kernels {
         let negativeSlope: UnsafePointer<Float>? = slope == nil ? slopes : nil
         let tilesH = (ho + 3) / 4, tilesW = (wo + 3) / 4
         let chunks = (tilesW + 7) / 8
-        // Whole tile rows per block: ~192 tiles keeps V + M within a few MiB; at least two blocks per core.
-        let target = max(1, 192 / tilesW)
-        let rowsPerBlock = max(1, min(target, tilesH / (2 * cores)))
-        let blocksPerImage = (tilesH + rowsPerBlock - 1) / rowsPerBlock
+        // Blocks are runs of whole tile rows counted over the batch (row g is tile row g % tilesH of image
+        // g / tilesH), so a batch of small maps (a UNet's 8×8 levels over 32 frames) still gives each GEMM hundreds
+        // of tiles: OpenBLAS packs the O×C weights of each of the 36 GEMMs per call, and with few tiles that packing
+        // cost more than the multiply (UNet 1280→1280 at 8×8: 1.16 s with per-image blocks, 0.34 s batched).
+        // Narrow layers (the upscalers' 64 channels) keep ~192-tile blocks, two per core, so V and M stay near L2;
+        // wide ones take up to 512 tiles (V + M within 64 MiB per worker) and one block per core is enough.
+        let wide = c * oc >= 65_536
+        let totalRows = n * tilesH
+        let tileCap = wide ? max(8, min(512, (64 << 20) / (4 * 36 * (c + oc)))) : 192
+        let capRows = max(1, tileCap / tilesW)
+        let minBlocks = wide ? cores : 2 * cores
+        let rowsPerBlock = max(1, min(capRows, (totalRows + minBlocks - 1) / minBlocks))
+        let blocks = (totalRows + rowsPerBlock - 1) / rowsPerBlock
         let ld = rowsPerBlock * tilesW + 8  // room for the last chunk's lanes past the block's final tile
-                let workers = min(cores, n * blocksPerImage)
+        let workers = min(cores, blocks)
         let vSize = 36 * c * ld, mSize = 36 * oc * ld, lineSize = 6 * 40
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: workers * (vSize + mSize + lineSize + 36 * 8 + 32))
         defer { scratch.deallocate() }
 
-        parallelTasks(n * blocksPerImage) { worker, task in
+        parallelTasks(blocks) { worker, task in
             let base = scratch + worker * (vSize + mSize + lineSize + 36 * 8 + 32)
             let v = base, m = base + vSize, line = m + mSize, hbuf = line + lineSize, tail = hbuf + 36 * 8
-            let b = task / blocksPerImage, ty0 = (task % blocksPerImage) * rowsPerBlock
-            let ty1 = min(tilesH, ty0 + rowsPerBlock), count = (ty1 - ty0) * tilesW
-            let image = px + b * c * h * w
+            let g0 = task * rowsPerBlock, g1 = min(totalRows, g0 + rowsPerBlock), count = (g1 - g0) * tilesW
 
             // Input transform into V[ξ][ch][tile].
             for ch in 0..<c {
-                let plane = image + ch * h * w
-                for ty in ty0..<ty1 {
+                for g in g0..<g1 {
+                    let ty = g % tilesH, plane = px + ((g / tilesH) * c + ch) * h * w
                     let y0 = ty * 4 - padT
-                    let rowBase = (ty - ty0) * tilesW
+                    let rowBase = (g - g0) * tilesW
                     for chunk in 0..<chunks {
                         // A chunk reads columns x0 ..< x0 + 36 of rows y0 ..< y0 + 6: straight from the plane when all
                         // of it is inside, else through a zero-padded copy.
@@ -249,11 +269,11 @@ extension Kernels {
 
             // Output transform Y = Aᵀ M A with bias and activation, written as 4 interleaved rows per chunk.
             for oo in 0..<oc {
-                let dstPlane = o + (b * oc + oo) * ho * wo
                 let bv = SIMD8<Float>(repeating: bias?[oo] ?? 0)
                 let channelSlope: Float? = slope ?? negativeSlope?[oo]
-                for ty in ty0..<ty1 {
-                    let rowBase = (ty - ty0) * tilesW
+                for g in g0..<g1 {
+                    let ty = g % tilesH, dstPlane = o + ((g / tilesH) * oc + oo) * ho * wo
+                    let rowBase = (g - g0) * tilesW
                     for chunk in 0..<chunks {
                         let src = m + oo * ld + rowBase + chunk * 8
                         let step = oc * ld
