@@ -4,7 +4,7 @@
 # the frame rate of a 480p video ×2 through LoadVideo → Upscale → SaveVideo (with its audio).
 #
 #   Benchmarks/apisr/bench.sh                 PYTHON=/work/venv/bin/python, VIDEO_SECONDS=10 by default
-#   SKIP_VIDEO=1 Benchmarks/apisr/bench.sh    without the video run
+#   SKIP_VIDEO=1 Benchmarks/apisr/bench.sh    without the video run (SKIP_RRDB_1080=1: without RRDB's ~2 min 1080p)
 # Needs scripts/fetch-assets.sh (real ncnn weights) and the ffmpeg CLI (to make the test clip).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -77,6 +77,7 @@ echo "SRVGG x4 256²:    Lapse $lapse_srvgg s | PyTorch $(ref srvgg torch) s →
 
 echo "== memory: 1920x1080 x4, tile 0, max_memory_mb 2048 (target: peak RSS < 2.5 GB)"
 "$BIN/UpscaleBenchmark" memory "$M/realesr-animevideov3-x4.param" 1920 1080 2048
+[ -n "${SKIP_RRDB_1080:-}" ] || "$BIN/UpscaleBenchmark" memory "$M/realesrgan-x4plus-anime.param" 1920 1080 2048
 
 if [ -z "${SKIP_VIDEO:-}" ]; then
     echo "== video: ${VIDEO_SECONDS} s 854x480 @ 24 fps with audio, x2 (animevideov3-x2) through graphs/upscale-video.json"

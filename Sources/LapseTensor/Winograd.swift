@@ -201,8 +201,12 @@ extension Kernels {
         let tileCap = wide ? max(8, min(512, (64 << 20) / (4 * 36 * (c + oc)))) : 192
         let capRows = max(1, tileCap / tilesW)
         let minBlocks = wide ? cores : 2 * cores
-        let rowsPerBlock = max(1, min(capRows, (totalRows + minBlocks - 1) / minBlocks))
-        let blocks = (totalRows + rowsPerBlock - 1) / rowsPerBlock
+        let targetRows = max(1, min(capRows, (totalRows + minBlocks - 1) / minBlocks))
+        // Blocks differ by at most one row and come in a multiple of the core count, so no core finishes a whole
+        // block early (RRDB's 128² maps: 32 tile rows were 6+6+6+6+6+2, now 6+6+5+5+5+5).
+        var blocks = (totalRows + targetRows - 1) / targetRows
+        if blocks > cores { blocks = min(totalRows, (blocks + cores - 1) / cores * cores) }
+        let rowsPerBlock = (totalRows + blocks - 1) / blocks
         let ld = rowsPerBlock * tilesW + 8  // room for the last chunk's lanes past the block's final tile
         let workers = min(cores, blocks)
         let vSize = 36 * c * ld, mSize = 36 * oc * ld, lineSize = 6 * 40
@@ -212,7 +216,7 @@ extension Kernels {
         parallelTasks(blocks) { worker, task in
             let base = scratch + worker * (vSize + mSize + lineSize + 36 * 8 + 32)
             let v = base, m = base + vSize, line = m + mSize, hbuf = line + lineSize, tail = hbuf + 36 * 8
-            let g0 = task * rowsPerBlock, g1 = min(totalRows, g0 + rowsPerBlock), count = (g1 - g0) * tilesW
+            let g0 = task * totalRows / blocks, g1 = (task + 1) * totalRows / blocks, count = (g1 - g0) * tilesW
 
             // Input transform into V[ξ][ch][tile].
             for ch in 0..<c {
@@ -229,13 +233,19 @@ extension Kernels {
                         if inside {
                             src = plane + y0 * w + x0; pitch = w
                         } else {
-                            let lo = max(0, x0), hi = max(lo, min(w, x0 + 36))
+                            // Inline SIMD clear + copy: at 128² half of all chunks touch an edge, and a memmove
+                            // call per ≤ 36-float row was ~10 % of an RRDB run.
+                            let lo = max(0, x0), hi = max(lo, min(w, x0 + 36)), span = hi - lo
+                            let zero = SIMD8<Float>(repeating: 0)
                             for k in 0..<6 {
                                 let row = line + k * 40, y = y0 + k
-                                if y < 0 || y >= h || hi == lo { row.update(repeating: 0, count: 40); continue }
-                                for j in 0..<(lo - x0) { row[j] = 0 }
-                                (row + (lo - x0)).update(from: plane + y * w + lo, count: hi - lo)
-                                for j in (hi - x0)..<40 { row[j] = 0 }
+                                storeV8(zero, row); storeV8(zero, row + 8); storeV8(zero, row + 16)
+                                storeV8(zero, row + 24); storeV8(zero, row + 32)
+                                if y < 0 || y >= h || span == 0 { continue }
+                                let from = plane + y * w + lo, to = row + (lo - x0)
+                                var j = 0
+                                while j + 8 <= span { storeV8(loadV8(from + j), to + j); j += 8 }
+                                while j < span { to[j] = from[j]; j += 1 }
                             }
                             src = UnsafePointer(line); pitch = 40
                         }
