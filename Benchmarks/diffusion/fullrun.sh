@@ -24,19 +24,8 @@ from diffusers import AutoencoderKL
 from transformers import CLIPTextConfig, CLIPTextModel
 bench, sd = sys.argv[1], sys.argv[2]
 
-def seeded(module, seed):
-    # Same recipe as motion.sh: uniform weights scaled by fan-in, norms near 1, small biases; buffers kept.
-    g = torch.Generator().manual_seed(seed)
-    params = dict(module.named_parameters())
-    out = {}
-    for name, p in module.state_dict().items():
-        if name not in params:
-            out[name] = p.clone(); continue
-        r = torch.rand(p.shape, generator=g) * 2 - 1
-        if name.endswith(".weight") and p.dim() == 1: out[name] = 1 + 0.2 * r
-        elif name.endswith(".bias"): out[name] = 0.1 * r
-        else: out[name] = r * (1.5 / math.sqrt(p[0].numel()))
-    return out
+sys.path.insert(0, "Benchmarks/diffusion")
+from seeded_weights import seeded  # noqa: E402  (same recipe as motion.sh)
 
 unet_dir = os.path.join(sd, "unet"); os.makedirs(unet_dir, exist_ok=True)
 link = os.path.join(unet_dir, "diffusion_pytorch_model.safetensors")

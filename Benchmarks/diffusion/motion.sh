@@ -32,24 +32,8 @@ bench, size, threads, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
 torch.set_num_threads(threads)
 torch.set_grad_enabled(False)
 
-def seeded(module, seed):
-    # Uniform weights scaled by fan-in so activations stay O(1) through ~100 layers; norms near 1, small biases.
-    # Buffers (the motion modules' sinusoidal `pos_embed.pe` tables) keep their values: they are not weights.
-    g = torch.Generator().manual_seed(seed)
-    params = dict(module.named_parameters())
-    sd = {}
-    for name, p in module.state_dict().items():
-        if name not in params:
-            sd[name] = p.clone()
-            continue
-        r = torch.rand(p.shape, generator=g) * 2 - 1
-        if name.endswith(".weight") and p.dim() == 1:
-            sd[name] = 1 + 0.2 * r
-        elif name.endswith(".bias"):
-            sd[name] = 0.1 * r
-        else:
-            sd[name] = r * (1.5 / math.sqrt(p[0].numel()))
-    return sd
+sys.path.insert(0, "Benchmarks/diffusion")
+from seeded_weights import seeded  # noqa: E402
 
 unet_weights = os.path.join(bench, "unet_sd15.safetensors")
 unet_config = os.path.join(bench, "unet_sd15_config.json")

@@ -168,6 +168,12 @@ public struct LoadCheckpoint: Node {
         let tokenizer = try CLIPTokenizer(vocabularyFile: URL(fileURLWithPath: try inputs.string("vocab")))
         let clip = try CLIPValue.checked(config: clipConfig, weights: clipWeights, tokenizer: tokenizer)
 
+        // Build the UNet and VAE once so a damaged or foreign checkpoint fails here, naming the missing or misshapen
+        // tensor and its nearest keys, instead of in Sample/VAEDecode after text encoding (fp32 files are mapped,
+        // so this reads no data; fp16 ones convert, about a second for SD1.5, freed straight away).
+        _ = try UNet2DConditionModel(config: unetFinal, weights: unetWeights)
+        _ = try AutoencoderKL(config: vaeConfig, weights: vaeWeights)
+
         // What the three components did not claim: a different model family, or a training leftover.
         if unetAll.origin == vaeAll.origin {
             let known = ["model.diffusion_model.", "first_stage_model.", "cond_stage_model.", "conditioner.", "model_ema.",

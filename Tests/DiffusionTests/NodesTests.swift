@@ -69,6 +69,23 @@ import DiffusionPlugin
         #expect(text.contains("no VAE weights") && text.contains("first_stage_model"), "\(text)")
     }
 
+    @Test func loadCheckpointNamesAMissingUNetTensorAtLoad() throws {
+        let paths = try MagicTimeTinyModels.write()
+        defer { try? FileManager.default.removeItem(at: paths.directory) }
+        var weights = try Weights.load(paths.checkpoint)
+        let victim = try #require(weights.keys.last { $0.hasPrefix("model.diffusion_model.output_blocks.") && $0.hasSuffix(".weight") })
+        weights[victim] = nil
+        let damaged = paths.directory.appendingPathComponent("damaged.safetensors").path
+        try SafeTensors.write(weights, to: damaged)
+        let text = Self.message {
+            _ = try LoadCheckpoint().run(NodeInputs([
+                "path": .string(damaged), "config": .string(DiffusionFixtures.url("e2e_config.json").path),
+                "vocab": .string(try DiffusionFixtures.clipVocabulary().path)]), context: TestNodeContext())
+        }
+        #expect(text.contains("UNet2DConditionModel") && text.contains("missing weight") && text.contains("damaged.safetensors"),
+                "\(text)")
+    }
+
     @Test func loadMotionModuleRejectsAFileWithoutMotionModules() throws {
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
