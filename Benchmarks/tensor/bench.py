@@ -56,6 +56,39 @@ def torch_results():
 
         t = best(cosine)
         out["cosine_attention_window_256x6x64_d16"] = (flops / t / 1e9, t)
+        # The SD UNet's layers on a 16-frame CFG batch (32 images) of a 256² video, as diffusers runs them.
+        for size, cin, cout in [(32, 320, 320), (16, 640, 640), (8, 1280, 1280), (4, 1280, 1280), (8, 2560, 1280),
+                                (32, 640, 320)]:
+            x, w, b = torch.randn(32, cin, size, size), torch.randn(cout, cin, 3, 3), torch.randn(cout)
+            t = best(lambda: F.conv2d(x, w, b, padding=1), repeats=2)
+            out[f"unet_conv3x3_32x{cin}to{cout}_{size}"] = (2.0 * 32 * cout * cin * 9 * size * size / t / 1e9, t)
+        x, w, b = torch.randn(32, 2560, 4, 4), torch.randn(1280, 2560, 1, 1), torch.randn(1280)
+        t = best(lambda: F.conv2d(x, w, b), repeats=2)
+        out["unet_conv1x1_32x2560to1280_4"] = (2.0 * 32 * 1280 * 2560 * 16 / t / 1e9, t)
+        x, w = torch.randn(32, 1280, 8, 8), torch.randn(1280, 1280, 3, 3)
+        t = best(lambda: F.conv2d(x, w, b, stride=2, padding=1), repeats=2)
+        out["unet_conv3x3s2_32x1280to1280_8"] = (2.0 * 32 * 1280 * 1280 * 9 * 16 / t / 1e9, t)
+        x, wi, bi = torch.randn(32, 1024, 320), torch.randn(2560, 320), torch.randn(2560)
+        wo, bo = torch.randn(320, 1280), torch.randn(320)
+
+        def geglu():
+            h, gate = F.linear(x, wi, bi).chunk(2, dim=-1)
+            return F.linear(h * F.gelu(gate), wo, bo)
+
+        t = best(geglu, repeats=3)
+        out["unet_geglu_ff_32x1024x320"] = (2.0 * 32 * 1024 * 320 * (2560 + 1280) / t / 1e9, t)
+
+        def mha(q, k, v):  # diffusers' AttnProcessor2_0: split heads, SDPA, merge heads
+            n, l, c = q.shape
+            split = lambda t: t.view(n, -1, 8, c // 8).transpose(1, 2)
+            return F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).reshape(n, l, c)
+
+        q, k, v = (torch.randn(32, 1024, 320) for _ in range(3))
+        t = best(lambda: mha(q, k, v), repeats=3)
+        out["unet_mha_32x1024_h8d40"] = (4.0 * 32 * 1024 * 1024 * 320 / t / 1e9, t)
+        q, k, v = (torch.randn(2048, 16, 320) for _ in range(3))
+        t = best(lambda: mha(q, k, v), repeats=3)
+        out["motion_mha_2048x16_h8d40"] = (4.0 * 2048 * 16 * 16 * 320 / t / 1e9, t)
         a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
         t = best(lambda: a @ b)
         out["gemm_2048_matmul"] = (2.0 * 2048**3 / t / 1e9, t)

@@ -81,6 +81,21 @@ do {  // the UNet's 1×1 shortcut at its 4×4 level and a stride-2 downsampler i
         _ = conv2d(x8, weight: w3, bias: b, stride: 2, padding: 1)
     }
 }
+do {  // the SD UNet's transformer pieces at 256² × 16 frames with CFG: level-0 GEGLU feed-forward over 32·1024 tokens,
+      // spatial self-attention over 1024 tokens per frame, and the motion modules' attention over 16 frames per pixel.
+    let x = g.rand([32, 1024, 320]), wi = g.rand([2560, 320]), bi = g.rand([2560]), wo = g.rand([320, 1280]), bo = g.rand([320])
+    bench("unet_geglu_ff_32x1024x320", flops: 2.0 * 32 * 1024 * 320 * (2560 + 1280), repeats: 3) {
+        _ = gatedFeedForward(x, inWeight: wi, inBias: bi, outWeight: wo, outBias: bo)
+    }
+    let q = g.rand([32, 1024, 320]), k = g.rand([32, 1024, 320]), v = g.rand([32, 1024, 320])
+    bench("unet_mha_32x1024_h8d40", flops: 4.0 * 32 * 1024 * 1024 * 320, repeats: 3) {
+        _ = multiHeadAttention(query: q, key: k, value: v, heads: 8)
+    }
+    let mq = g.rand([2048, 16, 320]), mk = g.rand([2048, 16, 320]), mv = g.rand([2048, 16, 320])
+    bench("motion_mha_2048x16_h8d40", flops: 4.0 * 2048 * 16 * 16 * 320, repeats: 3) {
+        _ = multiHeadAttention(query: mq, key: mk, value: mv, heads: 8)
+    }
+}
 ConvolutionTuning.winograd = true
 do {  // the final RGB conv of a ×4 upscaler (direct path for ≤ 8 output channels)
     let x = g.rand([1, 64, 512, 512]), w = g.rand([3, 64, 3, 3]), b = g.rand([3])

@@ -40,7 +40,7 @@ extension Kernels {
                          "\(op): mask \(mask.shape) does not broadcast to \(full)")
             maskStrides = Kernels.broadcastStrides(mask.shape, to: full)
         }
-        let (out, o) = Tensor.output([b, h, lq, dv])
+        let (out, o) = Tensor.uninitializedOutput([b, h, lq, dv])  // the kernel writes every element
         withExtendedLifetime((q, k, v, mask)) {
             attentionKernel(q.basePointer, .headMajor(heads: h, length: lq, width: d),
                             k.basePointer, .headMajor(heads: h, length: lk, width: d),
