@@ -13,7 +13,7 @@ BENCH=models/bench
 mkdir -p "$BENCH"
 
 "$PYTHON" - "$BENCH" "$SIZE" "$THREADS" <<'PY'
-import json, math, os, sys, time
+import json, os, sys, time
 import torch
 from diffusers import UNet2DConditionModel
 from safetensors.torch import save_file, load_file
@@ -26,16 +26,9 @@ config_path = os.path.join(bench, "unet_sd15_config.json")
 # diffusers' defaults are SD1.5's blocks; the text width (768) and sample size differ.
 unet = UNet2DConditionModel(cross_attention_dim=768, sample_size=64)
 if not os.path.exists(weights):
-    g = torch.Generator().manual_seed(2024)
-    sd = {}
-    for name, p in unet.state_dict().items():
-        r = torch.rand(p.shape, generator=g) * 2 - 1
-        if name.endswith(".weight") and p.dim() == 1:
-            sd[name] = 1 + 0.2 * r
-        elif name.endswith(".bias"):
-            sd[name] = 0.1 * r
-        else:
-            sd[name] = r * (1.5 / math.sqrt(p[0].numel()))
+    sys.path.insert(0, "Benchmarks/diffusion")
+    from seeded_weights import seeded  # the recipe motion.sh and fullrun.sh share (same draws: the UNet has no buffers)
+    sd = seeded(unet, 2024)
     save_file(sd, weights)
     with open(config_path, "w") as f:
         json.dump(dict(unet.config), f, default=str)
