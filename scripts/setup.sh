@@ -8,7 +8,15 @@ cd "$root"
 ./scripts/install-deps.sh
 ./scripts/fetch-assets.sh
 echo "building lapse (release)…"
-swift build -c release --product lapse 2>&1 | grep -E "error|warning: unre|Compiling|Build complete" | tail -3
+log="$(mktemp)"
+if ! swift build -c release --product lapse >"$log" 2>&1; then
+    grep -E "error" "$log" | head -20 || tail -20 "$log"
+    echo "setup: the release build failed (full log: $log)" >&2
+    exit 1
+fi
+# A rebuild with nothing to compile prints no "Compiling" line, so an empty match is fine here.
+grep -E "warning: unre|Compiling|complete" "$log" | tail -3 || true
+rm -f "$log"
 bin="$(swift build -c release --show-bin-path)/lapse"
 mkdir -p out
 echo "running the main job: $bin run graphs/anime-upscale-realesrgan.json"
