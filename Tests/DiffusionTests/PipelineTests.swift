@@ -125,6 +125,36 @@ enum MagicTimeTinyModels {
         #expect(written > 0, "SaveVideo wrote no mp4")
     }
 
+    /// Generation chained with upscaling: decoded frames stream into the real Real-ESRGAN animevideov3 ×2 network
+    /// (fetched by scripts/fetch-assets.sh) and each upscaled frame equals that network applied to diffusers' frames.
+    @Test func magictimeThenUpscaleStreamsDecodedFramesIntoTheUpscaler() throws {
+        let x2 = Self.repoRoot.appendingPathComponent("models/realesrgan/realesr-animevideov3-x2.param").path
+        try #require(FileManager.default.fileExists(atPath: x2), "\(x2) is missing: run scripts/fetch-assets.sh")
+        let (summary, paths, output) = try run(graph: "magictime-then-upscale.json", extra: ["upscaler.path=\(x2)"])
+        defer { try? FileManager.default.removeItem(at: paths.directory) }
+        let written = try FileManager.default.attributesOfItem(atPath: output)[.size] as? Int ?? 0
+        #expect(written > 0, "SaveVideo wrote no mp4")
+
+        guard case .object(let f)? = summary.outputs["upscale"]?.values["frames"], let stream = f as? Frames else {
+            Issue.record("no upscaled frames")
+            return
+        }
+        let frames = try stream.collect()
+        let reference = try CheckpointFile.open(DiffusionFixtures.url("e2e_expected.safetensors").path).tensor("frames")
+        let (count, h, w) = (reference.shape[0], reference.shape[2], reference.shape[3])
+        #expect(frames.count == count)
+        let upscaler = TiledUpscaler(network: try UpscaleModelLoader.load(path: x2).network)
+        var worst: Float = 0
+        for (i, frame) in frames.enumerated() {
+            #expect(frame.image.shape == [3, 2 * h, 2 * w])
+            let source = slice(reference, axis: 0, start: i, end: i + 1)
+            let expected = try upscaler.upscale(source)
+            for (a, b) in zip(frame.image.scalars, expected.scalars) { worst = max(worst, abs(a - b)) }
+        }
+        #expect(worst < 1e-3, "upscaled frames max abs error \(worst)")
+        print("magictime → APISR ×2: \(frames.count) frames at \(2 * w)×\(2 * h), max abs error vs upscaled diffusers frames \(worst)")
+    }
+
     @Test func graphsValidateWithTheirDefaults() throws {
         // Paths of the official files are not checked (they are large downloads); everything else is.
         let registry = try MagicTimeTinyModels.registry()
