@@ -143,9 +143,9 @@ extension Kernels {
         let kh = vy.kernel, kw = vx.kernel, ho = vy.output, wo = vx.output, plane = ho * wo, kk = c * kh * kw
         let perRun = max(1, min(n, (columnBudget * 4) / max(kk * plane, 1)))
         let pointwise = kh == 1 && kw == 1 && vy.stride == 1 && vx.stride == 1 && vy.padding == 0 && vx.padding == 0
-        let col = UnsafeMutablePointer<Float>.allocate(capacity: kk * perRun * plane)
-        let product = UnsafeMutablePointer<Float>.allocate(capacity: oc * perRun * plane)
-        defer { col.deallocate(); product.deallocate() }
+        let col = allocateFloats(kk * perRun * plane)
+        let product = allocateFloats(oc * perRun * plane)
+        defer { releaseFloats(col, kk * perRun * plane); releaseFloats(product, oc * perRun * plane) }
         var b0 = 0
         while b0 < n {
             let images = min(perRun, n - b0), ld = images * plane

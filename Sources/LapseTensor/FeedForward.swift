@@ -49,8 +49,8 @@ public func gatedFeedForward(_ x: Tensor, inWeight: Tensor, inBias: Tensor?, out
     let block = max(1, min(512, (rows + Kernels.cores - 1) / Kernels.cores))
     let tasks = (rows + block - 1) / block
     let workers = min(Kernels.cores, tasks)
-    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: workers * block * 2 * inner)
-    defer { scratch.deallocate() }
+    let scratch = Kernels.allocateFloats(workers * block * 2 * inner)
+    defer { Kernels.releaseFloats(scratch, workers * block * 2 * inner) }
     let px = x.basePointer, pwi = inWeight.basePointer, pwo = outWeight.basePointer
     let pbi = inBias?.basePointer, pbo = outBias?.basePointer
     Kernels.parallelTasks(tasks) { worker, task in

@@ -2,7 +2,8 @@ import Synchronization
 
 /// Raw float32 memory behind one or more tensors.
 ///
-/// Storage is either owned (allocated 64-byte aligned, freed on deinit) or borrowed from another object such as a
+/// Storage is either owned (allocated 64-byte aligned, large blocks reused through `Kernels.allocate`, released
+/// on deinit) or borrowed from another object such as a
 /// memory-mapped checkpoint, which `owner` keeps alive so zero-copy views stay valid.
 public final class TensorStorage: @unchecked Sendable {
     /// First element.
@@ -20,7 +21,7 @@ public final class TensorStorage: @unchecked Sendable {
     public init(count: Int) {
         precondition(count >= 0, "negative tensor size")
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        let raw = Kernels.allocate(bytes: bytes)
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
@@ -33,7 +34,7 @@ public final class TensorStorage: @unchecked Sendable {
     /// memory pass per frame on large images).
     public init(uninitializedCount count: Int) {
         precondition(count >= 0, "negative tensor size")
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride, alignment: 64)
+        let raw = Kernels.allocate(bytes: max(count, 1) * MemoryLayout<Float>.stride)
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
         owner = nil
@@ -51,7 +52,7 @@ public final class TensorStorage: @unchecked Sendable {
 
     deinit {
         if ownsMemory {
-            UnsafeMutableRawPointer(pointer).deallocate()
+            Kernels.releaseFloats(pointer, count)
             Self.live.subtract(1, ordering: .relaxed)
         }
     }

@@ -49,7 +49,7 @@ extension Kernels {
 
     /// `U[ξ][o][c] = (G g Gᵀ)[ξ]` for every filter, ξ = 6·row + column.
     static func winogradWeights(_ pw: UnsafePointer<Float>, oc: Int, c: Int) -> UnsafeMutablePointer<Float> {
-        let u = UnsafeMutablePointer<Float>.allocate(capacity: 36 * oc * c)
+        let u = allocateFloats(36 * oc * c)
         let stride = oc * c
         parallelRanges(oc * c, minPerTask: 1024) { r in
             for pair in r {
@@ -77,20 +77,27 @@ extension Kernels {
     final class WinogradWeights: @unchecked Sendable {
         let pointer: UnsafeMutablePointer<Float>
         let count: Int
-        /// A copy of the filters the transform was made from: a tensor freed and another allocated at the same
-        /// address, or weights edited in place, must miss. Comparing 9·O·C floats costs far less than the transform.
-        let original: UnsafeMutablePointer<Float>
+        /// A copy of the filters the transform was made from, for entries that go into the cache: a tensor freed and
+        /// another allocated at the same address, or weights edited in place, must miss. Comparing 9·O·C floats costs
+        /// far less than the transform. Transforms too large to cache (a UNet's 1280-channel convs) skip the copy.
+        let original: UnsafeMutablePointer<Float>?
         let originalCount: Int
-        init(pointer: UnsafeMutablePointer<Float>, count: Int, source: UnsafePointer<Float>, sourceCount: Int) {
+        init(pointer: UnsafeMutablePointer<Float>, count: Int, source: UnsafePointer<Float>?, sourceCount: Int) {
             self.pointer = pointer; self.count = count
-            original = .allocate(capacity: sourceCount)
-            original.initialize(from: source, count: sourceCount)
+            if let source {
+                let copy = UnsafeMutablePointer<Float>.allocate(capacity: sourceCount)
+                copy.initialize(from: source, count: sourceCount)
+                original = copy
+            } else {
+                original = nil
+            }
             originalCount = sourceCount
         }
         func matches(_ weights: UnsafePointer<Float>) -> Bool {
-            memcmp(original, weights, originalCount * MemoryLayout<Float>.size) == 0
+            guard let original else { return false }
+            return memcmp(original, weights, originalCount * MemoryLayout<Float>.size) == 0
         }
-        deinit { pointer.deallocate(); original.deallocate() }
+        deinit { Kernels.releaseFloats(pointer, count); original?.deallocate() }
     }
 
     struct WinogradKey: Hashable { let address: UInt, oc: Int, c: Int }
@@ -117,10 +124,10 @@ extension Kernels {
             return nil
         }
         if let hit { return hit }
-        let count = 36 * oc * c
+        let count = 36 * oc * c, cacheable = count <= winogradCacheLimit / 4
         let fresh = WinogradWeights(pointer: winogradWeights(weight.basePointer, oc: oc, c: c), count: count,
-                                    source: weight.basePointer, sourceCount: 9 * oc * c)
-        if count <= winogradCacheLimit / 4 {
+                                    source: cacheable ? weight.basePointer : nil, sourceCount: 9 * oc * c)
+        if cacheable {
             winogradCache.withLock { cache in
                 if let old = cache.entries.updateValue(fresh, forKey: key) {
                     cache.floats -= old.count
@@ -210,8 +217,9 @@ extension Kernels {
         let ld = rowsPerBlock * tilesW + 8  // room for the last chunk's lanes past the block's final tile
         let workers = min(cores, blocks)
         let vSize = 36 * c * ld, mSize = 36 * oc * ld, lineSize = 6 * 40
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: workers * (vSize + mSize + lineSize + 36 * 8 + 32))
-        defer { scratch.deallocate() }
+        let scratchCount = workers * (vSize + mSize + lineSize + 36 * 8 + 32)
+        let scratch = allocateFloats(scratchCount)
+        defer { releaseFloats(scratch, scratchCount) }
 
         parallelTasks(blocks) { worker, task in
             let base = scratch + worker * (vSize + mSize + lineSize + 36 * 8 + 32)

@@ -60,4 +60,20 @@ struct FusedTransformerTests {
         let fused = groupNorm(x, groups: 4, weight: w, bias: b, activation: .silu)
         #expect(relativeError(fused, silu(groupNorm(x, groups: 4, weight: w, bias: b))) < 1e-7)
     }
+
+    /// Large freed blocks are reused for the next tensor of the same size: a zeroed tensor must still read zero and
+    /// ops writing into reused memory must give the same values.
+    @Test("tensors on reused large blocks start zeroed when asked and compute the same results")
+    func reusedLargeBlocks() {
+        let shape = [4, 512, 1024]  // 8 MiB: above the reuse threshold
+        for _ in 0..<3 {
+            var dirty = Tensor(zeros: shape)
+            dirty.withUnsafeMutableBufferPointer { $0.update(repeating: 7) }
+        }
+        let zeros = Tensor(zeros: shape)
+        #expect(zeros.scalars.allSatisfy { $0 == 0 })
+        let x = Self.seeded(shape, seed: 15)
+        let first = silu(x), second = silu(x)
+        #expect(first.scalars == second.scalars)
+    }
 }
