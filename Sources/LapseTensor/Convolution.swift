@@ -64,11 +64,11 @@ extension Kernels {
         }
         let px = x.basePointer, pw = weight.basePointer
         let pointwise = kh == 1 && kw == 1 && vy.stride == 1 && vx.stride == 1 && vy.padding == 0 && vx.padding == 0
-        if groups == 1 && n > 1 && plane < 256 && !winogradApplies(kh: kh, kw: kw, vy: vy, vx: vx, groups: groups,
-                                                                 channels: c, outputs: oc, images: n) {
+        let winograd = winogradApplies(kh: kh, kw: kw, vy: vy, vx: vx, groups: groups, channels: c, outputs: oc, images: n)
+        if groups == 1 && n > 1 && plane < 256 && !winograd {
             // Small maps over a batch (a UNet's 4×4 and 8×8 levels over 32 frames): one GEMM per image would have a
             // few dozen columns and OpenBLAS would re-pack the whole O×K weight matrix for each of them.
-            batchedColumnsConv(px, pw, o, n: n, c: c, oc: oc, h: h, w: w, vy: vy, vx: vx)
+            batchedColumnsConv(px, pw, o, n: n, c: c, oc: oc, h: h, w: w, vy: vy, vx: vx, pointwise: pointwise)
         } else if pointwise {
             for b in 0..<n {
                 for g in 0..<groups {
@@ -77,7 +77,7 @@ extension Kernels {
                           c: o + (b * oc + g * og) * plane, ldc: plane)
                 }
             }
-        } else if winogradApplies(kh: kh, kw: kw, vy: vy, vx: vx, groups: groups, channels: c, outputs: oc, images: n) {
+        } else if winograd {
             // Bias and (leaky) ReLU ride along in the output transform; other activations run afterwards.
             let slope: Float? = switch activation {
             case .relu: 0
@@ -137,12 +137,11 @@ extension Kernels {
 
     /// Ungrouped convolution of several images per GEMM: their column matrices side by side (`[K, images·plane]`),
     /// one `[O, images·plane]` product, then each image's planes copied to their place in `o`. Images are taken in
-    /// runs whose columns fit a 64 MiB budget.
+    /// runs whose columns fit a 64 MiB budget. `pointwise` (1×1, stride 1, no padding): columns are the planes.
     static func batchedColumnsConv(_ px: UnsafePointer<Float>, _ pw: UnsafePointer<Float>, _ o: UnsafeMutablePointer<Float>,
-                                   n: Int, c: Int, oc: Int, h: Int, w: Int, vy: ConvAxis, vx: ConvAxis) {
+                                   n: Int, c: Int, oc: Int, h: Int, w: Int, vy: ConvAxis, vx: ConvAxis, pointwise: Bool) {
         let kh = vy.kernel, kw = vx.kernel, ho = vy.output, wo = vx.output, plane = ho * wo, kk = c * kh * kw
         let perRun = max(1, min(n, (columnBudget * 4) / max(kk * plane, 1)))
-        let pointwise = kh == 1 && kw == 1 && vy.stride == 1 && vx.stride == 1 && vy.padding == 0 && vx.padding == 0
         let col = allocateFloats(kk * perRun * plane)
         let product = allocateFloats(oc * perRun * plane)
         defer { releaseFloats(col, kk * perRun * plane); releaseFloats(product, oc * perRun * plane) }

@@ -72,18 +72,34 @@ extension Kernels {
     /// Blocks at least this large go through `BlockCache`.
     static let reuseThreshold = 4 << 20
 
-    /// Uninitialised memory for tensors and kernel scratch, 64-byte aligned; large blocks are reused from
-    /// `BlockCache` when a freed one of the same size is there. Give it back with `release(_:bytes:)`.
+    /// Memory for tensors and kernel scratch, 64-byte aligned, uninitialised unless `zeroed`; large blocks are
+    /// reused from `BlockCache` when a freed one of the same size is there. Give it back with `release(_:bytes:)`.
+    /// A freshly mapped block is already zero, so `zeroed` clears only reused and small blocks.
     /// (Transparent huge pages were tried as well: no gain on top of reuse, and on a fragmented machine the
     /// kernel's synchronous compaction made timings erratic.)
     @inline(__always)
-    static func allocate(bytes: Int) -> UnsafeMutableRawPointer {
+    static func allocate(bytes: Int, zeroed: Bool = false) -> UnsafeMutableRawPointer {
+        let raw: UnsafeMutableRawPointer
         if bytes >= reuseThreshold {
-            if let reused = BlockCache.shared.take(bytes: bytes) { return reused }
-            return mapBlock(bytes: bytes)
+            if let reused = BlockCache.shared.take(bytes: bytes) {
+                raw = reused
+            } else {
+                raw = mapBlock(bytes: bytes)
+                if mappedBlocksAreZero { return raw }
+            }
+        } else {
+            raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         }
-        return UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        if zeroed { raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes) }
+        return raw
     }
+
+    /// Whether `mapBlock` hands out zero-filled memory (anonymous mmap does).
+    #if canImport(Glibc)
+    static let mappedBlocksAreZero = true
+    #else
+    static let mappedBlocksAreZero = false
+    #endif
 
     /// Large blocks come straight from the kernel and go straight back (`munmap`), so freeing one always lowers
     /// the resident size. Through malloc, 4–32 MB blocks freed by the worker threads stayed in glibc's arenas

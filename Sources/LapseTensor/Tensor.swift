@@ -21,8 +21,7 @@ public final class TensorStorage: @unchecked Sendable {
     public init(count: Int) {
         precondition(count >= 0, "negative tensor size")
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
-        let raw = Kernels.allocate(bytes: bytes)
-        raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        let raw = Kernels.allocate(bytes: bytes, zeroed: true)
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
         owner = nil

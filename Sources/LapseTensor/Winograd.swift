@@ -217,12 +217,12 @@ extension Kernels {
         let ld = rowsPerBlock * tilesW + 8  // room for the last chunk's lanes past the block's final tile
         let workers = min(cores, blocks)
         let vSize = 36 * c * ld, mSize = 36 * oc * ld, lineSize = 6 * 40
-        let scratchCount = workers * (vSize + mSize + lineSize + 36 * 8 + 32)
-        let scratch = allocateFloats(scratchCount)
-        defer { releaseFloats(scratch, scratchCount) }
+        let perWorker = vSize + mSize + lineSize + 36 * 8 + 32
+        let scratch = allocateFloats(workers * perWorker)
+        defer { releaseFloats(scratch, workers * perWorker) }
 
         parallelTasks(blocks) { worker, task in
-            let base = scratch + worker * (vSize + mSize + lineSize + 36 * 8 + 32)
+            let base = scratch + worker * perWorker
             let v = base, m = base + vSize, line = m + mSize, hbuf = line + lineSize, tail = hbuf + 36 * 8
             let g0 = task * totalRows / blocks, g1 = (task + 1) * totalRows / blocks, count = (g1 - g0) * tilesW
 
