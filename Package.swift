@@ -38,14 +38,18 @@ let package = Package(
                        providers: [.apt(["libpng-dev"])]),
 
         // MARK: - Core
+        // What every layer needs and nothing else: atomic output files, the input-file rule, text helpers.
+        .target(name: "LapseSupport"),
         .target(name: "LapseTensor", dependencies: ["COpenBLAS"], swiftSettings: optimized),
-        .target(name: "LapseWeights", dependencies: ["LapseTensor"], swiftSettings: optimized),
+        // The parsers of untrusted files keep Swift's bounds and overflow checks (no -Ounchecked): they are the last
+        // line of defence against a hostile checkpoint.
+        .target(name: "LapseWeights", dependencies: ["LapseTensor", "LapseSupport"]),
         // Exported dynamically so plugin libraries bind to the host's single copy of LapseGraph/LapseTensor types.
-        .target(name: "LapseGraph", dependencies: ["LapseTensor"],
+        .target(name: "LapseGraph", dependencies: ["LapseTensor", "LapseSupport"],
                 linkerSettings: [.unsafeFlags(["-Xlinker", "--export-dynamic"], .when(platforms: [.linux]))]),
         .target(name: "CMediaHelpers", dependencies: ["CPNG", "CFFmpeg"],
                 linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("avutil")]),
-        .target(name: "LapseMedia", dependencies: ["LapseGraph", "LapseTensor", "CFFmpeg", "CPNG", "CMediaHelpers"],
+        .target(name: "LapseMedia", dependencies: ["LapseGraph", "LapseSupport", "LapseTensor", "CFFmpeg", "CPNG", "CMediaHelpers"],
                 swiftSettings: optimized),
         .target(name: "LapseCLI", dependencies: [
             "LapseGraph",
@@ -75,6 +79,13 @@ let package = Package(
         .executableTarget(name: "UNetBenchmark", dependencies: ["DiffusionPlugin", "LapseWeights", "LapseTensor"],
                           path: "Benchmarks/diffusion/UNetBenchmark", swiftSettings: optimized),
 
+        // MARK: - Fuzzing (Tools/fuzz: the families, the lapse-fuzz driver; FuzzSmokeTests runs a short pass in CI)
+        .target(name: "LapseFuzzing", dependencies: ["LapseSupport", "LapseWeights", "LapseTensor", "LapseGraph", "LapseMedia",
+                                                     "MediaPlugin", "TensorIOPlugin", "APISRPlugin", "DiffusionPlugin",
+                                                     "MagicTimePlugin"],
+                path: "Tools/fuzz/LapseFuzzing"),
+        .executableTarget(name: "lapse-fuzz", dependencies: ["LapseFuzzing"], path: "Tools/fuzz/lapse-fuzz"),
+
         // MARK: - Tests
         .target(name: "LapseTestSupport", dependencies: ["LapseGraph", "LapseTensor"], path: "Tests/LapseTestSupport"),
         .testTarget(name: "LapseGraphTests", dependencies: ["LapseGraph", "LapseTestSupport"]),
@@ -89,6 +100,7 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "DiffusionTests", dependencies: ["DiffusionPlugin", "MagicTimePlugin", "MediaPlugin", "APISRPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport"],
                     resources: [.copy("Fixtures")]),
+        .testTarget(name: "FuzzSmokeTests", dependencies: ["LapseFuzzing"]),
         .testTarget(name: "LapseCLITests", dependencies: ["LapseCLI", "LapseGraph", "LapseTestSupport", "lapse"]),
     ]
 )

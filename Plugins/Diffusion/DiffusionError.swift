@@ -1,3 +1,4 @@
+import LapseSupport
 import Foundation
 
 /// Errors of the diffusion components (tokenizer, text encoder, schedulers), each naming what is wrong.
@@ -35,22 +36,7 @@ public enum DiffusionError: Error, LocalizedError, Equatable {
     /// The `limit` keys of `candidates` most similar to `key` (edit distance on the dotted path), for error hints.
     public static func closeMatches(to key: String, in candidates: some Sequence<String>, limit: Int = 3) -> [String] {
         let target = Array(key.utf8)
-        let scored = candidates.map { ($0, editDistance(target, Array($0.utf8))) }
+        let scored = candidates.map { ($0, LapseSupport.editDistance(target, Array($0.utf8))) }
         return scored.sorted { $0.1 != $1.1 ? $0.1 < $1.1 : $0.0 < $1.0 }.prefix(limit).map(\.0)
-    }
-
-    private static func editDistance(_ a: [UInt8], _ b: [UInt8]) -> Int {
-        if a.isEmpty { return b.count }
-        if b.isEmpty { return a.count }
-        var previous = Array(0...b.count)
-        var current = [Int](repeating: 0, count: b.count + 1)
-        for i in 1...a.count {
-            current[0] = i
-            for j in 1...b.count {
-                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
-            }
-            swap(&previous, &current)
-        }
-        return previous[b.count]
     }
 }

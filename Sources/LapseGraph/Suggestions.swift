@@ -1,26 +1,10 @@
+import LapseSupport
+
 /// "Did you mean …" suggestions for misspelt names.
 public enum Suggestions {
-    /// Edit distance (insertions, deletions, substitutions and adjacent transpositions: "optimal string alignment"),
-    /// compared case-insensitively so `loadimage` finds `LoadImage` and `valeu` finds `value`.
+    /// `LapseSupport.editDistance` compared case-insensitively, so `loadimage` finds `LoadImage`.
     public static func editDistance(_ a: String, _ b: String) -> Int {
-        let x = Array(a.lowercased().unicodeScalars), y = Array(b.lowercased().unicodeScalars)
-        if x.isEmpty { return y.count }
-        if y.isEmpty { return x.count }
-        var beforePrevious = [Int](repeating: 0, count: y.count + 1)
-        var previous = Array(0...y.count)
-        var current = [Int](repeating: 0, count: y.count + 1)
-        for i in 1...x.count {
-            current[0] = i
-            for j in 1...y.count {
-                let cost = x[i - 1] == y[j - 1] ? 0 : 1
-                current[j] = min(previous[j - 1] + cost, previous[j] + 1, current[j - 1] + 1)
-                if i > 1, j > 1, x[i - 1] == y[j - 2], x[i - 2] == y[j - 1] {
-                    current[j] = min(current[j], beforePrevious[j - 2] + 1)
-                }
-            }
-            (beforePrevious, previous, current) = (previous, current, beforePrevious)
-        }
-        return previous[y.count]
+        LapseSupport.editDistance(a.lowercased().unicodeScalars, b.lowercased().unicodeScalars)
     }
 
     /// The candidate closest to `name`, if it is close enough to be a plausible typo (at most a third of the

@@ -119,8 +119,8 @@ public enum MediaIO {
     public static func saveVideo(_ frames: Frames, path: String, options: VideoEncodingOptions = VideoEncodingOptions(),
                                  progress: FrameProgress? = nil) throws -> [String] {
         var notes: [String] = []
-        try AtomicOutput.write(to: path) { temp in
-            let encoder = try VideoEncoder(path: path, tempPath: temp, options: options, streamRate: frames.info.frameRate)
+        try AtomicFile.write(to: URL(fileURLWithPath: path)) { temp in
+            let encoder = try VideoEncoder(path: path, tempPath: temp.path, options: options, streamRate: frames.info.frameRate)
             let source = try frames.makeSource()
             let total = frames.info.frameCount ?? 0
             while let frame = try source.next() {

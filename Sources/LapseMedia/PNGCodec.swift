@@ -26,8 +26,9 @@ public enum PNGCodec {
                      color: ColorInfo(matrix: "rgb", range: "full", bitDepth: sixteen ? 16 : 8))
     }
 
-    /// Writes one frame as PNG (8 or 16 bits per sample, the frame's own channel count), atomically.
-    public static func write(_ frame: Frame, to path: String, bitDepth: Int) throws {
+    /// Writes one frame as PNG (8 or 16 bits per sample, the frame's own channel count), atomically; with a `group`,
+    /// the file stays staged in it until the group commits (image sequences).
+    public static func write(_ frame: Frame, to path: String, bitDepth: Int, group: AtomicFileGroup? = nil) throws {
         guard bitDepth == 8 || bitDepth == 16 else {
             throw MediaError.invalidArgument("\(path): PNG bit depth must be 8 or 16, got \(bitDepth)")
         }
@@ -37,11 +38,13 @@ public enum PNGCodec {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: lineSize * frame.height, alignment: 16)
         defer { buffer.deallocate() }
         PixelPacking.pack(frame.image, into: buffer, lineSize: lineSize, outChannels: channels, sixteenBit: bitDepth == 16)
-        try AtomicOutput.write(to: path) { temp in
+        let encode = { (temp: URL) throws in
             var message = [CChar](repeating: 0, count: 512)
-            let status = lapse_png_write(temp, UInt32(frame.width), UInt32(frame.height), Int32(channels),
+            let status = lapse_png_write(temp.path, UInt32(frame.width), UInt32(frame.height), Int32(channels),
                                          Int32(bitDepth), buffer, &message, message.count)
             guard status == 0 else { throw MediaError.cannotWrite(path: path, reason: "PNG: " + String(nulTerminated: message)) }
         }
+        let url = URL(fileURLWithPath: path)
+        if let group { try group.write(to: url, encode) } else { try AtomicFile.write(to: url, encode) }
     }
 }

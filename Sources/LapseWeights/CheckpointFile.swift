@@ -1,4 +1,5 @@
 import Foundation
+import LapseSupport
 import LapseTensor
 
 /// Shape and element type of one tensor in a checkpoint, known without reading its data.
@@ -184,24 +185,9 @@ func closeMatches(for name: String, in candidates: [String], limit: Int = 3) -> 
         let bytes = Array(c.utf8)
         // Edit distance is quadratic; skip it for names so different in length that they can't be close.
         if abs(bytes.count - target.count) > max(8, target.count / 2) && !c.hasSuffix(leaf) { continue }
-        var d = editDistance(target, bytes)
+        var d = LapseSupport.editDistance(target, bytes)
         if c.hasSuffix("." + leaf) || c == leaf { d = min(d, max(1, abs(bytes.count - target.count))) }
         if d <= max(3, target.count / 3) { scored.append((d, c)) }
     }
     return scored.sorted { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }.prefix(limit).map(\.1)
-}
-
-func editDistance(_ a: [UInt8], _ b: [UInt8]) -> Int {
-    if a.isEmpty { return b.count }
-    if b.isEmpty { return a.count }
-    var prev = Array(0...b.count)
-    var cur = [Int](repeating: 0, count: b.count + 1)
-    for i in 1...a.count {
-        cur[0] = i
-        for j in 1...b.count {
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
-        }
-        swap(&prev, &cur)
-    }
-    return prev[b.count]
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LapseSupport
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -16,7 +17,13 @@ final class MappedFile: @unchecked Sendable {
 
     init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY)
+        // Refuse FIFOs and devices before open(), which would block on a FIFO until a writer appears.
+        do {
+            try InputFile.check(path)
+        } catch {
+            throw WeightsError.io(file: path, reason: (error as? FileAccessError).map(Self.reason) ?? "\(error)")
+        }
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else { throw WeightsError.io(file: path, reason: "cannot open: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var info = stat()
@@ -40,6 +47,17 @@ final class MappedFile: @unchecked Sendable {
         mapped = true
     }
 
+    /// The part of a file-access error that follows the path (the error case names the file itself).
+    private static func reason(_ error: FileAccessError) -> String {
+        switch error {
+        case .notFound: "no such file"
+        case .notRegularFile(_, let kind): "is \(kind), not a regular file"
+        case .nulInPath: "the path contains a NUL character"
+        case .notReadable(_, let r), .folder(_, let r), .write(_, let r): r
+        case .rename(_, _, let r): r
+        }
+    }
+
     deinit {
         if mapped { munmap(UnsafeMutableRawPointer(mutating: base), count) } else { base.deallocate() }
     }
@@ -56,37 +74,4 @@ final class MappedFile: @unchecked Sendable {
     func u16(_ o: Int) -> UInt16 { UInt16(littleEndian: base.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
     func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: base.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
     func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: base.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
-}
-
-/// Writes a file atomically: the bytes go to a temporary file in the same folder, which is then renamed over the
-/// destination, so a crash or a full disk never leaves a half-written checkpoint under the final name.
-enum AtomicWrite {
-    static func write(path: String, _ body: (FileHandle) throws -> Void) throws {
-        let url = URL(fileURLWithPath: path)
-        let dir = url.deletingLastPathComponent()
-        let temp = dir.appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString).tmp")
-        guard FileManager.default.createFile(atPath: temp.path, contents: nil) else {
-            throw WeightsError.io(file: path, reason: "cannot create temporary file in \(dir.path)")
-        }
-        do {
-            let handle = try FileHandle(forWritingTo: temp)
-            do {
-                try body(handle)
-                try handle.synchronize()
-                try handle.close()
-            } catch {
-                try? handle.close()
-                throw error
-            }
-            if rename(temp.path, url.path) != 0 {
-                throw WeightsError.io(file: path, reason: "cannot rename temporary file: \(String(cString: strerror(errno)))")
-            }
-        } catch let error as WeightsError {
-            try? FileManager.default.removeItem(at: temp)
-            throw error
-        } catch {
-            try? FileManager.default.removeItem(at: temp)
-            throw WeightsError.io(file: path, reason: "write failed: \(error.localizedDescription)")
-        }
-    }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LapseSupport
 import LapseTensor
 
 /// The safetensors format: an 8-byte little-endian header length, a JSON header mapping names to
@@ -126,31 +127,43 @@ public enum SafeTensors {
         var headerBytes = Array(header.utf8)
         // Pad with spaces so the data area starts 8-byte aligned, which keeps F32 reads zero-copy.
         while (8 + headerBytes.count) % 8 != 0 { headerBytes.append(UInt8(ascii: " ")) }
-        try AtomicWrite.write(path: path) { handle in
-            var prefix = Data(count: 8)
-            prefix.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(headerBytes.count).littleEndian, as: UInt64.self) }
-            try handle.write(contentsOf: prefix + Data(headerBytes))
-            for (_, tensor) in tensors {
-                try tensor.withUnsafeBufferPointer { src in
-                    switch dtype {
-                    case .f32:
-                        try handle.write(contentsOf: Data(buffer: src))
-                    default:
-                        // Convert in bounded chunks so writing a large tensor never doubles its memory.
-                        let chunk = 1 << 20
-                        var start = 0
-                        var out = [UInt16](repeating: 0, count: min(chunk, src.count))
-                        while start < src.count {
-                            let n = min(chunk, src.count - start)
-                            for i in 0..<n {
-                                let f = src[start + i]
-                                out[i] = dtype == .f16 ? floatToHalf(f) : floatToBFloat16(f)
+        try AtomicFile.write(to: URL(fileURLWithPath: path)) { temp in
+            do {
+                guard FileManager.default.createFile(atPath: temp.path, contents: nil) else {
+                    throw WeightsError.io(file: path, reason: "cannot create a temporary file next to it")
+                }
+                let handle = try FileHandle(forWritingTo: temp)
+                defer { try? handle.close() }
+                var prefix = Data(count: 8)
+                prefix.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(headerBytes.count).littleEndian, as: UInt64.self) }
+                try handle.write(contentsOf: prefix + Data(headerBytes))
+                for (_, tensor) in tensors {
+                    try tensor.withUnsafeBufferPointer { src in
+                        switch dtype {
+                        case .f32:
+                            try handle.write(contentsOf: Data(buffer: src))
+                        default:
+                            // Convert in bounded chunks so writing a large tensor never doubles its memory.
+                            let chunk = 1 << 20
+                            var start = 0
+                            var out = [UInt16](repeating: 0, count: min(chunk, src.count))
+                            while start < src.count {
+                                let n = min(chunk, src.count - start)
+                                for i in 0..<n {
+                                    let f = src[start + i]
+                                    out[i] = dtype == .f16 ? floatToHalf(f) : floatToBFloat16(f)
+                                }
+                                try out.withUnsafeBytes { try handle.write(contentsOf: Data($0.prefix(n * 2))) }
+                                start += n
                             }
-                            try out.withUnsafeBytes { try handle.write(contentsOf: Data($0.prefix(n * 2))) }
-                            start += n
                         }
                     }
                 }
+                try handle.synchronize()
+            } catch let error as WeightsError {
+                throw error
+            } catch {
+                throw WeightsError.io(file: path, reason: "write failed: \(AtomicFile.systemReason(error))")
             }
         }
     }
