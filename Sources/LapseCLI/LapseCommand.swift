@@ -33,6 +33,9 @@ public enum ExitStatus {
     public static let success: Int32 = 0
     public static let runtimeError: Int32 = 1
     public static let invalidGraph: Int32 = 2
+    /// A malformed command line (unknown option, missing argument): `EX_USAGE` from sysexits(3), as ArgumentParser
+    /// reports it.
+    public static let usage: Int32 = 64
     public static let cancelled: Int32 = 130
 }
 
@@ -61,7 +64,7 @@ public enum LapseCLI {
                 return exit.rawValue
             } catch {
                 let code = Lapse.exitCode(for: error).rawValue
-                let message = Lapse.fullMessage(for: error)
+                let message = TerminalText.escaped(Lapse.fullMessage(for: error), keepingNewlines: true)
                 if code == 0 {
                     environment.console.out(message + "\n")
                 } else {
@@ -73,25 +76,32 @@ public enum LapseCLI {
     }
 
     /// The `lapse` executable's entry point: real console, Ctrl-C wired to cancellation, never returns.
+    ///
+    /// SIGINT, SIGTERM and SIGHUP all cancel the run cooperatively (running nodes stop at their next step and their
+    /// temporary outputs are removed); a second signal exits at once, still removing temporary output files.
     public static func main(makeRegistry: @escaping @Sendable () throws -> NodeRegistry) -> Never {
         let token = CancellationToken()
         let console = StandardConsole()
-        signal(SIGINT, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
         let presses = SignalCounter()
-        source.setEventHandler {
-            if presses.increment() == 1 {
-                console.err("\ncancelling at the next step (Ctrl-C again to stop now)…\n")
-                token.cancel()
-            } else {
-                AtomicFile.removeAllPending()
-                exit(ExitStatus.cancelled)
+        var sources: [any DispatchSourceSignal] = []
+        for (number, name) in [(SIGINT, "Ctrl-C"), (SIGTERM, "SIGTERM"), (SIGHUP, "SIGHUP")] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                if presses.increment() == 1 {
+                    console.err("\n\(name): cancelling at the next step (\(name == "Ctrl-C" ? "Ctrl-C" : "signal") again to stop now)…\n")
+                    token.cancel()
+                } else {
+                    AtomicFile.removeAllPending()
+                    exit(ExitStatus.cancelled)
+                }
             }
+            source.resume()
+            sources.append(source)
         }
-        source.resume()
         let environment = CLIEnvironment(console: console, makeRegistry: makeRegistry, cancellation: token)
         let status = run(Array(CommandLine.arguments.dropFirst()), environment: environment)
-        source.cancel()
+        for source in sources { source.cancel() }
         exit(status)
     }
 }
@@ -151,6 +161,9 @@ struct PluginOptions: ParsableArguments {
 
 /// Options naming a graph and its overrides.
 struct GraphOptions: ParsableArguments {
+    /// Graph files are small JSON documents; a larger file is a mistake (or an attack), refused before reading.
+    static let maximumGraphBytes = 64 << 20
+
     @Argument(help: "The graph file (JSON).")
     var graph: String
 
@@ -169,9 +182,13 @@ struct GraphOptions: ParsableArguments {
         let url = resolve(graph, env)
         let data: Data
         do {
-            data = try Data(contentsOf: url)
+            let size = try InputFile.check(url.path)
+            guard size <= GraphOptions.maximumGraphBytes else {
+                throw FileAccessError.notReadable(path: url.path, reason: "\(size) bytes is more than a graph file may hold (\(GraphOptions.maximumGraphBytes))")
+            }
+            data = try InputFile.read(url.path)
         } catch {
-            env.console.err("error: \(graph): cannot read the graph file: \(error.localizedDescription)\n")
+            env.console.err("error: cannot read the graph file: \(error.localizedDescription)\n")
             throw ExitCode(ExitStatus.invalidGraph)
         }
         let validator = GraphValidator(registry: registry, baseDirectory: env.currentDirectory, checkInputFiles: checkInputFiles)
@@ -183,8 +200,8 @@ struct GraphOptions: ParsableArguments {
         case .failure(let failure):
             problems += failure.diagnostics.map(\.description)
         }
-        env.console.err(problems.joined(separator: "\n") + "\n")
-        env.console.err("\(graph): \(problems.count) error\(problems.count == 1 ? "" : "s")\n")
+        env.console.err(problems.map { TerminalText.escaped($0) }.joined(separator: "\n") + "\n")
+        env.console.err("\(TerminalText.quoted(graph)): \(problems.count) error\(problems.count == 1 ? "" : "s")\n")
         throw ExitCode(ExitStatus.invalidGraph)
     }
 }

@@ -145,21 +145,37 @@ public final class ResultCache: Sendable {
         self.directory = directory
     }
 
-    /// A cached result: from memory, else from disk when it can be decoded with the registry's persistable types.
-    public func lookup(_ key: String, registry: NodeRegistry) -> NodeOutputs? {
-        if let hit = memory.withLock({ $0[key] }) { return hit }
-        guard let file = fileURL(for: key), let data = try? Data(contentsOf: file),
-              let outputs = try? decode(data, registry: registry) else { return nil }
-        memory.withLock { $0[key] = outputs }
-        return outputs
+    /// What a lookup found.
+    public enum Lookup {
+        case hit(NodeOutputs)
+        case miss
+        /// An entry on disk failed its checksum or could not be decoded; it was removed and will be recomputed.
+        case corrupt(path: String, reason: String)
+    }
+
+    /// A cached result: from memory, else from disk when its checksum holds and it decodes with the registry's
+    /// persistable types. A damaged or hand-edited entry is removed and reported, never used.
+    public func lookup(_ key: String, registry: NodeRegistry) -> Lookup {
+        if let hit = memory.withLock({ $0[key] }) { return .hit(hit) }
+        guard let file = fileURL(for: key), FileKind(path: file.path) != .missing else { return .miss }
+        do {
+            let data = try InputFile.read(file.path)
+            let outputs = try decode(data, key: key, registry: registry)
+            memory.withLock { $0[key] = outputs }
+            return .hit(outputs)
+        } catch {
+            unlink(file.path)
+            return .corrupt(path: file.path, reason: error.localizedDescription)
+        }
     }
 
     /// Remembers a result; writes it to disk when every output value is persistable.
     public func store(_ outputs: NodeOutputs, for key: String, nodeType: String) throws {
         memory.withLock { $0[key] = outputs }
-        guard let file = fileURL(for: key), let data = try encode(outputs, nodeType: nodeType) else { return }
-        try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try AtomicFile.write(data, to: file)
+        guard let file = fileURL(for: key), let payload = try encode(outputs, key: key, nodeType: nodeType) else { return }
+        var h = SHA256()
+        h.update(payload)
+        try AtomicFile.write(Data((Self.magic + " " + h.finalizeHex() + "\n").utf8) + payload, to: file)
     }
 
     /// Number of results held in memory.
@@ -169,7 +185,10 @@ public final class ResultCache: Sendable {
         directory?.appendingPathComponent(String(key.prefix(2))).appendingPathComponent("\(key).json")
     }
 
-    private func encode(_ outputs: NodeOutputs, nodeType: String) throws -> Data? {
+    /// First word of an entry's header line; the line goes on with the SHA-256 of the payload that follows it.
+    static let magic = "lapse-cache-v2"
+
+    private func encode(_ outputs: NodeOutputs, key: String, nodeType: String) throws -> Data? {
         var encoded: [String: Any] = [:]
         for (name, value) in outputs.values {
             switch value {
@@ -183,25 +202,43 @@ public final class ResultCache: Sendable {
                                  "data": try persistable.persistentData().base64EncodedString()]
             }
         }
-        return try JSONSerialization.data(withJSONObject: ["version": 1, "type": nodeType, "outputs": encoded],
+        return try JSONSerialization.data(withJSONObject: ["key": key, "type": nodeType, "outputs": encoded],
                                           options: [.sortedKeys])
     }
 
-    private func decode(_ data: Data, registry: NodeRegistry) throws -> NodeOutputs? {
-        guard let root = try JSONSerialization.jsonObject(with: data) as? [String: Any],
-              root["version"] as? Int == 1, let outputs = root["outputs"] as? [String: [String: Any]] else { return nil }
+    /// Why an entry was not used.
+    struct EntryError: LocalizedError {
+        let reason: String
+        var errorDescription: String? { reason }
+    }
+
+    private func decode(_ data: Data, key: String, registry: NodeRegistry) throws -> NodeOutputs {
+        guard let newline = data.firstIndex(of: 0x0A), newline - data.startIndex <= 128 else {
+            throw EntryError(reason: "no \(Self.magic) header line")
+        }
+        let header = String(decoding: data[data.startIndex..<newline], as: UTF8.self).split(separator: " ")
+        guard header.count == 2, header[0] == Self.magic else { throw EntryError(reason: "unknown header (an entry of another version?)") }
+        let payload = data[(newline + 1)...]
+        var h = SHA256()
+        h.update(payload)
+        guard h.finalizeHex() == header[1] else { throw EntryError(reason: "checksum mismatch (the entry was changed after it was written)") }
+        guard let root = try? JSONSerialization.jsonObject(with: payload) as? [String: Any], root["key"] as? String == key,
+              let outputs = root["outputs"] as? [String: [String: Any]] else {
+            throw EntryError(reason: "the entry belongs to another key or is not a cache entry")
+        }
         var values: [String: Value] = [:]
         for (name, item) in outputs {
+            let bad = EntryError(reason: "output \"\(name)\" cannot be decoded")
             switch item["kind"] as? String {
-            case "int": guard let s = item["value"] as? String, let i = Int(s) else { return nil }; values[name] = .int(i)
-            case "float": guard let s = item["bits"] as? String, let b = UInt64(s) else { return nil }; values[name] = .float(Double(bitPattern: b))
-            case "bool": guard let b = item["value"] as? Bool else { return nil }; values[name] = .bool(b)
-            case "string": guard let s = item["value"] as? String else { return nil }; values[name] = .string(s)
+            case "int": guard let s = item["value"] as? String, let i = Int(s) else { throw bad }; values[name] = .int(i)
+            case "float": guard let s = item["bits"] as? String, let b = UInt64(s) else { throw bad }; values[name] = .float(Double(bitPattern: b))
+            case "bool": guard let b = item["value"] as? Bool else { throw bad }; values[name] = .bool(b)
+            case "string": guard let s = item["value"] as? String else { throw bad }; values[name] = .string(s)
             case "object":
                 guard let tag = item["tag"] as? String, let type = registry.persistableType(tag: tag),
-                      let text = item["data"] as? String, let bytes = Data(base64Encoded: text) else { return nil }
+                      let text = item["data"] as? String, let bytes = Data(base64Encoded: text) else { throw bad }
                 values[name] = .object(try type.restore(from: bytes))
-            default: return nil
+            default: throw bad
             }
         }
         return NodeOutputs(values)

@@ -96,9 +96,16 @@ public struct Executor: Sendable {
         let token = options.cancellation
         if token.isCancelled { throw CancellationError() }
         // Savers always run: their effect is the file they write, which a cache entry cannot stand for.
-        if !node.schema.isOutput, let cache = options.cache, let hit = cache.lookup(key, registry: registry) {
-            events.handle(.nodeFinished(nodeID: node.id, type: node.type, seconds: 0, cached: true))
-            return (hit, true)
+        if !node.schema.isOutput, let cache = options.cache {
+            switch cache.lookup(key, registry: registry) {
+            case .hit(let outputs):
+                events.handle(.nodeFinished(nodeID: node.id, type: node.type, seconds: 0, cached: true))
+                return (outputs, true)
+            case .corrupt(let path, let reason):
+                events.handle(.log(nodeID: node.id, message: "warning: ignored the cache entry \(TerminalText.quoted(path)): \(reason); recomputing"))
+            case .miss:
+                break
+            }
         }
         var values = node.literals
         for link in node.links {
@@ -223,7 +230,8 @@ private final class Scheduler: @unchecked Sendable {
     private let executor: Executor
     private let state: Mutex<State>
     private let done = DispatchSemaphore(value: 0)
-    private let queue = DispatchQueue(label: "lapse.executor", attributes: .concurrent)
+    /// Stack of a node's thread: room for `GraphValidator.maximumStreamDepth` chained stream stages.
+    static let nodeStackSize = 512 << 20
 
     init(graph: ValidatedGraph, keys: [String: String], remaining: [String: Int], dependents: [String: [String]],
          order: [String], executor: Executor) {
@@ -265,7 +273,12 @@ private final class Scheduler: @unchecked Sendable {
             }
         }
         for (id, upstream) in launch {
-            queue.async { self.runNode(id, upstream: upstream) }
+            // Pulling a stream recurses through every stage feeding it (and releasing the sources unwinds the same
+            // way), so nodes run on threads with a large stack rather than Dispatch's 512 KiB workers. Only touched
+            // pages are committed; `GraphValidator.maximumStreamDepth` bounds the recursion.
+            let thread = Thread { self.runNode(id, upstream: upstream) }
+            thread.stackSize = Self.nodeStackSize
+            thread.start()
         }
     }
 

@@ -120,6 +120,9 @@ public struct GraphValidator {
 
         guard diagnostics.isEmpty else { return .failure(ValidationFailure(diagnostics: diagnostics)) }
         let order = GraphValidator.topologicalOrder(ids: ids, edges: edges)
+        if let deep = GraphValidator.tooDeepStream(order: order, nodes: resolved, document: document) {
+            return .failure(ValidationFailure(diagnostics: [deep]))
+        }
         return .success(ValidatedGraph(nodes: resolved, order: order, outputNodes: outputs, document: document))
     }
 
@@ -198,8 +201,14 @@ public struct GraphValidator {
                 // An image-sequence pattern (`frames/f_%05d.png`) names no single file: its folder must exist, and the
                 // loader reports a sequence with no frames.
                 let checked = GraphValidator.isSequencePattern(file) ? url.deletingLastPathComponent() : url
-                if !FileManager.default.fileExists(atPath: checked.path) {
+                let kind = FileKind(path: checked.path)
+                if file.utf8.contains(0) {
+                    report(path, "the path contains a NUL character", value.location)
+                } else if kind == .missing {
                     report(path, "input file not found: \"\(file)\"" + (file.hasPrefix("/") ? "" : " (relative paths resolve against \(baseDirectory.path))"), value.location)
+                } else if kind != .regular && kind != .directory {
+                    // Opening a FIFO blocks until a writer comes; devices never end. Folders are diffusers models.
+                    report(path, "\"\(file)\" is \(kind.description), not a regular file", value.location)
                 } else {
                     inputFiles.append(url.standardizedFileURL.path)
                 }
@@ -219,6 +228,30 @@ public struct GraphValidator {
         guard diagnostics.count == before else { return nil }
         return ResolvedNode(id: node.id, entry: entry, literals: literals,
                             links: links.sorted { $0.port < $1.port }, inputFiles: inputFiles)
+    }
+
+    /// The longest chain of frame-stream stages a graph may hold. Frames are pulled through every stage recursively;
+    /// this bound keeps that recursion within a node thread's stack (ComfyUI-style graphs use tens of stages).
+    public static let maximumStreamDepth = 4096
+
+    /// The first node whose frames pass through more than `maximumStreamDepth` streaming stages, as a diagnostic.
+    static func tooDeepStream(order: [String], nodes: [String: ResolvedNode], document: GraphDocument) -> Diagnostic? {
+        var depth: [String: Int] = [:]
+        for id in order {
+            guard let node = nodes[id] else { continue }
+            var deepest = 0
+            for link in node.links where node.schema.inputs.first(where: { $0.name == link.port })?.type == .frames {
+                deepest = max(deepest, depth[link.nodeID] ?? 0)
+            }
+            let produces = node.schema.outputs.contains { $0.type == .frames }
+            depth[id] = deepest + (produces ? 1 : 0)
+            if deepest + 1 > maximumStreamDepth {
+                return Diagnostic(path: "nodes.\(id)", nodeID: id,
+                                  message: "its frames pass through \(deepest) chained streaming nodes; at most \(maximumStreamDepth) are supported (split the work into several graphs, or combine the steps into fewer nodes)",
+                                  location: document.nodes.first { $0.id == id }?.location)
+            }
+        }
+        return nil
     }
 
     /// An `Int` output may feed a `Float` input; otherwise types must be equal.

@@ -87,13 +87,19 @@ public enum PluginLoader {
     /// Loads every `.so`/`.dylib` in `directory`, in name order. Returns the problems; the rest keeps working.
     public static func loadDirectory(_ directory: URL, into registry: NodeRegistry) -> [any Error] {
         let names: [String]
+        let kind = FileKind(path: directory.path)
+        guard kind == .directory else {
+            let reason = kind == .missing ? "no such folder" : "is \(kind.description), not a folder of plugin libraries"
+            return [PluginError.unreadableDirectory(path: directory.path, reason: reason)]
+        }
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
         } catch {
-            return [PluginError.unreadableDirectory(path: directory.path, reason: error.localizedDescription)]
+            return [PluginError.unreadableDirectory(path: directory.path, reason: AtomicFile.systemReason(error))]
         }
         var errors: [any Error] = []
-        for name in names.sorted() where name.hasSuffix(".so") || name.hasSuffix(".dylib") {
+        for name in names.sorted() where (name.hasSuffix(".so") || name.hasSuffix(".dylib"))
+            && FileKind(path: directory.appendingPathComponent(name).path) == .regular {
             errors += loadLibrary(directory.appendingPathComponent(name), into: registry)
         }
         return errors

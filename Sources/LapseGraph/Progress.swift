@@ -12,6 +12,23 @@ public enum RunEvent: Sendable {
     case error(nodeID: String?, message: String)
 }
 
+extension RunEvent {
+    /// The event with every text field made safe for a terminal (`TerminalText.escaped`): node ids, types, units and
+    /// messages come from graph files, file names and checkpoints, which may hold escape sequences.
+    public var escapedForTerminal: RunEvent {
+        let e = { (text: String) in TerminalText.escaped(text, keepingNewlines: true) }
+        switch self {
+        case .nodeStarted(let id, let type): return .nodeStarted(nodeID: e(id), type: e(type))
+        case .progress(let id, let type, let step, let total, let unit):
+            return .progress(nodeID: e(id), type: e(type), step: step, total: total, unit: e(unit))
+        case .nodeFinished(let id, let type, let seconds, let cached):
+            return .nodeFinished(nodeID: e(id), type: e(type), seconds: seconds, cached: cached)
+        case .log(let id, let message): return .log(nodeID: id.map(e), message: e(message))
+        case .error(let id, let message): return .error(nodeID: id.map(e), message: e(message))
+        }
+    }
+}
+
 /// Receives run events; called from worker threads, so implementations synchronise themselves.
 public protocol RunEventSink: Sendable {
     func handle(_ event: RunEvent)
@@ -65,7 +82,7 @@ public final class PlainLogRenderer: RunEventSink {
     public init(write: @escaping @Sendable (String) -> Void) { self.write = write }
 
     public func handle(_ event: RunEvent) {
-        switch event {
+        switch event.escapedForTerminal {
         case .nodeStarted(let id, let type): write("\(id) (\(type)): started\n")
         case .progress(let id, let type, let step, let total, let unit):
             let now = Date()
@@ -110,7 +127,7 @@ public final class TerminalProgressRenderer: RunEventSink {
         state.withLock { state in
             let now = Date()
             var above: String?
-            switch event {
+            switch event.escapedForTerminal {
             case .nodeStarted(let id, let type):
                 state.tracks[id] = Track(type: type, started: now)
             case .progress(let id, let type, let step, let total, let unit):
