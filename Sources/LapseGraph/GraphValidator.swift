@@ -245,7 +245,7 @@ public struct GraphValidator {
             }
             let produces = node.schema.outputs.contains { $0.type == .frames }
             depth[id] = deepest + (produces ? 1 : 0)
-            if deepest + 1 > maximumStreamDepth {
+            if deepest > maximumStreamDepth {
                 return Diagnostic(path: "nodes.\(id)", nodeID: id,
                                   message: "its frames pass through \(deepest) chained streaming nodes; at most \(maximumStreamDepth) are supported (split the work into several graphs, or combine the steps into fewer nodes)",
                                   location: document.nodes.first { $0.id == id }?.location)

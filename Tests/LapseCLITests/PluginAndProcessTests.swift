@@ -133,7 +133,9 @@ struct PluginAndProcessTests {
         #expect(message.contains(#"error: nodes.w.params.path: missing required input "path" (String)"#))
     }
 
-    @Test func sigintCancelsExits130AndLeavesNoPartialOutput() throws {
+    /// SIGTERM and SIGHUP (a closed terminal, a stopped job) cancel like Ctrl-C: no partial or temporary file remains.
+    @Test(arguments: [SIGINT, SIGTERM, SIGHUP])
+    func signalsCancelExit130AndLeaveNoPartialOutput(signal: Int32) throws {
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let target = dir.appendingPathComponent("out.txt")
@@ -150,7 +152,7 @@ struct PluginAndProcessTests {
         #expect(seen.contains(#""event":"progress""#))
         let temps = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains("lapse-tmp") }
         #expect(temps.count == 1, "a temporary file is being written: \(temps)")
-        kill(process.processIdentifier, SIGINT)
+        kill(process.processIdentifier, signal)
         process.waitUntilExit()
         #expect(process.terminationStatus == 130)
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["slow.json"], "no output or temporary file remains")
