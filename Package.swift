@@ -36,6 +36,8 @@ let package = Package(
                        providers: [.apt(["libavformat-dev", "libavcodec-dev", "libavfilter-dev", "libswscale-dev", "libavutil-dev"])]),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
+        // zlib, already a dependency of libpng: gzip decompression with an output cap (the CLIP vocabulary).
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         // MARK: - Core
         // What every layer needs and nothing else: atomic output files, the input-file rule, text helpers.
@@ -62,7 +64,7 @@ let package = Package(
         .target(name: "TensorIOPlugin", dependencies: ["LapseGraph", "LapseWeights", "LapseTensor"], path: "Plugins/TensorIO"),
         .target(name: "APISRPlugin", dependencies: ["LapseGraph", "LapseWeights", "LapseTensor"], path: "Plugins/APISR",
                 swiftSettings: optimized),
-        .target(name: "DiffusionPlugin", dependencies: ["LapseGraph", "LapseWeights", "LapseTensor"], path: "Plugins/Diffusion",
+        .target(name: "DiffusionPlugin", dependencies: ["LapseGraph", "LapseWeights", "LapseTensor", "CZlib"], path: "Plugins/Diffusion",
                 swiftSettings: optimized),
         .target(name: "MagicTimePlugin", dependencies: ["DiffusionPlugin", "LapseGraph", "LapseWeights"], path: "Plugins/MagicTime"),
 

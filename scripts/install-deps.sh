@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Lapse builds against: OpenBLAS, FFmpeg's libraries (and the ffmpeg program, which tests
-# and benchmarks use as a reference), libpng and pkg-config. Skips apt entirely when everything is already there.
+# and benchmarks use as a reference), libpng, zlib and pkg-config. Skips apt entirely when everything is already there.
 set -euo pipefail
 packages=(libopenblas-dev libavformat-dev libavcodec-dev libavfilter-dev libswscale-dev libavutil-dev libpng-dev
-          pkg-config ffmpeg unzip)
+          zlib1g-dev pkg-config ffmpeg unzip)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -40,7 +40,8 @@ public struct CLIPTokenizer: Sendable {
         let text: [UInt8]
         if data.count >= 2 && data[0] == 0x1f && data[1] == 0x8b {
             do {
-                text = try Inflate.gunzip(data)
+                // The vocabulary is 1.4 MB decompressed: a far larger result is a gzip bomb or the wrong file.
+                text = try Inflate.gunzip(data, limit: 16 << 20)
             } catch {
                 throw DiffusionError.fileUnreadable(path: url.path, reason: error.localizedDescription)
             }
