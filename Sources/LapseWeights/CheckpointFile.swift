@@ -120,8 +120,40 @@ public final class CheckpointFile: @unchecked Sendable {
         }
         switch entry.source {
         case .materialized(let t): return t
-        case .mapped(let loc): return read(entry.info, loc)
+        case .mapped(let loc):
+            try checkBounds(key, entry.info, loc)
+            return read(entry.info, loc)
         }
+    }
+
+    /// Re-checks, before anything is allocated, what each reader validated when it opened the file: every byte the
+    /// tensor reads lies inside the file, and a strided view materialises at most `Unpickler.maxExpandedView` more
+    /// elements than the bytes it reads hold. A reader bug then surfaces as an error, not a wild read or a huge
+    /// allocation.
+    private func checkBounds(_ key: String, _ info: TensorInfo, _ loc: TensorLocation) throws {
+        func bad() -> WeightsError {
+            .malformed(file: path, reason: "tensor \"\(TerminalText.quoted(key, limit: 120))\" of shape \(info.shape) lies outside the file or repeats its data too often")
+        }
+        guard let n = checkedProduct(info.shape) else { throw bad() }
+        if n == 0 { return }
+        let size = info.dtype.size
+        guard loc.elementOffset >= 0, loc.storageByteOffset >= 0,
+              case let (startElements, false) = loc.elementOffset.multipliedReportingOverflow(by: size),
+              case let (start, false) = loc.storageByteOffset.addingReportingOverflow(startElements) else { throw bad() }
+        var lastElement = n - 1
+        if let strides = loc.strides {
+            guard strides.count == info.shape.count else { throw bad() }
+            lastElement = 0
+            for (d, st) in zip(info.shape, strides) {
+                guard st >= 0, case let (m, false) = (d - 1).multipliedReportingOverflow(by: st),
+                      case let (sum, false) = lastElement.addingReportingOverflow(m) else { throw bad() }
+                lastElement = sum
+            }
+            guard n <= lastElement + 1 || n <= Unpickler.maxExpandedView else { throw bad() }
+        }
+        guard case let (lastByte, false) = lastElement.multipliedReportingOverflow(by: size),
+              case let (spanBytes, false) = lastByte.addingReportingOverflow(size),
+              file.contains(offset: start, length: spanBytes) else { throw bad() }
     }
 
     private func read(_ info: TensorInfo, _ loc: TensorLocation) -> Tensor {

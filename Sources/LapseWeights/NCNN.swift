@@ -10,7 +10,8 @@ public enum NCNNParam: Sendable, Equatable {
 
     /// The value as an integer (floats are truncated), nil for arrays.
     public var int: Int? {
-        switch self { case .int(let v): v; case .float(let f): f.isFinite ? Int(f) : nil; case .array: nil }
+        // Int(exactly:) of the truncated value: a float beyond Int's range (1e20) is no integer, not a trap.
+        switch self { case .int(let v): v; case .float(let f): Int(exactly: f.rounded(.towardZero)); case .array: nil }
     }
     /// The value as a float, nil for arrays.
     public var float: Float? {

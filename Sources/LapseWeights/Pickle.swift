@@ -61,35 +61,81 @@ struct PickledStorage {
 struct Unpickler {
     /// Internal object model: containers are references so that memoised objects mutated later (the usual
     /// `EMPTY_DICT, BINPUT, …, SETITEMS` sequence) are seen updated through `BINGET`, exactly as in Python.
-    final class ListBox { var items: [Obj] = [] }
+    ///
+    /// Each container records its nesting `depth` (1 + the deepest item) and whether it already sits inside another
+    /// container (`nested`). A nested container may still gain items, but never deeper ones: its parents' recorded
+    /// depths would go stale, and that is exactly how a cycle (a list appended to itself) or a deep chain built
+    /// through the memo would slip past the depth limit. Real checkpoints fill each container before nesting it.
+    final class ListBox {
+        var items: [Obj] = []
+        var depth = 1
+        var nested = false
+    }
     final class DictBox {
         var keys: [Obj] = []
         var values: [Obj] = []
         var index: [String: Int] = [:]
+        var depth = 1
+        var nested = false
         func set(_ k: Obj, _ v: Obj) {
-            if let h = k.hashKey, let i = index[h] { values[i] = v; return }
-            if let h = k.hashKey { index[h] = keys.count }
+            let h = k.hashKey
+            if let h, let i = index[h] { values[i] = v; return }
+            if let h { index[h] = keys.count }
             keys.append(k); values.append(v)
         }
     }
 
     indirect enum Obj {
         case none, bool(Bool), int(Int), bigInt([UInt8]), float(Double), string(String), bytes([UInt8])
-        case list(ListBox), tuple([Obj]), set(ListBox), dict(DictBox)
+        case list(ListBox), tuple([Obj], depth: Int), set(ListBox), dict(DictBox)
         case global(String), storage(PickledStorage), tensor(Int), mark
 
-        var hashKey: String? {
+        /// Nesting depth: 0 for a scalar, 1 + the deepest item for a container (read from the container, never
+        /// recomputed, so it costs nothing however the objects are shared).
+        var depth: Int {
             switch self {
-            case .none: "n"
-            case .bool(let b): "i\(b ? 1 : 0)"
-            case .int(let i): "i\(i)"
-            case .float(let d): d.rounded() == d && abs(d) < 1e18 ? "i\(Int(d))" : "f\(d)"
-            case .string(let s): "s" + s
-            case .bytes(let b): "b" + b.map(String.init).joined(separator: ",")
-            case .tuple(let items):
-                items.map(\.hashKey).contains(nil) ? nil : "t(" + items.map { $0.hashKey! }.joined(separator: "\u{1}") + ")"
-            default: nil
+            case .list(let b), .set(let b): b.depth
+            case .dict(let b): b.depth
+            case .tuple(_, let d): d
+            default: 0
             }
+        }
+
+        /// Python's hash equality for the hashable kinds, as a string; nil for unhashable values and for keys longer
+        /// than `maxHashKeyLength` characters (those are kept as distinct keys: hashing them on every `SETITEM` of a
+        /// hostile pickle that reuses one huge key through the memo would cost time without bound).
+        var hashKey: String? {
+            var budget = Self.maxHashKeyLength
+            return hashKey(budget: &budget)
+        }
+
+        static let maxHashKeyLength = 4096
+
+        private func hashKey(budget: inout Int) -> String? {
+            let key: String?
+            switch self {
+            case .none: key = "n"
+            case .bool(let b): key = "i\(b ? 1 : 0)"
+            case .int(let i): key = "i\(i)"
+            case .float(let d): key = d.rounded() == d && abs(d) < 1e18 ? "i\(Int(d))" : "f\(d)"
+            case .string(let s):
+                guard s.utf8.count < budget else { return nil }
+                key = "s" + s
+            case .bytes(let b):
+                guard 4 * b.count < budget else { return nil }
+                key = "b" + b.map(String.init).joined(separator: ",")
+            case .tuple(let items, _):
+                var parts: [String] = []
+                for item in items {
+                    guard let part = item.hashKey(budget: &budget) else { return nil }
+                    parts.append(part)
+                }
+                key = "t(" + parts.joined(separator: "\u{1}") + ")"
+            default: return nil
+            }
+            guard let key, key.utf8.count <= budget else { return nil }
+            budget -= key.utf8.count
+            return key
         }
 
         var kind: String {
@@ -125,8 +171,18 @@ struct Unpickler {
         "__builtin__.set", "__builtin__.frozenset", "_codecs.encode",
     ]
 
+    /// Containers may nest this deep (state dicts nest a handful of levels; torch's own loader refuses far less
+    /// than Python's recursion limit allows). Checked while unpickling, so a deeper structure is never built.
+    static let maxDepth = 200
+    /// Largest view that may hold more elements than its storage (see `_rebuild_tensor_v2`).
+    static let maxExpandedView = 65_536
+
     let path: String
     let data: UnsafeRawBufferPointer
+    /// Most items all containers together may hold, and most nodes the public value tree may have: a pickle
+    /// without sharing has at most one per byte, so the limit only stops shared containers expanded over and over
+    /// (real `data.pkl` files are well under a megabyte; the 16 M ceiling keeps a hostile one under ~1 GB).
+    var elementLimit: Int { min(1_000_000 + 4 * data.count, 16_000_000) }
     /// Resolves a persistent id tuple into a storage (torch zip: checks the storage's entry exists and is big enough).
     let persistentLoad: (Obj) throws -> PickledStorage
     private(set) var tensors: [PickledTensor] = []
@@ -147,7 +203,11 @@ struct Unpickler {
         var marks: [Int] = []
         var memo: [Int: Obj] = [:]
         var pos = 0
+        var opPos = 0
         let n = data.count
+        var elements = 0
+        let elementLimit = self.elementLimit
+        let path = self.path
 
         func need(_ k: Int) throws {
             guard k >= 0, k <= n - pos else { throw WeightsError.truncated(file: path, reason: "pickle ends inside an opcode at byte \(pos)") }
@@ -211,8 +271,66 @@ struct Unpickler {
             return .bigInt(bytes)
         }
 
+        /// Counts items stored into containers against `elementLimit`.
+        func account(_ count: Int) throws {
+            elements += count
+            guard elements <= elementLimit else {
+                throw WeightsError.malformed(file: path, reason: "pickle builds containers holding more than \(elementLimit) items in all (byte \(opPos)): shared containers copied over and over, which no checkpoint does")
+            }
+        }
+        /// The depth of a container holding `items` that was `current` deep; refuses one past `maxDepth`.
+        func depth(of items: [Obj], from current: Int) throws -> Int {
+            var d = current
+            for item in items where item.depth >= d { d = item.depth + 1 }
+            guard d <= Self.maxDepth else {
+                throw WeightsError.malformed(file: path, reason: "pickle nests containers deeper than \(Self.maxDepth) levels (byte \(opPos)); checkpoints nest a few levels, so it is hostile or corrupt")
+            }
+            return d
+        }
+        /// Marks containers that were just put inside another one (see `ListBox`).
+        func markNested(_ items: [Obj]) {
+            for item in items {
+                switch item {
+                case .list(let b), .set(let b): b.nested = true
+                case .dict(let b): b.nested = true
+                default: break
+                }
+            }
+        }
+        /// Raises a container's depth for new items, refusing to deepen one that is already nested.
+        func deepen(_ current: inout Int, nested: Bool, with items: [Obj], kind: String) throws {
+            markNested(items)  // first, so that a container added to itself counts as nested
+            let d = try depth(of: items, from: current)
+            guard d == current || !nested else {
+                throw WeightsError.malformed(file: path, reason: "pickle makes a \(kind) deeper after putting it inside another container (byte \(opPos)): a cycle or a chain built through the memo, which no checkpoint contains")
+            }
+            current = d
+        }
+        func tuple(_ items: [Obj]) throws -> Obj {
+            try account(items.count)
+            let d = try depth(of: items, from: 1)
+            markNested(items)
+            return .tuple(items, depth: d)
+        }
+        func append(_ items: [Obj], to box: ListBox, kind: String) throws {
+            try account(items.count)
+            try deepen(&box.depth, nested: box.nested, with: items, kind: kind)
+            box.items += items
+        }
+        func newList(_ items: [Obj]) throws -> ListBox {
+            let box = ListBox()
+            try append(items, to: box, kind: "list")
+            return box
+        }
+        func set(_ pairs: [Obj], in box: DictBox) throws {
+            try account(pairs.count)
+            try deepen(&box.depth, nested: box.nested, with: pairs, kind: "dict")
+            for i in stride(from: 0, to: pairs.count - 1, by: 2) { box.set(pairs[i], pairs[i + 1]) }
+        }
+        let build = Builders(tuple: tuple, newList: newList, set: set, account: account)
+
         while true {
-            let opPos = pos
+            opPos = pos
             let op = try u8()
             switch op {
             case 0x80: // PROTO
@@ -228,7 +346,7 @@ struct Unpickler {
             case 0x89: stack.append(.bool(false))
             case 0x7D: stack.append(.dict(DictBox()))
             case 0x5D: stack.append(.list(ListBox()))
-            case 0x29: stack.append(.tuple([]))
+            case 0x29: stack.append(.tuple([], depth: 1))
             case 0x8F: stack.append(.set(ListBox()))
             case 0x28: marks.append(stack.count)
             case 0x58: stack.append(try string(take(Int(try u32()))))
@@ -285,50 +403,50 @@ struct Unpickler {
                 let s = try line()
                 guard let v = Double(s) else { throw fail("bad float literal at byte \(opPos)") }
                 stack.append(.float(v))
-            case 0x74: stack.append(.tuple(try popMark()))
-            case 0x85: stack.append(.tuple([try pop()]))
-            case 0x86: let b = try pop(), a = try pop(); stack.append(.tuple([a, b]))
-            case 0x87: let c = try pop(), b = try pop(), a = try pop(); stack.append(.tuple([a, b, c]))
-            case 0x6C: let box = ListBox(); box.items = try popMark(); stack.append(.list(box))
+            case 0x74: stack.append(try tuple(try popMark()))
+            case 0x85: stack.append(try tuple([try pop()]))
+            case 0x86: let b = try pop(), a = try pop(); stack.append(try tuple([a, b]))
+            case 0x87: let c = try pop(), b = try pop(), a = try pop(); stack.append(try tuple([a, b, c]))
+            case 0x6C: stack.append(.list(try newList(try popMark())))
             case 0x64:
                 let items = try popMark()
                 guard items.count % 2 == 0 else { throw fail("DICT with an odd number of items at byte \(opPos)") }
                 let box = DictBox()
-                for i in stride(from: 0, to: items.count, by: 2) { box.set(items[i], items[i + 1]) }
+                try set(items, in: box)
                 stack.append(.dict(box))
             case 0x61: // APPEND
                 let v = try pop()
                 guard case .list(let box) = try top() else { throw fail("APPEND to a non-list at byte \(opPos)") }
-                box.items.append(v)
+                try append([v], to: box, kind: "list")
             case 0x65: // APPENDS
                 let items = try popMark()
                 guard case .list(let box) = try top() else { throw fail("APPENDS to a non-list at byte \(opPos)") }
-                box.items += items
+                try append(items, to: box, kind: "list")
             case 0x90: // ADDITEMS
                 let items = try popMark()
                 guard case .set(let box) = try top() else { throw fail("ADDITEMS to a non-set at byte \(opPos)") }
-                box.items += items
-            case 0x91: let box = ListBox(); box.items = try popMark(); stack.append(.set(box))
+                try append(items, to: box, kind: "set")
+            case 0x91: stack.append(.set(try newList(try popMark())))
             case 0x73: // SETITEM
                 let v = try pop(), k = try pop()
                 guard case .dict(let box) = try top() else { throw fail("SETITEM on a non-dict at byte \(opPos)") }
-                box.set(k, v)
+                try set([k, v], in: box)
             case 0x75: // SETITEMS
                 let items = try popMark()
                 guard items.count % 2 == 0 else { throw fail("SETITEMS with an odd number of items at byte \(opPos)") }
                 guard case .dict(let box) = try top() else { throw fail("SETITEMS on a non-dict at byte \(opPos)") }
-                for i in stride(from: 0, to: items.count, by: 2) { box.set(items[i], items[i + 1]) }
+                try set(items, in: box)
             case 0x62: // BUILD: object state (e.g. an OrderedDict's `_metadata`) carries nothing a loader needs
                 _ = try pop()
                 _ = try top()
             case 0x52: // REDUCE
                 let args = try pop(), callable = try pop()
-                guard case .tuple(let a) = args else { throw fail("REDUCE arguments are \(args.kind), not a tuple (byte \(opPos))") }
-                stack.append(try call(callable, a, at: opPos))
+                guard case .tuple(let a, _) = args else { throw fail("REDUCE arguments are \(args.kind), not a tuple (byte \(opPos))") }
+                stack.append(try call(callable, a, at: opPos, builders: build))
             case 0x81: // NEWOBJ
                 let args = try pop(), cls = try pop()
-                guard case .tuple(let a) = args else { throw fail("NEWOBJ arguments are not a tuple (byte \(opPos))") }
-                stack.append(try call(cls, a, at: opPos))
+                guard case .tuple(let a, _) = args else { throw fail("NEWOBJ arguments are not a tuple (byte \(opPos))") }
+                stack.append(try call(cls, a, at: opPos, builders: build))
             case 0x51: // BINPERSID
                 let pid = try pop()
                 stack.append(.storage(try persistentLoad(pid)))
@@ -341,40 +459,50 @@ struct Unpickler {
         }
     }
 
-    private mutating func call(_ callable: Unpickler.Obj, _ args: [Obj], at pos: Int) throws -> Obj {
+    /// The container constructors of `load`, which account for depth and size; `call` builds through them too.
+    private struct Builders {
+        let tuple: ([Obj]) throws -> Obj
+        let newList: ([Obj]) throws -> ListBox
+        let set: ([Obj], DictBox) throws -> Void
+        let account: (Int) throws -> Void
+    }
+
+    private mutating func call(_ callable: Unpickler.Obj, _ args: [Obj], at pos: Int, builders: Builders) throws -> Obj {
         guard case .global(let name) = callable else { throw fail("REDUCE on \(callable.kind), not a callable (byte \(pos))") }
         switch name {
         case "collections.OrderedDict", "builtins.dict":
             let box = DictBox()
             if let first = args.first {
-                let pairs: [Obj]
+                var flat: [Obj] = []
                 switch first {
-                case .list(let l): pairs = l.items
-                case .tuple(let t): pairs = t
-                case .dict(let d): for (k, v) in zip(d.keys, d.values) { box.set(k, v) }; pairs = []
+                case .list(let l): flat = try pairItems(l.items, name, pos)
+                case .tuple(let t, _): flat = try pairItems(t, name, pos)
+                case .dict(let d):
+                    flat.reserveCapacity(2 * d.keys.count)
+                    for (k, v) in zip(d.keys, d.values) { flat.append(k); flat.append(v) }
                 default: throw fail("\(name) called with \(first.kind) (byte \(pos))")
                 }
-                for p in pairs {
-                    guard case .tuple(let kv) = p, kv.count == 2 else { throw fail("\(name) item is not a pair (byte \(pos))") }
-                    box.set(kv[0], kv[1])
-                }
+                try builders.set(flat, box)
             }
             return .dict(box)
         case "builtins.set", "builtins.frozenset", "__builtin__.set", "__builtin__.frozenset", "builtins.list", "builtins.tuple":
-            let box = ListBox()
+            var items: [Obj] = []
             if let first = args.first {
                 switch first {
-                case .list(let l), .set(let l): box.items = l.items
-                case .tuple(let t): box.items = t
+                case .list(let l), .set(let l): items = l.items
+                case .tuple(let t, _): items = t
                 default: throw fail("\(name) called with \(first.kind) (byte \(pos))")
                 }
             }
-            if name.hasSuffix("list") { return .list(box) }
-            if name.hasSuffix("tuple") { return .tuple(box.items) }
-            return .set(box)
+            if name.hasSuffix("tuple") { return try builders.tuple(items) }
+            let box = try builders.newList(items)
+            return name.hasSuffix("list") ? .list(box) : .set(box)
         case "_codecs.encode":
             // Protocol 2 pickles bytes as encode(text, "latin1"): each code point is one byte.
             guard case .string(let s)? = args.first else { throw fail("_codecs.encode needs a string (byte \(pos))") }
+            // Each call copies the whole string: counted like container items, so a string reused through the memo
+            // cannot be expanded without bound.
+            try builders.account(s.utf8.count)
             var out: [UInt8] = []
             for u in s.unicodeScalars {
                 guard u.value < 256 else { throw fail("_codecs.encode input is not latin-1 (byte \(pos))") }
@@ -386,7 +514,7 @@ struct Unpickler {
             return data
         case "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor":
             guard args.count >= 4, case .storage(let storage) = args[0], case .int(let offset) = args[1],
-                  case .tuple(let sizeObjs) = args[2], case .tuple(let strideObjs) = args[3] else {
+                  case .tuple(let sizeObjs, _) = args[2], case .tuple(let strideObjs, _) = args[3] else {
                 throw fail("\(name) needs (storage, offset, size, stride) (byte \(pos))")
             }
             var shape: [Int] = [], strides: [Int] = []
@@ -410,10 +538,27 @@ struct Unpickler {
                     throw WeightsError.malformed(file: path, reason: "tensor view \(shape) stride \(strides) at offset \(offset) exceeds its storage \"\(storage.key)\" of \(storage.numel) elements")
                 }
             }
+            // Stride 0 (an `expand`ed tensor) or overlapping strides repeat storage elements. Reading such a view
+            // materialises every element, so a huge one over a tiny storage is a memory bomb: allow repeats only in
+            // small views.
+            guard count <= storage.numel || count <= Self.maxExpandedView else {
+                throw WeightsError.malformed(file: path, reason: "tensor view \(shape) stride \(strides) has \(count) elements but its storage \"\(storage.key)\" only \(storage.numel); views that repeat storage elements may have at most \(Self.maxExpandedView)")
+            }
             tensors.append(PickledTensor(storage: storage, offset: offset, shape: shape, strides: strides))
             return .tensor(tensors.count - 1)
         default:
             throw fail("\(name) cannot be called (byte \(pos))")
         }
+    }
+
+    /// The key/value items of an `OrderedDict(pairs)` call, flattened.
+    private func pairItems(_ pairs: [Obj], _ name: String, _ pos: Int) throws -> [Obj] {
+        var flat: [Obj] = []
+        flat.reserveCapacity(2 * pairs.count)
+        for p in pairs {
+            guard case .tuple(let kv, _) = p, kv.count == 2 else { throw fail("\(name) item is not a pair (byte \(pos))") }
+            flat.append(kv[0]); flat.append(kv[1])
+        }
+        return flat
     }
 }

@@ -7,6 +7,29 @@ import LapseTensor
 public enum SafeTensors {
     /// Headers larger than this are refused as hostile (the reference implementation uses the same limit).
     static let maxHeaderBytes = 100_000_000
+    /// Most tensors a header may declare: Stable Diffusion checkpoints have 1,000–3,000, the largest LLM shards a
+    /// few thousand; the cap keeps a hostile header from costing minutes and gigabytes before it is refused.
+    static let maxTensors = 100_000
+    /// Most JSON values (commas outside strings) a header may hold: ~10 per tensor plus metadata entries.
+    static let maxHeaderValues = 32 * maxTensors
+
+    /// Objects (`{`) and separators (`,`) outside strings, counted in one pass without building anything.
+    static func scanCounts(_ bytes: UnsafeRawBufferPointer) -> (objects: Int, separators: Int) {
+        var objects = 0, separators = 0
+        var inString = false, escaped = false
+        for b in bytes {
+            if inString {
+                if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
+            } else if b == UInt8(ascii: "\"") {
+                inString = true
+            } else if b == UInt8(ascii: "{") {
+                objects += 1
+            } else if b == UInt8(ascii: ",") {
+                separators += 1
+            }
+        }
+        return (objects, separators)
+    }
 
     static func open(_ file: MappedFile) throws -> CheckpointFile {
         let path = file.path
@@ -19,61 +42,73 @@ public enum SafeTensors {
         guard headerLength <= maxHeaderBytes else {
             throw WeightsError.malformed(file: path, reason: "header of \(headerLength) bytes exceeds the \(maxHeaderBytes)-byte limit")
         }
-        let headerData = Data(file.bytes(8, headerLength))
-        let json: Any
-        do {
-            json = try JSONSerialization.jsonObject(with: headerData)
-        } catch {
-            throw WeightsError.malformed(file: path, reason: "header is not valid JSON")
+        let header = file.bytes(8, headerLength)
+        // Count before parsing: a parse tree costs tens of bytes per value, so a header packed with a million empty
+        // tensors is refused by this linear scan, not after building the tree.
+        let counts = scanCounts(header)
+        guard counts.objects <= maxTensors + 2 else {
+            throw WeightsError.malformed(file: path, reason: "header declares \(counts.objects - 2) or more tensors; at most \(maxTensors) are allowed (real checkpoints have a few thousand)")
         }
-        guard let object = json as? [String: Any] else {
-            throw WeightsError.malformed(file: path, reason: "header is not a JSON object")
+        guard counts.separators <= maxHeaderValues else {
+            throw WeightsError.malformed(file: path, reason: "header has more than \(maxHeaderValues) values (\(counts.separators) commas outside strings)")
+        }
+        // The strict parser refuses duplicate keys: two tensors of one name would otherwise leave whichever came last.
+        let json: JSONValue
+        do {
+            json = try JSONParser.parse(Data(header))
+        } catch {
+            throw WeightsError.malformed(file: path, reason: "header: \(TerminalText.quoted(error.message)) at line \(error.location.line), column \(error.location.column)")
+        }
+        guard case .object(let members) = json.kind else {
+            throw WeightsError.malformed(file: path, reason: "header is a JSON \(json.typeName), not an object")
         }
         let dataStart = 8 + headerLength
         let dataSize = file.count - dataStart
         var metadata: [String: String] = [:]
         var found: [(name: String, begin: Int, end: Int, info: TensorInfo)] = []
-        for (name, value) in object {
+        found.reserveCapacity(members.count)
+        for (name, value) in members {
+            let quoted = "\"" + TerminalText.quoted(name, limit: 120) + "\""
             if name == "__metadata__" {
-                guard let dict = value as? [String: Any] else {
-                    throw WeightsError.malformed(file: path, reason: "__metadata__ is not an object")
+                guard case .object(let entries) = value.kind else {
+                    throw WeightsError.malformed(file: path, reason: "__metadata__ is a \(value.typeName), not an object")
                 }
-                for (k, v) in dict {
-                    guard let s = v as? String else {
-                        throw WeightsError.malformed(file: path, reason: "__metadata__ value for \"\(k)\" is not a string")
+                for (k, v) in entries {
+                    guard case .string(let text) = v.kind else {
+                        throw WeightsError.malformed(file: path, reason: "__metadata__ value for \"\(TerminalText.quoted(k, limit: 120))\" is a \(v.typeName), not a string")
                     }
-                    metadata[k] = s
+                    metadata[k] = text
                 }
                 continue
             }
-            guard let fields = value as? [String: Any] else {
-                throw WeightsError.malformed(file: path, reason: "entry \"\(name)\" is not an object")
+            guard case .object = value.kind else {
+                throw WeightsError.malformed(file: path, reason: "entry \(quoted) is a \(value.typeName), not an object")
             }
-            guard let dtypeName = fields["dtype"] as? String else {
-                throw WeightsError.malformed(file: path, reason: "tensor \"\(name)\" has no dtype string")
+            guard case .string(let dtypeName)? = value["dtype"]?.kind else {
+                throw WeightsError.malformed(file: path, reason: "tensor \(quoted) has no dtype string")
             }
-            guard let dtype = DType(rawValue: dtypeName) else { throw WeightsError.unknownDType(file: path, dtype: dtypeName) }
-            guard let shapeAny = fields["shape"] as? [Any] else {
-                throw WeightsError.malformed(file: path, reason: "tensor \"\(name)\" has no shape array")
+            guard let dtype = DType(rawValue: dtypeName) else { throw WeightsError.unknownDType(file: path, dtype: TerminalText.escaped(dtypeName)) }
+            guard case .array(let shapeItems)? = value["shape"]?.kind else {
+                throw WeightsError.malformed(file: path, reason: "tensor \(quoted) has no shape array")
             }
-            let shape = try shapeAny.map { item -> Int in
-                guard let d = jsonInt(item), d >= 0 else {
-                    throw WeightsError.malformed(file: path, reason: "tensor \"\(name)\" has an invalid dimension \(item) in its shape")
+            let shape = try shapeItems.map { item -> Int in
+                guard case .number(_, let integer?) = item.kind, integer >= 0 else {
+                    throw WeightsError.malformed(file: path, reason: "tensor \(quoted) has an invalid dimension \(item.jsonText.prefix(40)) in its shape")
                 }
-                return d
+                return integer
             }
-            guard let offsets = fields["data_offsets"] as? [Any], offsets.count == 2,
-                  let begin = jsonInt(offsets[0]), let end = jsonInt(offsets[1]) else {
-                throw WeightsError.malformed(file: path, reason: "tensor \"\(name)\" needs data_offsets [begin, end] of integers")
+            guard case .array(let offsets)? = value["data_offsets"]?.kind, offsets.count == 2,
+                  case .number(_, let begin?) = offsets[0].kind, case .number(_, let end?) = offsets[1].kind else {
+                throw WeightsError.malformed(file: path, reason: "tensor \(quoted) needs data_offsets [begin, end] of integers")
             }
             guard begin >= 0, begin <= end, end <= dataSize else {
-                throw WeightsError.malformed(file: path, reason: "tensor \"\(name)\" data_offsets [\(begin), \(end)] lie outside the \(dataSize)-byte data area")
+                throw WeightsError.malformed(file: path, reason: "tensor \(quoted) data_offsets [\(begin), \(end)] lie outside the \(dataSize)-byte data area")
             }
             guard let count = checkedProduct(shape), case let (bytes, false) = count.multipliedReportingOverflow(by: dtype.size) else {
-                throw WeightsError.malformed(file: path, reason: "tensor \"\(name)\" has an absurd shape \(shape)")
+                throw WeightsError.malformed(file: path, reason: "tensor \(quoted) has an absurd shape \(shape)")
             }
             guard bytes == end - begin else {
-                throw WeightsError.malformed(file: path, reason: "tensor \"\(name)\" of shape \(shape) and dtype \(dtype) needs \(bytes) bytes but data_offsets span \(end - begin)")
+                throw WeightsError.malformed(file: path, reason: "tensor \(quoted) of shape \(shape) and dtype \(dtype) needs \(bytes) bytes but data_offsets span \(end - begin)")
             }
             found.append((name, begin, end, TensorInfo(dtype: dtype, shape: shape)))
         }
@@ -87,17 +122,6 @@ public enum SafeTensors {
         }
         return CheckpointFile(path: path, format: .safetensors, file: file, keys: found.map(\.name), entries: entries,
                               metadata: metadata)
-    }
-
-    /// Integers only: JSON numbers with a fraction are not dimensions.
-    private static func jsonInt(_ value: Any) -> Int? {
-        if let i = value as? Int { return i }
-        if let n = value as? NSNumber {
-            let d = n.doubleValue
-            guard d.rounded() == d, abs(d) < 9.0e15 else { return nil }
-            return Int(d)
-        }
-        return nil
     }
 
     /// Writes tensors to a safetensors file atomically (temp file + rename), in the given order, converting to

@@ -1,11 +1,12 @@
 import Foundation
+import LapseSupport
 
 /// PyTorch's zip checkpoint (torch ≥ 1.6): `ARCHIVE/data.pkl` describes the object, `ARCHIVE/data/KEY` holds each
 /// storage's raw little-endian bytes.
 enum TorchCheckpoint {
-    /// Bounds on walking the unpickled object, so shared or cyclic containers in a hostile pickle end in an error.
-    static let maxDepth = 200
-    static let maxNodes = 20_000_000
+    /// Most bytes of tensor and container names the walk may build: a name grows with its depth, and shared
+    /// containers are walked once per reference, so a hostile pickle could otherwise make gigabytes of names.
+    static let maxNameBytes = 1 << 28
 
     static func open(_ file: MappedFile) throws -> CheckpointFile {
         let path = file.path
@@ -24,7 +25,7 @@ enum TorchCheckpoint {
         var storageOffsets: [String: Int] = [:]
 
         var unpickler = Unpickler(path: path, data: file.bytes(pklOffset, pkl.size)) { pid in
-            guard case .tuple(let t) = pid, t.count >= 5, case .string("storage") = t[0] else {
+            guard case .tuple(let t, _) = pid, t.count >= 5, case .string("storage") = t[0] else {
                 throw WeightsError.invalidPickle(file: path, reason: "persistent id is not ('storage', type, key, location, numel)")
             }
             guard case .global(let typeName) = t[1], let dtype = Unpickler.storageTypes[typeName] else {
@@ -47,22 +48,31 @@ enum TorchCheckpoint {
             return PickledStorage(key: key, dtype: dtype, numel: numel)
         }
         let top = try unpickler.load()
-        return try build(file, top: top, pickled: unpickler.tensors, storageOffsets: storageOffsets)
+        return try build(file, top: top, pickled: unpickler.tensors, storageOffsets: storageOffsets,
+                         nodeLimit: unpickler.elementLimit)
     }
 
     /// Turns the unpickled object into the public value tree, naming each tensor by its path of dict keys / list
     /// indices, and records where each tensor's bytes are.
-    static func build(_ file: MappedFile, top: Unpickler.Obj, pickled: [PickledTensor], storageOffsets: [String: Int]) throws -> CheckpointFile {
+    ///
+    /// The unpickler already bounded the depth (so this recursion is bounded too); `nodeLimit` bounds the walk of
+    /// containers shared through the memo, which are expanded once per reference.
+    static func build(_ file: MappedFile, top: Unpickler.Obj, pickled: [PickledTensor], storageOffsets: [String: Int],
+                      nodeLimit: Int) throws -> CheckpointFile {
         let path = file.path
         var keys: [String] = []
         var entries: [String: CheckpointFile.Entry] = [:]
         var nodes = 0
+        var nameBytes = 0
         func convert(_ o: Unpickler.Obj, _ name: String, _ depth: Int) throws -> PickleValue {
             nodes += 1
-            guard depth <= maxDepth, nodes <= maxNodes else {
-                throw WeightsError.malformed(file: path, reason: "pickled object nests deeper than \(maxDepth) levels or has more than \(maxNodes) nodes (cyclic or hostile)")
+            guard depth <= Unpickler.maxDepth, nodes <= nodeLimit, nameBytes <= maxNameBytes else {
+                throw WeightsError.malformed(file: path, reason: "pickled object expands to more than \(nodeLimit) values or \(maxNameBytes >> 20) MiB of names through shared containers (hostile or corrupt)")
             }
-            func child(_ k: String) -> String { name.isEmpty ? k : name + "." + k }
+            func child(_ k: String) -> String {
+                nameBytes += name.utf8.count + k.utf8.count + 1
+                return name.isEmpty ? k : name + "." + k
+            }
             switch o {
             case .none, .mark: return .none
             case .bool(let b): return .bool(b)
@@ -74,7 +84,7 @@ enum TorchCheckpoint {
             case .global(let g): return .global(g)
             case .storage(let s): return .global("storage:\(s.key)")
             case .list(let box): return .list(try box.items.enumerated().map { try convert($0.element, child(String($0.offset)), depth + 1) })
-            case .tuple(let items): return .tuple(try items.enumerated().map { try convert($0.element, child(String($0.offset)), depth + 1) })
+            case .tuple(let items, _): return .tuple(try items.enumerated().map { try convert($0.element, child(String($0.offset)), depth + 1) })
             case .set(let box): return .set(try box.items.map { try convert($0, child("?"), depth + 1) })
             case .dict(let box):
                 var out: [PickleValue.DictEntry] = []
@@ -105,7 +115,33 @@ enum TorchCheckpoint {
             }
         }
         let root = try convert(top, "", 0)
+        // A checkpoint is a dict of tensors (a state dict, or a training checkpoint wrapping one); a bare tensor
+        // also loads. A scalar or string root is some other pickle, and "0 tensors loaded" would hide that.
+        switch root {
+        case .dict, .list, .tuple, .tensor: break
+        default:
+            throw WeightsError.malformed(file: path, reason: "the pickle holds \(describe(root)), not a checkpoint: a checkpoint is a dict of tensors (a state dict)")
+        }
         return CheckpointFile(path: path, format: .torch, file: file, keys: keys, entries: entries, root: root)
+    }
+
+    /// What a non-container root is, for the message refusing it (`an int (42)`).
+    static func describe(_ value: PickleValue) -> String {
+        switch value {
+        case .none: "None"
+        case .bool(let b): "a bool (\(b ? "True" : "False"))"
+        case .int(let i): "an int (\(i))"
+        case .bigInt: "a big int"
+        case .float(let d): "a float (\(d))"
+        case .string(let s): "a string (\"\(TerminalText.quoted(s, limit: 60))\")"
+        case .bytes(let b): "\(b.count) bytes"
+        case .set: "a set"
+        case .global(let g): "a reference to \(g)"
+        case .list: "a list"
+        case .tuple: "a tuple"
+        case .dict: "a dict"
+        case .tensor: "a tensor"
+        }
     }
 
     static func isContiguous(_ shape: [Int], _ strides: [Int]) -> Bool {

@@ -7,6 +7,7 @@ extension TorchCheckpoint {
     static func openLegacy(_ file: MappedFile) throws -> CheckpointFile {
         let path = file.path
         var pos = 0
+        var objectElementLimit = 0
         var storages: [String: PickledStorage] = [:]
         let noStorages: (Unpickler.Obj) throws -> PickledStorage = { _ in
             throw WeightsError.invalidPickle(file: path, reason: "storage reference outside the object pickle")
@@ -15,6 +16,7 @@ extension TorchCheckpoint {
             guard pos < file.count else { throw WeightsError.truncated(file: path, reason: "legacy checkpoint ends after \(pos) bytes") }
             var u = Unpickler(path: path, data: file.bytes(pos, file.count - pos), persistentLoad: persistentLoad ?? noStorages)
             let v = try u.load()
+            if persistentLoad != nil { objectElementLimit = u.elementLimit }  // the object pickle's own bound
             pos += u.end
             return (v, u.tensors)
         }
@@ -29,7 +31,7 @@ extension TorchCheckpoint {
             throw WeightsError.unsupported(file: path, reason: "big-endian checkpoint")
         }
         let (top, tensors) = try next { pid in
-            guard case .tuple(let t) = pid, t.count >= 6, case .string("storage") = t[0] else {
+            guard case .tuple(let t, _) = pid, t.count >= 6, case .string("storage") = t[0] else {
                 throw WeightsError.invalidPickle(file: path, reason: "persistent id is not ('storage', type, key, location, size, view)")
             }
             guard case .global(let typeName) = t[1], let dtype = Unpickler.storageTypes[typeName] else {
@@ -44,7 +46,7 @@ extension TorchCheckpoint {
                 throw WeightsError.malformed(file: path, reason: "storage \"\(key)\" is used with two dtypes")
             }
             // A view into the root storage: (view_key, offset, size), all in elements.
-            if case .tuple(let view) = t[5] {
+            if case .tuple(let view, _) = t[5] {
                 guard view.count == 3, case .int(let offset) = view[1], case .int(let size) = view[2], offset >= 0, size >= 0,
                       offset <= numel, size <= numel - offset else {
                     throw WeightsError.malformed(file: path, reason: "storage view of \"\(key)\" lies outside it")
@@ -77,6 +79,6 @@ extension TorchCheckpoint {
         for key in storages.keys where offsets[key] == nil {
             throw WeightsError.truncated(file: path, reason: "storage \"\(key)\" is not in the file")
         }
-        return try build(file, top: top, pickled: tensors, storageOffsets: offsets)
+        return try build(file, top: top, pickled: tensors, storageOffsets: offsets, nodeLimit: objectElementLimit)
     }
 }

@@ -107,3 +107,47 @@ struct ZipArchive {
         return start
     }
 }
+
+/// Writes a zip archive of STORED (uncompressed) entries, the container `torch.save` produces. Lapse never writes
+/// `.pth` files itself; tests and the fuzzer use this to build PyTorch checkpoints — hostile ones included — from
+/// pickle bytes made in code.
+public enum StoredZip {
+    /// The archive bytes: a local header and the data of each entry, the central directory and its end record.
+    public static func archive(_ entries: [(name: String, data: [UInt8])]) -> [UInt8] {
+        var out: [UInt8] = []
+        var central: [UInt8] = []
+        func u16(_ v: Int, _ b: inout [UInt8]) { b += [UInt8(v & 0xFF), UInt8((v >> 8) & 0xFF)] }
+        func u32(_ v: UInt32, _ b: inout [UInt8]) { for k in 0..<4 { b.append(UInt8((v >> (8 * UInt32(k))) & 0xFF)) } }
+        for (name, data) in entries {
+            let nameBytes = Array(name.utf8)
+            let offset = UInt32(out.count)
+            let crc = crc32(data)
+            u32(0x0403_4B50, &out); u16(20, &out); u16(0, &out); u16(0, &out); u16(0, &out); u16(0, &out)
+            u32(crc, &out); u32(UInt32(data.count), &out); u32(UInt32(data.count), &out)
+            u16(nameBytes.count, &out); u16(0, &out)
+            out += nameBytes
+            out += data
+            u32(0x0201_4B50, &central); u16(20, &central); u16(20, &central); u16(0, &central); u16(0, &central)
+            u16(0, &central); u16(0, &central)
+            u32(crc, &central); u32(UInt32(data.count), &central); u32(UInt32(data.count), &central)
+            u16(nameBytes.count, &central); u16(0, &central); u16(0, &central); u16(0, &central); u16(0, &central)
+            u32(0, &central); u32(offset, &central)
+            central += nameBytes
+        }
+        let directoryOffset = UInt32(out.count)
+        out += central
+        u32(0x0605_4B50, &out); u16(0, &out); u16(0, &out); u16(entries.count, &out); u16(entries.count, &out)
+        u32(UInt32(central.count), &out); u32(directoryOffset, &out); u16(0, &out)
+        return out
+    }
+
+    /// CRC-32 (IEEE), which zip readers other than Lapse's check.
+    static func crc32(_ data: [UInt8]) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for byte in data {
+            crc ^= UInt32(byte)
+            for _ in 0..<8 { crc = (crc >> 1) ^ (0xEDB8_8320 & (0 &- (crc & 1))) }
+        }
+        return ~crc
+    }
+}
