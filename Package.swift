@@ -55,6 +55,7 @@ let package = Package(
                 swiftSettings: optimized),
         .target(name: "LapseCLI", dependencies: [
             "LapseGraph",
+            "LapseTensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "lapse", dependencies: ["LapseCLI", "LapseGraph", "MediaPlugin", "TensorIOPlugin", "APISRPlugin", "DiffusionPlugin", "MagicTimePlugin"]),

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LapseGraph
+import LapseTensor
 
 /// How `lapse run` reports progress.
 enum EventFormat: String, ExpressibleByArgument, CaseIterable {
@@ -287,5 +288,39 @@ enum SchemaJSON {
         default:
             return value.jsonText
         }
+    }
+}
+
+/// `lapse doctor`: the CPU, its vector extensions and the kernels OpenBLAS uses, so a slow run can be explained.
+struct DoctorCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "doctor",
+        abstract: "Show the CPU, its vector extensions and which OpenBLAS kernels Lapse runs with.",
+        discussion: """
+        OpenBLAS picks its kernels from the CPU model when it loads. An OpenBLAS older than the CPU does not know the
+        model and falls back to slow generic kernels (Prescott, SSE3); lapse then restarts itself once with
+        OPENBLAS_CORETYPE set to the best core the CPU supports. Setting OPENBLAS_CORETYPE yourself turns that off.
+        """)
+
+    func run() throws {
+        let machine = MachineInfo.current
+        var cpu = "CPU:        \(machine.cpuModel)"
+        if let family = machine.family, let model = machine.model { cpu += " (family \(family), model \(model))" }
+        var lines: [String] = [
+            "lapse \(LapseCLI.version)",
+            cpu,
+            "extensions: \(machine.vectorExtensions.isEmpty ? "none beyond baseline" : machine.vectorExtensions.joined(separator: " "))",
+            "OpenBLAS:   \(machine.openBLASVersion) (\(machine.openBLASConfig))",
+            "kernels:    \(machine.openBLASCore)",
+        ]
+        let environment = env.environment
+        if let before = environment[LapseCLI.reexecMarker], let forced = environment["OPENBLAS_CORETYPE"] {
+            lines.append("note:       OpenBLAS did not recognise this CPU and chose \(before); lapse restarted with OPENBLAS_CORETYPE=\(forced)")
+        } else if let forced = environment["OPENBLAS_CORETYPE"] {
+            lines.append("note:       OPENBLAS_CORETYPE=\(forced) is set, so lapse leaves OpenBLAS's choice alone")
+        } else if machine.openBLASFellBack, let best = machine.bestOpenBLASCore {
+            lines.append("warning:    OpenBLAS runs \(machine.openBLASCore) kernels on a CPU that supports \(best); run with OPENBLAS_CORETYPE=\(best)")
+        }
+        env.console.out(lines.joined(separator: "\n") + "\n")
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LapseGraph
+import LapseTensor
 
 /// What a command invocation runs against: output, node registry, cancellation and environment.
 /// Passed as a task-local so `lapse` and in-process tests run the same command code.
@@ -80,6 +81,7 @@ public enum LapseCLI {
     /// SIGINT, SIGTERM and SIGHUP all cancel the run cooperatively (running nodes stop at their next step and their
     /// temporary outputs are removed); a second signal exits at once, still removing temporary output files.
     public static func main(makeRegistry: @escaping @Sendable () throws -> NodeRegistry) -> Never {
+        useBestOpenBLASKernels()
         let token = CancellationToken()
         let console = StandardConsole()
         let presses = SignalCounter()
@@ -106,6 +108,26 @@ public enum LapseCLI {
     }
 }
 
+extension LapseCLI {
+    /// Set (to the core OpenBLAS had chosen) when lapse restarted itself with `OPENBLAS_CORETYPE`; also stops a loop.
+    static let reexecMarker = "LAPSE_OPENBLAS_REEXEC"
+
+    /// Restarts the process once with `OPENBLAS_CORETYPE` naming the best core the CPU supports, when OpenBLAS fell
+    /// back to generic kernels because it does not know this CPU (see `MachineInfo`). OpenBLAS reads the variable
+    /// only when it loads, so a restart is the one way to change its choice. A variable the user set is respected.
+    static func useBestOpenBLASKernels() {
+        let environment = ProcessInfo.processInfo.environment
+        guard environment["OPENBLAS_CORETYPE"] == nil, environment[reexecMarker] == nil else { return }
+        let machine = MachineInfo.current
+        guard machine.openBLASFellBack, let best = machine.bestOpenBLASCore else { return }
+        setenv("OPENBLAS_CORETYPE", best, 1)
+        setenv(reexecMarker, machine.openBLASCore, 1)
+        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        // exec failed (no /proc): carry on with the kernels OpenBLAS chose.
+        unsetenv("OPENBLAS_CORETYPE")
+    }
+}
+
 /// Counts Ctrl-C presses from the signal handler's queue.
 private final class SignalCounter: @unchecked Sendable {
     private let lock = NSLock()
@@ -126,10 +148,11 @@ struct Lapse: ParsableCommand {
           lapse nodes Upscale                         show one node type's ports
           lapse validate upscale.json                 check a graph without running it
           lapse run upscale.json --set up.tile=128    run it with one parameter changed
-          lapse graph upscale.json --dot | dot -Tpng -o graph.png
+          lapse graph upscale.json --dot | dot -Tpng -o graph.png   (dot is Graphviz: apt-get install graphviz)
+          lapse doctor                                the CPU and the OpenBLAS kernels in use
         """,
         version: "lapse \(LapseCLI.version)",
-        subcommands: [RunCommand.self, ValidateCommand.self, NodesCommand.self, GraphCommand.self])
+        subcommands: [RunCommand.self, ValidateCommand.self, NodesCommand.self, GraphCommand.self, DoctorCommand.self])
 }
 
 /// Options shared by every command that needs the node registry.
