@@ -23,9 +23,24 @@ public struct SHA256: Sendable {
 
     /// Feeds bytes.
     public mutating func update(_ bytes: some Sequence<UInt8>) {
-        for b in bytes {
-            buffer.append(b)
-            length &+= 1
+        let contiguous: Void? = bytes.withContiguousStorageIfAvailable { absorb(UnsafeRawBufferPointer($0)) }
+        if contiguous != nil { return }
+        if let data = bytes as? Data {
+            data.withUnsafeBytes { absorb($0) }
+            return
+        }
+        let copy = Array(bytes)
+        copy.withUnsafeBytes { absorb($0) }
+    }
+
+    /// Feeds a contiguous run of bytes a block at a time (cache entries hold megabytes of encoded tensors).
+    private mutating func absorb(_ bytes: UnsafeRawBufferPointer) {
+        length &+= UInt64(bytes.count)
+        var i = 0
+        while i < bytes.count {
+            let take = min(64 - buffer.count, bytes.count - i)
+            buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[i..<(i + take)]))
+            i += take
             if buffer.count == 64 { compress(); buffer.removeAll(keepingCapacity: true) }
         }
     }
@@ -39,9 +54,10 @@ public struct SHA256: Sendable {
     /// The digest as 64 lowercase hex characters.
     public mutating func finalizeHex() -> String {
         let bits = length &* 8
-        update(CollectionOfOne(0x80))
-        while buffer.count != 56 { update(CollectionOfOne(0)) }
-        update((0..<8).reversed().map { UInt8(truncatingIfNeeded: bits >> (UInt64($0) * 8)) })
+        var padding: [UInt8] = [0x80]
+        while (buffer.count + padding.count) % 64 != 56 { padding.append(0) }
+        padding += (0..<8).reversed().map { UInt8(truncatingIfNeeded: bits >> (UInt64($0) * 8)) }
+        update(padding)
         let words = [state.0, state.1, state.2, state.3, state.4, state.5, state.6, state.7]
         return words.map { word in
             let hex = String(word, radix: 16)

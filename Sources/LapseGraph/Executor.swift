@@ -230,8 +230,9 @@ private final class Scheduler: @unchecked Sendable {
     private let executor: Executor
     private let state: Mutex<State>
     private let done = DispatchSemaphore(value: 0)
-    /// Stack of a node's thread: room for `GraphValidator.maximumStreamDepth` chained stream stages.
-    static let nodeStackSize = 512 << 20
+    /// Stack of a node's thread: room for `GraphValidator.maximumStreamDepth` chained stream stages (a 4,096-stage
+    /// chain uses a few MiB; deep model code stays far below this).
+    static let nodeStackSize = 128 << 20
 
     init(graph: ValidatedGraph, keys: [String: String], remaining: [String: Int], dependents: [String: [String]],
          order: [String], executor: Executor) {
@@ -276,15 +277,22 @@ private final class Scheduler: @unchecked Sendable {
             // Pulling a stream recurses through every stage feeding it (and releasing the sources unwinds the same
             // way), so nodes run on threads with a large stack rather than Dispatch's 512 KiB workers. Only touched
             // pages are committed; `GraphValidator.maximumStreamDepth` bounds the recursion.
-            let thread = Thread { self.runNode(id, upstream: upstream) }
-            thread.stackSize = Self.nodeStackSize
-            thread.start()
+            let started = NodeThread.start(stackSize: Self.nodeStackSize) { self.runNode(id, upstream: upstream) }
+            if let reason = started {
+                let node = graph.nodes[id]!
+                complete(id, .failure(NodeExecutionError(nodeID: id, nodeType: node.type,
+                                                         underlying: NodeError.failed("cannot start a thread to run it: \(reason)"))))
+            }
         }
     }
 
     private func runNode(_ id: String, upstream: [String: NodeOutputs]) {
         let node = graph.nodes[id]!
-        let result = Result { try executor.execute(node, key: keys[id]!, upstream: upstream) }
+        complete(id, Result { try executor.execute(node, key: keys[id]!, upstream: upstream) })
+    }
+
+    /// Records a node's result, then starts what became ready (or signals the end of the run).
+    private func complete(_ id: String, _ result: Result<(NodeOutputs, Bool), any Error>) {
         let finishedAll = state.withLock { state -> Bool in
             state.running -= 1
             switch result {
@@ -307,5 +315,34 @@ private final class Scheduler: @unchecked Sendable {
             return state.finished == total || (state.failure != nil && state.running == 0)
         }
         if finishedAll { done.signal() } else { pump() }
+    }
+}
+
+/// A detached POSIX thread with a chosen stack size; unlike `Thread`, a failure to start (out of address space or
+/// threads) is reported rather than silently leaving the work undone.
+enum NodeThread {
+    private final class Body {
+        let run: () -> Void
+        init(_ run: @escaping () -> Void) { self.run = run }
+    }
+
+    /// Starts `body`; returns nil, or the system's reason when no thread could be started.
+    static func start(stackSize: Int, _ body: @escaping () -> Void) -> String? {
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setstacksize(&attributes, stackSize)
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        let context = Unmanaged.passRetained(Body(body)).toOpaque()
+        var thread = pthread_t()
+        let status = pthread_create(&thread, &attributes, { raw in
+            Unmanaged<Body>.fromOpaque(raw!).takeRetainedValue().run()
+            return nil
+        }, context)
+        guard status == 0 else {
+            Unmanaged<Body>.fromOpaque(context).release()
+            return String(cString: strerror(status))
+        }
+        return nil
     }
 }
