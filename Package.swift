@@ -65,7 +65,7 @@ let package = Package(
         .target(name: "TensorIOPlugin", dependencies: ["LapseGraph", "LapseWeights", "LapseTensor"], path: "Plugins/TensorIO"),
         .target(name: "APISRPlugin", dependencies: ["LapseGraph", "LapseWeights", "LapseTensor"], path: "Plugins/APISR",
                 swiftSettings: optimized),
-        .target(name: "DiffusionPlugin", dependencies: ["LapseGraph", "LapseWeights", "LapseTensor", "CZlib"], path: "Plugins/Diffusion",
+        .target(name: "DiffusionPlugin", dependencies: ["LapseGraph", "LapseSupport", "LapseWeights", "LapseTensor", "CZlib"], path: "Plugins/Diffusion",
                 swiftSettings: optimized),
         .target(name: "MagicTimePlugin", dependencies: ["DiffusionPlugin", "LapseGraph", "LapseWeights"], path: "Plugins/MagicTime"),
 

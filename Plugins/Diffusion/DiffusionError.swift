@@ -1,5 +1,5 @@
-import LapseSupport
 import Foundation
+import LapseSupport
 
 /// Errors of the diffusion components (tokenizer, text encoder, schedulers), each naming what is wrong.
 public enum DiffusionError: Error, LocalizedError, Equatable {

@@ -1,4 +1,5 @@
 import Foundation
+import LapseSupport
 import LapseTensor
 import LapseWeights
 
@@ -286,7 +287,7 @@ enum PEFTAdapter {
         static func read(_ path: String) throws -> Config {
             let object: Any
             do {
-                object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path)))
+                object = try JSONSerialization.jsonObject(with: InputFile.read(path))
             } catch {
                 throw LoRAError.unreadable(path: path, reason: "adapter_config.json is not JSON (\(error.localizedDescription))")
             }

@@ -196,7 +196,7 @@ public struct LoadCheckpoint: Node {
     static func readConfig(_ path: String) throws -> CheckpointConfig {
         guard !path.isEmpty else { return CheckpointConfig() }
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+        do { data = try InputFile.read(path) } catch {
             throw DiffusionNodeError.badConfigFile(path: path, reason: "cannot read (\(error.localizedDescription))")
         }
         do { return try JSONDecoder().decode(CheckpointConfig.self, from: data) } catch {
@@ -222,7 +222,10 @@ public struct LoadCheckpoint: Node {
                 throw DiffusionNodeError.missingComponent(path: path, component: folder,
                                                           hint: "a diffusers folder needs \(folder)/ with one of \(names.joined(separator: ", "))")
             }
-            return (try Weights.load(file), try? Data(contentsOf: dir.appendingPathComponent("config.json")))
+            let config = dir.appendingPathComponent("config.json").path
+            // A missing config.json is allowed (the pipeline config or the weights tell the sizes); any other file
+            // kind there (a FIFO would block the read) is an error.
+            return (try Weights.load(file), FileKind(path: config) == .missing ? nil : try InputFile.read(config))
         }
         let model = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.bin"]
         let (unet, unetJSON) = try component("unet", model)

@@ -40,7 +40,7 @@ public struct LoadMotionModule: Node {
         let configPath = try inputs.string("config")
         var base = MotionAdapterConfig.animateDiffV3
         if !configPath.isEmpty {
-            do { base = try MotionAdapterConfig.decode(json: Data(contentsOf: URL(fileURLWithPath: configPath))) } catch {
+            do { base = try MotionAdapterConfig.decode(json: InputFile.read(configPath)) } catch {
                 throw DiffusionNodeError.badConfigFile(path: configPath, reason: "not a MotionAdapter config (\(error))")
             }
         }

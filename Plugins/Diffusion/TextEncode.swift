@@ -102,7 +102,7 @@ public struct LoadCLIP: Node {
             config = try CLIPTextConfig.inferred(from: weights)
         } else {
             do {
-                config = try CLIPTextConfig.decode(json: Data(contentsOf: URL(fileURLWithPath: configPath)))
+                config = try CLIPTextConfig.decode(json: InputFile.read(configPath))
             } catch let error as DecodingError {
                 throw NodeError.invalidValue(port: "config", reason: "\(configPath): not a CLIP text config (\(error))")
             }

@@ -224,7 +224,7 @@ public struct GraphDocument: Sendable {
     public static func load(contentsOf url: URL) -> (GraphDocument?, [Diagnostic]) {
         let data: Data
         do {
-            data = try Data(contentsOf: url)
+            data = try InputFile.read(url.path)
         } catch {
             return (nil, [Diagnostic(path: url.path, message: "cannot read the graph file: \(error.localizedDescription)")])
         }
