@@ -7,11 +7,12 @@ struct CropNode: Node {
         type: "Crop", category: "media/transform",
         summary: "Cuts a rectangle out of every frame; it must lie inside the frame.",
         inputs: [
+            // Bounds follow MediaLimits (no frame is wider or taller than 32768), so validation refuses absurd values.
             InputSpec("frames", .frames, doc: "input frames"),
-            InputSpec("x", .int, default: .int(0), min: 0, doc: "left edge (default 0)"),
-            InputSpec("y", .int, default: .int(0), min: 0, doc: "top edge (default 0)"),
-            InputSpec("width", .int, min: 1, doc: "width of the rectangle"),
-            InputSpec("height", .int, min: 1, doc: "height of the rectangle"),
+            InputSpec("x", .int, default: .int(0), min: 0, max: Double(MediaLimits.maxDimension - 1), doc: "left edge (default 0)"),
+            InputSpec("y", .int, default: .int(0), min: 0, max: Double(MediaLimits.maxDimension - 1), doc: "top edge (default 0)"),
+            InputSpec("width", .int, min: 1, max: Double(MediaLimits.maxDimension), doc: "width of the rectangle"),
+            InputSpec("height", .int, min: 1, max: Double(MediaLimits.maxDimension), doc: "height of the rectangle"),
         ],
         outputs: [OutputSpec("frames", .frames, doc: "cropped frames")])
 
@@ -19,7 +20,8 @@ struct CropNode: Node {
         let frames = try inputs.frames("frames")
         let x = try inputs.int("x"), y = try inputs.int("y")
         let width = try inputs.int("width"), height = try inputs.int("height")
-        if let w = frames.info.width, let h = frames.info.height, x + width > w || y + height > h {
+        if let w = frames.info.width, let h = frames.info.height,
+           !FrameOps.cropFits(x: x, y: y, width: width, height: height, frameWidth: w, frameHeight: h) {
             throw NodeError.invalidValue(port: "width", reason: "crop \(width)x\(height) at (\(x), \(y)) does not fit inside the \(w)x\(h) frames")
         }
         var info = frames.info

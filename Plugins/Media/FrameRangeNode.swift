@@ -8,9 +8,9 @@ struct FrameRangeNode: Node {
         summary: "Keeps frames start, start+step, … (at most count), renumbered from 0.",
         inputs: [
             InputSpec("frames", .frames, doc: "input frames"),
-            InputSpec("start", .int, default: .int(0), min: 0, doc: "first frame kept (default 0)"),
-            InputSpec("count", .int, default: .int(0), min: 0, doc: "frames kept, 0 = to the end (default)"),
-            InputSpec("step", .int, default: .int(1), min: 1, doc: "keep every step-th frame (default 1)"),
+            InputSpec("start", .int, default: .int(0), min: 0, max: 100_000_000, doc: "first frame kept (default 0)"),
+            InputSpec("count", .int, default: .int(0), min: 0, max: 100_000_000, doc: "frames kept, 0 = to the end (default)"),
+            InputSpec("step", .int, default: .int(1), min: 1, max: 1_000_000, doc: "keep every step-th frame (default 1)"),
         ],
         outputs: [OutputSpec("frames", .frames, doc: "the selected frames")])
 

@@ -23,14 +23,25 @@ struct PadNode: Node {
         }
         var info = frames.info
         if let w = info.width, let h = info.height {
-            info.width = (w + multiple - 1) / multiple * multiple
-            info.height = (h + multiple - 1) / multiple * multiple
+            (info.width, info.height) = try Self.paddedSize(w, h, multiple: multiple)
         }
         let padded = frames.map(info: info) { frame in
             var frame = frame
+            // Checked before the padded frame is allocated: frames of unknown size arrive here unchecked.
+            _ = try Self.paddedSize(frame.width, frame.height, multiple: multiple)
             frame.image = FrameOps.pad(frame.image, multipleOf: multiple, mode: mode)
             return frame
         }
         return NodeOutputs(["frames": .object(padded)])
+    }
+
+    /// The padded size, refused unless it is within MediaLimits.
+    static func paddedSize(_ width: Int, _ height: Int, multiple: Int) throws -> (Int, Int) {
+        guard let w = FrameOps.paddedSize(width, multipleOf: multiple), let h = FrameOps.paddedSize(height, multipleOf: multiple),
+              MediaLimits.allows(width: w, height: h) else {
+            throw NodeError.invalidValue(port: "multiple_of", reason:
+                "padding \(width)x\(height) frames to a multiple of \(multiple) is outside the supported frame sizes (\(MediaLimits.description))")
+        }
+        return (w, h)
     }
 }

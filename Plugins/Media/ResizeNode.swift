@@ -23,14 +23,26 @@ struct ResizeNode: Node {
         }
         var info = frames.info
         if let w = info.width, let h = info.height {
-            (info.width, info.height) = try FrameOps.targetSize(width: width, height: height, sourceWidth: w, sourceHeight: h)
+            (info.width, info.height) = try Self.checkedSize(width: width, height: height, sourceWidth: w, sourceHeight: h)
         }
         let resized = frames.map(info: info) { frame in
             var frame = frame
-            let (w, h) = try FrameOps.targetSize(width: width, height: height, sourceWidth: frame.width, sourceHeight: frame.height)
+            // Checked per frame before anything is allocated: a stream of unknown size is only known here.
+            let (w, h) = try Self.checkedSize(width: width, height: height, sourceWidth: frame.width, sourceHeight: frame.height)
             frame.image = FrameOps.resize(frame.image, width: w, height: h, mode: mode)
             return frame
         }
         return NodeOutputs(["frames": .object(resized)])
+    }
+
+    /// The output size, refused unless it is within MediaLimits (`Resize {32768, 0}` on a square source would be
+    /// 32768x32768, 12 GiB of float pixels, before any later check saw it).
+    static func checkedSize(width: Int, height: Int, sourceWidth: Int, sourceHeight: Int) throws -> (Int, Int) {
+        let (w, h) = try FrameOps.targetSize(width: width, height: height, sourceWidth: sourceWidth, sourceHeight: sourceHeight)
+        guard MediaLimits.allows(width: w, height: h) else {
+            throw NodeError.invalidValue(port: width > 0 ? "width" : "height", reason:
+                "resizing \(sourceWidth)x\(sourceHeight) frames to \(w)x\(h) is outside the supported frame sizes (\(MediaLimits.description))")
+        }
+        return (w, h)
     }
 }

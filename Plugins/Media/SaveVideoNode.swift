@@ -38,6 +38,8 @@ struct SaveVideoNode: Node {
                 audio = ""
             }
         }
+        // An explicit audio file is checked now, before upstream nodes compute the first frame.
+        if !audio.isEmpty { try MediaIO.checkInput(path: audio) }
         let options = VideoEncodingOptions(codec: try inputs.string("codec"), crf: try inputs.int("crf"),
                                            preset: try inputs.string("preset"), pixelFormat: try inputs.string("pix_fmt"),
                                            fps: fps > 0 ? fps : nil, audioFrom: audio.isEmpty ? nil : audio)

@@ -15,12 +15,20 @@ typedef struct {
     char *err;
     size_t err_len;
     char warning[256];
+    /// Why the last read or write of the file failed: errno, or -1 for a file that ended early; 0 when I/O was fine.
+    int io_error;
 } lapse_png_error_state;
 
 static void lapse_png_on_error(png_structp png, png_const_charp message) {
     lapse_png_error_state *state = (lapse_png_error_state *)png_get_error_ptr(png);
+    // libpng's own words for I/O failures are "Read Error"/"Write Error"; the system's reason is what a user can act
+    // on ("No space left on device").
+    if (state->io_error > 0)
+        snprintf(state->err, state->err_len, "%s", strerror(state->io_error));
+    else if (state->io_error < 0)
+        snprintf(state->err, state->err_len, "the file ends early (truncated)");
     // libpng often explains an error in the warning just before it (e.g. "Image width exceeds user limit").
-    if (state->warning[0])
+    else if (state->warning[0])
         snprintf(state->err, state->err_len, "%s (%s)", message, state->warning);
     else
         snprintf(state->err, state->err_len, "%s", message);
@@ -31,6 +39,37 @@ static void lapse_png_on_warning(png_structp png, png_const_charp message) {
     // Warnings (unknown chunks, bad iCCP) do not stop decoding; the last one is kept to explain a later error.
     lapse_png_error_state *state = (lapse_png_error_state *)png_get_error_ptr(png);
     snprintf(state->warning, sizeof state->warning, "%s", message);
+}
+
+// Replacements for libpng's stdio callbacks that record why I/O failed before handing control to the error handler.
+static void lapse_png_read_data(png_structp png, png_bytep data, size_t length) {
+    FILE *file = (FILE *)png_get_io_ptr(png);
+    errno = 0;
+    if (fread(data, 1, length, file) != length) {
+        lapse_png_error_state *state = (lapse_png_error_state *)png_get_error_ptr(png);
+        state->io_error = ferror(file) ? (errno ? errno : EIO) : -1;
+        png_error(png, "Read Error");
+    }
+}
+
+static void lapse_png_write_data(png_structp png, png_bytep data, size_t length) {
+    FILE *file = (FILE *)png_get_io_ptr(png);
+    errno = 0;
+    if (fwrite(data, 1, length, file) != length) {
+        lapse_png_error_state *state = (lapse_png_error_state *)png_get_error_ptr(png);
+        state->io_error = errno ? errno : EIO;
+        png_error(png, "Write Error");
+    }
+}
+
+static void lapse_png_flush_data(png_structp png) {
+    FILE *file = (FILE *)png_get_io_ptr(png);
+    errno = 0;
+    if (fflush(file) != 0) {
+        lapse_png_error_state *state = (lapse_png_error_state *)png_get_error_ptr(png);
+        state->io_error = errno ? errno : EIO;
+        png_error(png, "Write Error");
+    }
 }
 
 int lapse_png_read(const char *path, lapse_png_image *out, uint32_t max_dimension, uint64_t max_pixels, char *err,
@@ -52,6 +91,7 @@ int lapse_png_read(const char *path, lapse_png_image *out, uint32_t max_dimensio
     state.err = err;
     state.err_len = err_len;
     state.warning[0] = 0;
+    state.io_error = 0;
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &state, lapse_png_on_error, lapse_png_on_warning);
     if (!png) {
         fclose(file);
@@ -70,7 +110,7 @@ int lapse_png_read(const char *path, lapse_png_image *out, uint32_t max_dimensio
         fclose(file);
         return 1;
     }
-    png_init_io(png, file);
+    png_set_read_fn(png, file, lapse_png_read_data);
     png_set_sig_bytes(png, 8);
     // Refuse absurd headers while parsing IHDR, before libpng reads further or anything large is allocated.
     png_set_user_limits(png, max_dimension, max_dimension);
@@ -134,6 +174,7 @@ int lapse_png_write(const char *path, uint32_t width, uint32_t height, int chann
     state.err = err;
     state.err_len = err_len;
     state.warning[0] = 0;
+    state.io_error = 0;
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &state, lapse_png_on_error, lapse_png_on_warning);
     if (!png) {
         fclose(file);
@@ -147,7 +188,7 @@ int lapse_png_write(const char *path, uint32_t width, uint32_t height, int chann
         fclose(file);
         return 1;
     }
-    png_init_io(png, file);
+    png_set_write_fn(png, file, lapse_png_write_data, lapse_png_flush_data);
     png_set_IHDR(png, info, width, height, bit_depth, color_types[channels], PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
@@ -158,12 +199,12 @@ int lapse_png_write(const char *path, uint32_t width, uint32_t height, int chann
     png_write_end(png, NULL);
     png_destroy_write_struct(&png, &info);
     if (fflush(file) != 0 || ferror(file)) {
-        snprintf(err, err_len, "write failed: %s", strerror(errno));
+        snprintf(err, err_len, "%s", strerror(errno));
         fclose(file);
         return 1;
     }
     if (fclose(file) != 0) {
-        snprintf(err, err_len, "write failed: %s", strerror(errno));
+        snprintf(err, err_len, "%s", strerror(errno));
         return 1;
     }
     return 0;

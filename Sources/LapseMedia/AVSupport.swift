@@ -1,6 +1,7 @@
 import CFFmpeg
 import Foundation
 import CMediaHelpers
+import LapseSupport
 
 /// Small helpers around libav's C conventions (negative error codes, macros Swift cannot import).
 enum AV {
@@ -34,12 +35,113 @@ enum AV {
         lapse_av_log_install(ProcessInfo.processInfo.environment["LAPSE_AV_LOG"] == "1" ? 1 : 0)
     }()
 
+    /// Demuxers a graph's input may use: media containers, still-image formats, image sequences and audio files.
+    /// Playlists and indirections (`concat`, `hls`, `dash`, `sdp`), capture devices and `lavfi` are left out, since
+    /// they open other files, the network or hardware named inside the file.
+    static let demuxers = [
+        "mov", "matroska", "webm", "avi", "flv", "mpegts", "mpeg", "ogg", "nut", "asf", "mxf", "ivf", "obu", "h264",
+        "hevc", "m4v", "mjpeg", "yuv4mpegpipe", "gif", "apng", "image2", "image2pipe", "bmp_pipe", "jpeg_pipe",
+        "png_pipe", "webp_pipe", "tiff_pipe", "gif_pipe", "pam_pipe", "pbm_pipe", "pgm_pipe", "ppm_pipe", "pcx_pipe",
+        "qoi_pipe", "dpx_pipe", "exr_pipe", "j2k_pipe", "jpegls_pipe", "jpegxl_pipe", "psd_pipe", "sgi_pipe",
+        "sunrast_pipe", "xwd_pipe", "dds_pipe",
+        "wav", "w64", "mp3", "aac", "flac", "ac3", "eac3", "dts", "aiff", "caf", "wv", "tta", "ape", "amr", "au",
+    ].joined(separator: ",")
+
+    /// Opens a media input the one safe way: the path (or every file of an image-sequence pattern) must be a regular
+    /// file, checked before libav opens it (a FIFO would block forever, `/dev/zero` never ends); libav may use the
+    /// `file` protocol only (no network, no `concat:`/`subfile:` indirection) and the demuxers of `demuxers`.
+    static func openInput(_ path: String) throws -> UnsafeMutablePointer<AVFormatContext> {
+        _ = configureLogging
+        try checkInputFiles(path)
+        var options: OpaquePointer?
+        defer { av_dict_free(&options) }
+        av_dict_set(&options, "protocol_whitelist", "file", 0)
+        av_dict_set(&options, "format_whitelist", demuxers, 0)
+        // Sequences are numbered patterns only: no glob expansion, which would open files no check has seen.
+        av_dict_set(&options, "pattern_type", "sequence", 0)
+        var context: UnsafeMutablePointer<AVFormatContext>?
+        clearLog()
+        // A ':' would make libav read "name:" as a protocol; "file:" keeps a local path a local path.
+        let url = path.contains(":") ? "file:" + path : path
+        let status = avformat_open_input(&context, url, nil, &options)
+        guard status >= 0, let context else {
+            // Containers written with no frames (or cut before the first) end while the header is parsed.
+            let prefix = status == eof ? "the file ends before any frame: " : ""
+            throw MediaError.cannotOpen(path: path, reason: prefix + describe(status))
+        }
+        return context
+    }
+
+    /// `InputFile.check` for one file, with a missing file reported as `MediaError.fileNotFound`.
+    static func checkInputFile(_ path: String) throws {
+        do {
+            try InputFile.check(path)
+        } catch FileAccessError.notFound {
+            throw MediaError.fileNotFound(path: path)
+        }
+    }
+
+    /// `InputFile.check` for a path, or for every file an image-sequence pattern (`f_%05d.png`) names, found as
+    /// libav's image2 demuxer finds them: the first of numbers 0-4 that exists, then consecutive numbers until one is
+    /// missing (where libav stops reading too).
+    static func checkInputFiles(_ path: String) throws {
+        guard path.contains("%"), frameFileName(path, number: 0) != nil else {
+            try checkInputFile(path)
+            return
+        }
+        let exists = { (n: Int) in frameFileName(path, number: n).map { FileKind(path: $0) != .missing } ?? false }
+        guard let start = (0..<5).first(where: exists) else { throw MediaError.fileNotFound(path: path) }
+        var number = start
+        while let name = frameFileName(path, number: number), FileKind(path: name) != .missing {
+            try checkInputFile(name)
+            number += 1
+        }
+    }
+
+    /// The file name of frame `number` of a printf-style pattern, as libav computes it, or nil when `path` is not one.
+    static func frameFileName(_ path: String, number: Int) -> String? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        guard av_get_frame_filename2(&buffer, Int32(buffer.count), path, Int32(number), 0) >= 0 else { return nil }
+        return String(nulTerminated: buffer)
+    }
+
     static func pixelFormatName(_ format: AVPixelFormat) -> String {
         av_get_pix_fmt_name(format).map { String(cString: $0) } ?? "pixel format \(format.rawValue)"
     }
 
     static func rational(_ r: AVRational) -> (numerator: Int, denominator: Int)? {
         r.num > 0 && r.den > 0 ? (Int(r.num), Int(r.den)) : nil
+    }
+
+    /// A frame rate as libav's 32-bit fraction: exact when both parts fit, otherwise the nearest fraction that does
+    /// (rates divided by a large `every_nth` or `step`), nil when it is not a positive finite rate.
+    static func avRational(_ rate: (numerator: Int, denominator: Int)?) -> AVRational? {
+        guard let rate, rate.numerator > 0, rate.denominator > 0 else { return nil }
+        if let num = Int32(exactly: rate.numerator), let den = Int32(exactly: rate.denominator) {
+            return AVRational(num: num, den: den)
+        }
+        let value = Double(rate.numerator) / Double(rate.denominator)
+        let q = av_d2q(value, Int32.max)
+        return q.num > 0 && q.den > 0 ? q : nil
+    }
+
+    /// A rate divided by `factor` (every n-th frame kept) without overflowing: the fraction is reduced, and falls
+    /// back to the nearest 32-bit fraction when it would not fit.
+    static func divide(_ rate: (numerator: Int, denominator: Int), by factor: Int) -> (numerator: Int, denominator: Int)? {
+        guard factor > 0 else { return rate }
+        func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+        let g = gcd(rate.numerator, factor)
+        let (den, overflow) = rate.denominator.multipliedReportingOverflow(by: factor / g)
+        guard !overflow else { return nil }
+        return rational(avRational((rate.numerator / g, den)) ?? AVRational(num: 0, den: 1))
+    }
+
+    /// A time in seconds as a timestamp in `unitsPerSecond`, or nil when it is not finite or too large for libav
+    /// (a `setpts` expression or a corrupt source can make any double).
+    static func timestamp(seconds: Double, unitsPerSecond: Double) -> Int64? {
+        let value = (seconds * unitsPerSecond).rounded()
+        guard value.isFinite, abs(value) < 9.0e15 else { return nil }
+        return Int64(value)
     }
 }
 

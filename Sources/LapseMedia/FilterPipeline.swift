@@ -4,6 +4,10 @@ import LapseGraph
 import LapseTensor
 
 /// One configured libavfilter graph between a `buffer` source and a `buffersink`, fed and drained frame by frame.
+///
+/// Every graph text goes through `FilterAllowList` before libavfilter parses it, and the parsed graph's filters are
+/// checked against the list again; every link of the configured graph must carry frames within `MediaLimits`, so a
+/// `scale=100000:100000` fails when the graph is built, before any frame memory is allocated.
 final class FilterPipeline {
     let text: String
     private var graph: UnsafeMutablePointer<AVFilterGraph>?
@@ -17,6 +21,7 @@ final class FilterPipeline {
     init(text: String, width: Int, height: Int, format: AVPixelFormat, timeBase: AVRational, frameRate: AVRational?,
          outputFormats: [AVPixelFormat]) throws {
         self.text = text
+        let checked = try FilterAllowList.sanitize(text)
         _ = AV.configureLogging
         AV.clearLog()
         guard let graph = avfilter_graph_alloc() else { throw MediaError.filterFailed(graph: text, reason: "out of memory") }
@@ -39,7 +44,8 @@ final class FilterPipeline {
         }
         Self.point(outputs, named: "in", at: source)
         Self.point(inputs, named: "out", at: sink)
-        try Self.parseAndConfigure(graph, text: text, inputs: inputs, outputs: outputs)
+        try Self.parseAndConfigure(graph, text: text, checked: checked, inputs: inputs, outputs: outputs,
+                                   endpoints: [source, sink], generators: false)
         output = av_frame_alloc()
         guard output != nil else { throw MediaError.filterFailed(graph: text, reason: "out of memory") }
     }
@@ -47,6 +53,7 @@ final class FilterPipeline {
     /// Builds a graph that starts with a source filter (`testsrc2=…`, `smptehdbars=…`) and has no input.
     init(generator text: String, outputFormats: [AVPixelFormat]) throws {
         self.text = text
+        let checked = try FilterAllowList.sanitize(text, generators: true)
         _ = AV.configureLogging
         AV.clearLog()
         guard let graph = avfilter_graph_alloc() else { throw MediaError.filterFailed(graph: text, reason: "out of memory") }
@@ -55,7 +62,8 @@ final class FilterPipeline {
         self.sink = sink
         guard let inputs = avfilter_inout_alloc() else { throw MediaError.filterFailed(graph: text, reason: "out of memory") }
         Self.point(inputs, named: "out", at: sink)
-        try Self.parseAndConfigure(graph, text: text, inputs: inputs, outputs: nil)
+        try Self.parseAndConfigure(graph, text: text, checked: checked, inputs: inputs, outputs: nil, endpoints: [sink],
+                                   generators: true)
         output = av_frame_alloc()
         guard output != nil else { throw MediaError.filterFailed(graph: text, reason: "out of memory") }
     }
@@ -83,18 +91,47 @@ final class FilterPipeline {
         entry.pointee.next = nil
     }
 
-    /// Parses `text` between the given endpoints and configures the graph.
-    private static func parseAndConfigure(_ graph: UnsafeMutablePointer<AVFilterGraph>, text: String,
+    /// Parses the checked text between the given endpoints, checks the parsed filters against the allow-list again,
+    /// configures the graph and checks every link's frame size.
+    private static func parseAndConfigure(_ graph: UnsafeMutablePointer<AVFilterGraph>, text: String, checked: String,
                                           inputs: UnsafeMutablePointer<AVFilterInOut>?,
-                                          outputs: UnsafeMutablePointer<AVFilterInOut>?) throws {
+                                          outputs: UnsafeMutablePointer<AVFilterInOut>?,
+                                          endpoints: [UnsafeMutablePointer<AVFilterContext>?], generators: Bool) throws {
         var inputList = inputs, outputList = outputs
-        var status = avfilter_graph_parse_ptr(graph, text, &inputList, &outputList, nil)
+        var status = avfilter_graph_parse_ptr(graph, checked, &inputList, &outputList, nil)
         // parse_ptr took over the lists and returned what stayed unlinked; free that instead of the originals.
         avfilter_inout_free(&inputList)
         avfilter_inout_free(&outputList)
         guard status >= 0 else { throw MediaError.filterFailed(graph: text, reason: AV.describe(status)) }
+        for filter in filters(of: graph) where !endpoints.contains(filter) {
+            let name = filter.pointee.filter.map { String(cString: $0.pointee.name) } ?? "?"
+            guard FilterAllowList.isAllowed(name, generators: generators) else {
+                throw MediaError.filterRefused(graph: text, reason: "filter \(name) is not allowed")
+            }
+        }
         status = avfilter_graph_config(graph, nil)
-        guard status >= 0 else { throw MediaError.filterFailed(graph: text, reason: AV.describe(status)) }
+        guard status >= 0 else {
+            var reason = AV.describe(status)
+            // libav's own size check ("Picture size 100000x100000 is invalid") ran first: add Lapse's limits.
+            if reason.contains("Picture size") { reason += "; supported frame sizes: \(MediaLimits.description)" }
+            throw MediaError.filterFailed(graph: text, reason: reason)
+        }
+        for filter in filters(of: graph) {
+            for i in 0..<Int(filter.pointee.nb_outputs) {
+                guard let link = filter.pointee.outputs[i], link.pointee.type == AVMEDIA_TYPE_VIDEO else { continue }
+                let width = Int(link.pointee.w), height = Int(link.pointee.h)
+                guard MediaLimits.allows(width: width, height: height) else {
+                    let name = filter.pointee.filter.map { String(cString: $0.pointee.name) } ?? "?"
+                    throw MediaError.filterFailed(graph: text, reason:
+                        "\(name) would make \(width)x\(height) frames; supported frame sizes: \(MediaLimits.description)")
+                }
+            }
+        }
+    }
+
+    /// The filter instances of a graph (including the source and sink and any conversions libavfilter inserted).
+    private static func filters(of graph: UnsafeMutablePointer<AVFilterGraph>) -> [UnsafeMutablePointer<AVFilterContext>] {
+        (0..<Int(graph.pointee.nb_filters)).compactMap { graph.pointee.filters[$0] }
     }
 
     deinit {

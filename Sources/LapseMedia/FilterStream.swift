@@ -12,8 +12,10 @@ extension MediaIO {
     public static func filter(_ frames: Frames, graph text: String, progress: FrameProgress? = nil) throws -> Frames {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         guard !trimmed.isEmpty else { throw MediaError.filterFailed(graph: text, reason: "empty filter graph") }
+        // Refused filters fail here even when the input size is unknown and the graph is built only at the first frame.
+        _ = try FilterAllowList.sanitize(trimmed)
         var info = frames.info
-        let rate = frames.info.frameRate.map { AVRational(num: Int32($0.numerator), den: Int32($0.denominator)) }
+        let rate = AV.avRational(frames.info.frameRate)
         if let width = info.width, let height = info.height {
             let probe = try FilterPipeline(text: trimmed, width: width, height: height,
                                            format: FrameBridge.floatFormat(channels: 3), timeBase: FilterSource.timeBase,
@@ -80,6 +82,9 @@ final class GeneratorSource: FrameSource {
 final class FilterSource: FrameSource {
     /// Microsecond timestamps: fine enough for any frame rate, coarse enough to never overflow.
     static let timeBase = AVRational(num: 1, den: 1_000_000)
+    /// Most frames a graph may emit per input frame (`fps=1000` on a 1 fps source makes 1000): more means a
+    /// `setpts`/`fps` combination that would run without end.
+    static let maxFramesPerInput = 10_000
     static let outputFormats = [AV_PIX_FMT_GBRPF32LE, AV_PIX_FMT_GBRAPF32LE, AV_PIX_FMT_GRAYF32LE]
 
     private let upstream: any FrameSource
@@ -91,6 +96,7 @@ final class FilterSource: FrameSource {
     private var size: (Int, Int, Int)?
     private var upstreamEnded = false
     private var emitted = 0
+    private var sinceInput = 0
     private var color = ColorInfo.rgb8
 
     init(upstream: any FrameSource, text: String, inputRate: AVRational?, progress: FrameProgress?, total: Int) {
@@ -106,6 +112,12 @@ final class FilterSource: FrameSource {
             if let pipeline, let out = try pipeline.pull() {
                 let pts = out.pointee.pts
                 let time = pts == AV.noPTS ? nil : Double(pts) * av_q2d(pipeline.outputTimeBase)
+                sinceInput += 1
+                guard sinceInput <= Self.maxFramesPerInput else {
+                    throw MediaError.filterFailed(graph: text, reason:
+                        "more than \(Self.maxFramesPerInput) output frames for one input frame; check fps and setpts")
+                }
+                try MediaLimits.check(width: Int(out.pointee.width), height: Int(out.pointee.height), path: "filter output")
                 let frame = FrameBridge.frame(fromPlanarFloat: out, index: emitted, time: time, color: color)
                 emitted += 1
                 try progress?(emitted, total)
@@ -133,7 +145,11 @@ final class FilterSource: FrameSource {
             var owned: UnsafeMutablePointer<AVFrame>? = av
             defer { av_frame_free(&owned) }
             let seconds = input.time ?? Double(input.index) / (inputRate.map { av_q2d($0) } ?? 25)
-            av.pointee.pts = Int64((seconds * 1_000_000).rounded())
+            guard let pts = AV.timestamp(seconds: seconds, unitsPerSecond: 1_000_000) else {
+                throw MediaError.filterFailed(graph: text, reason: "frame \(input.index) has no usable time (\(seconds) s)")
+            }
+            av.pointee.pts = pts
+            sinceInput = 0
             try pipeline!.push(av)
         }
     }

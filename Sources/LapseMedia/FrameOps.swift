@@ -23,10 +23,12 @@ public enum FrameOps {
     /// Resolves a requested size where 0 or -1 on one side keeps the aspect ratio (both 0 keeps the size).
     public static func targetSize(width: Int, height: Int, sourceWidth: Int, sourceHeight: Int) throws -> (Int, Int) {
         let w = width <= 0 ? nil : width, h = height <= 0 ? nil : height
+        // A side too large for an Int comes back as Int.max, which every size check then refuses (no trap here).
+        func side(_ value: Double) -> Int { value.isFinite && value < 1e15 ? max(1, Int(value.rounded())) : Int.max }
         switch (w, h) {
         case let (w?, h?): return (w, h)
-        case let (w?, nil): return (w, max(1, Int((Double(sourceHeight) * Double(w) / Double(sourceWidth)).rounded())))
-        case let (nil, h?): return (max(1, Int((Double(sourceWidth) * Double(h) / Double(sourceHeight)).rounded())), h)
+        case let (w?, nil): return (w, side(Double(sourceHeight) * Double(w) / Double(sourceWidth)))
+        case let (nil, h?): return (side(Double(sourceWidth) * Double(h) / Double(sourceHeight)), h)
         case (nil, nil): return (sourceWidth, sourceHeight)
         }
     }
@@ -142,10 +144,26 @@ public enum FrameOps {
         return result
     }
 
+    /// True when the rectangle at (`x`, `y`) of size `width` x `height` lies inside a `frameWidth` x `frameHeight`
+    /// frame; written so that no Int input can overflow (`x + width` is never computed).
+    public static func cropFits(x: Int, y: Int, width: Int, height: Int, frameWidth: Int, frameHeight: Int) -> Bool {
+        x >= 0 && y >= 0 && width > 0 && height > 0 && x <= frameWidth && y <= frameHeight
+            && width <= frameWidth - x && height <= frameHeight - y
+    }
+
+    /// `n` rounded up to a multiple of `m`, or nil when that does not fit in an Int.
+    public static func paddedSize(_ n: Int, multipleOf m: Int) -> Int? {
+        let m = max(1, m)
+        let remainder = n % m
+        if remainder == 0 { return n }
+        let (padded, overflow) = n.addingReportingOverflow(m - remainder)
+        return overflow ? nil : padded
+    }
+
     /// The rectangle at (`x`, `y`) of size `width` x `height`; it must lie inside the image.
     public static func crop(_ image: Tensor, x: Int, y: Int, width: Int, height: Int) throws -> Tensor {
         let channels = image.shape[0], inH = image.shape[1], inW = image.shape[2]
-        guard x >= 0, y >= 0, width > 0, height > 0, x + width <= inW, y + height <= inH else {
+        guard cropFits(x: x, y: y, width: width, height: height, frameWidth: inW, frameHeight: inH) else {
             throw MediaError.invalidArgument("crop \(width)x\(height) at (\(x), \(y)) does not fit inside the \(inW)x\(inH) frame")
         }
         var out = Tensor(zeros: [channels, height, width])
@@ -166,7 +184,8 @@ public enum FrameOps {
     public static func pad(_ image: Tensor, multipleOf: Int, mode: PadMode) -> Tensor {
         let channels = image.shape[0], inH = image.shape[1], inW = image.shape[2]
         let m = max(1, multipleOf)
-        let outW = (inW + m - 1) / m * m, outH = (inH + m - 1) / m * m
+        // Callers check the padded size against MediaLimits first (PadNode does); a size past Int is left as is.
+        let outW = paddedSize(inW, multipleOf: m) ?? inW, outH = paddedSize(inH, multipleOf: m) ?? inH
         if outW == inW && outH == inH { return image }
         func source(_ i: Int, _ n: Int) -> Int? {
             if i < n { return i }
@@ -205,13 +224,15 @@ public enum FrameOps {
         }
         var info = frames.info
         if let total = info.frameCount {
-            var n = (max(0, total - start) + step - 1) / step
+            // Written so that no start or step can overflow.
+            let remaining = max(0, total - start)
+            var n = remaining == 0 ? 0 : (remaining - 1) / step + 1
             if count > 0 { n = min(n, count) }
             info.frameCount = n
         } else if count > 0 {
             info.frameCount = nil
         }
-        if step > 1, let rate = info.frameRate { info.frameRate = (rate.numerator, rate.denominator * step) }
+        if step > 1, let rate = info.frameRate { info.frameRate = AV.divide(rate, by: step) }
         return Frames(info: info) { RangeSource(try frames.makeSource(), start: start, count: count, step: step) }
     }
 

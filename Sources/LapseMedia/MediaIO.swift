@@ -1,6 +1,7 @@
 import CFFmpeg
 import Foundation
 import LapseGraph
+import LapseSupport
 import LapseTensor
 
 /// Called once per frame produced or consumed: (frames done, total or 0). Throwing stops the stream
@@ -28,10 +29,18 @@ public enum MediaIO {
                                                              sourcePath: path, color: frame.color))
     }
 
-    /// True when `path` is a media file with at least one audio stream (false for missing or unreadable files).
+    /// Checks a media input path the way every loader does before opening it: a regular file (symlinks to one are
+    /// fine), or for an image-sequence pattern every file of the sequence. FIFOs, devices and folders are refused
+    /// with what they are, since opening a FIFO blocks and reading a device never ends.
+    public static func checkInput(path: String) throws {
+        try AV.checkInputFiles(path)
+    }
+
+    /// True when `path` is a media file with at least one audio stream (false for missing, unreadable or
+    /// non-regular files, which are never opened).
     public static func hasAudio(path: String) -> Bool {
-        var context: UnsafeMutablePointer<AVFormatContext>?
-        guard avformat_open_input(&context, path, nil, nil) >= 0, context != nil else { return false }
+        var context: UnsafeMutablePointer<AVFormatContext>? = try? AV.openInput(path)
+        guard context != nil else { return false }
         defer { avformat_close_input(&context) }
         guard avformat_find_stream_info(context, nil) >= 0 else { return false }
         return av_find_best_stream(context, AVMEDIA_TYPE_AUDIO, -1, -1, nil, 0) >= 0
@@ -47,10 +56,10 @@ public enum MediaIO {
     ///   - fps: resample the kept frames to this rate by timestamps, dropping or repeating frames (0 = keep).
     public static func loadVideo(path: String, start: Int = 0, maxFrames: Int = 0, everyNth: Int = 1, fps: Double = 0,
                                  progress: FrameProgress? = nil) throws -> Frames {
-        guard start >= 0 else { throw MediaError.invalidArgument("\(path): start must be >= 0, got \(start)") }
-        guard maxFrames >= 0 else { throw MediaError.invalidArgument("\(path): max_frames must be >= 0, got \(maxFrames)") }
-        guard everyNth >= 1 else { throw MediaError.invalidArgument("\(path): every_nth must be >= 1, got \(everyNth)") }
-        guard fps >= 0, fps <= 1000 else { throw MediaError.invalidArgument("\(path): fps must be in 0...1000, got \(fps)") }
+        guard start >= 0 else { throw MediaError.invalidArgument("\(TerminalText.quoted(path)): start must be >= 0, got \(start)") }
+        guard maxFrames >= 0 else { throw MediaError.invalidArgument("\(TerminalText.quoted(path)): max_frames must be >= 0, got \(maxFrames)") }
+        guard everyNth >= 1 else { throw MediaError.invalidArgument("\(TerminalText.quoted(path)): every_nth must be >= 1, got \(everyNth)") }
+        guard fps >= 0, fps <= 1000 else { throw MediaError.invalidArgument("\(TerminalText.quoted(path)): fps must be in 0...1000, got \(fps)") }
         let probe = try VideoDecoder(path: path)
         var info = probe.info
         let sourceFPS = info.fps
@@ -58,13 +67,18 @@ public enum MediaIO {
             let q = av_d2q(fps, 100_000)
             info.frameRate = (Int(q.num), Int(q.den))
         } else if everyNth > 1, let rate = info.frameRate {
-            info.frameRate = (rate.numerator, rate.denominator * everyNth)
+            // Reduced and kept within libav's 32-bit fractions, whatever every_nth is.
+            info.frameRate = AV.divide(rate, by: everyNth)
         }
-        if var count = info.frameCount {
-            count = max(0, count - start)
-            count = (count + everyNth - 1) / everyNth
-            if fps > 0, let sourceFPS, sourceFPS > 0 { count = Int((Double(count) * everyNth.double * fps / sourceFPS).rounded()) }
-            if maxFrames > 0 { count = min(count, maxFrames) }
+        if let sourceCount = info.frameCount {
+            // Written so that no value of start or every_nth can overflow.
+            let remaining = max(0, sourceCount - start)
+            var count: Int? = remaining == 0 ? 0 : (remaining - 1) / everyNth + 1
+            if fps > 0, let sourceFPS, sourceFPS > 0, let kept = count {
+                let estimate = (Double(kept) * everyNth.double * fps / sourceFPS).rounded()
+                count = estimate.isFinite && estimate < 1e12 ? Int(estimate) : nil
+            }
+            if maxFrames > 0, let known = count { count = min(known, maxFrames) }
             info.frameCount = count
         }
         let total = info.frameCount ?? (maxFrames > 0 ? maxFrames : 0)
@@ -82,14 +96,20 @@ public enum MediaIO {
     }
 
     /// Writes frames as PNG: one frame to `path`, several to a numbered sequence when `path` holds a printf-style
-    /// frame number (`out_%05d.png`, numbered from 1). Each file is written atomically.
+    /// frame number (`out_%05d.png`, numbered from 1, at most 10 digits wide). The path must end in `.png`.
+    ///
+    /// The files are written under temporary names and renamed into place together once the last one is complete,
+    /// so a failure or Ctrl-C part way leaves none of them (the temporaries are tracked for the CLI's cleanup).
+    /// The path is checked before any frame is pulled, so a bad path fails before upstream work starts.
     /// - Returns: the paths written.
     @discardableResult
     public static func saveImages(_ frames: Frames, path: String, bitDepth: Int = 8, progress: FrameProgress? = nil) throws -> [String] {
         guard bitDepth == 8 || bitDepth == 16 else {
-            throw MediaError.invalidArgument("\(path): bit_depth must be 8 or 16, got \(bitDepth)")
+            throw MediaError.invalidArgument("\(TerminalText.quoted(path)): bit_depth must be 8 or 16, got \(bitDepth)")
         }
-        let pattern = SequencePattern(path)
+        try checkImageOutputPath(path)
+        let pattern = try SequencePattern(path)
+        try AtomicFile.prepare(pattern?.path(for: 1) ?? path)
         let source = try frames.makeSource()
         guard let first = try source.next() else { throw MediaError.noFrames(path: path) }
         var pending: Frame? = try source.next()
@@ -97,19 +117,36 @@ public enum MediaIO {
             throw MediaError.sequencePatternRequired(path: path, frames: frames.info.frameCount ?? 2)
         }
         let total = frames.info.frameCount ?? 0
-        var written: [String] = []
+        let group = AtomicFileGroup()
         var current: Frame? = first
         var number = 1
         while let frame = current {
             let target = pattern?.path(for: number) ?? path
-            try PNGCodec.write(frame, to: target, bitDepth: bitDepth)
-            written.append(target)
+            try PNGCodec.write(frame, to: target, bitDepth: bitDepth, group: group)
             try progress?(number, total)
             number += 1
             current = pending
             pending = current == nil ? nil : try source.next()
         }
+        let written = group.targets
+        try group.commit()
         return written
+    }
+
+    /// Refuses an image output path that is not `.png`: SaveImage writes PNG only, and PNG bytes under another
+    /// extension would mislead every program that trusts the name.
+    public static func checkImageOutputPath(_ path: String) throws {
+        try InputFile.checkName(path)
+        // What stands at the path is reported first: "/dev/null" is a device before it is a wrong extension.
+        let kind = FileKind(path: path)
+        guard kind == .missing || kind == .regular else { throw FileAccessError.notRegularFile(path: path, kind: kind.description) }
+        let ext = URL(fileURLWithPath: path).pathExtension
+        guard ext.lowercased() == "png" else {
+            throw MediaError.invalidArgument(
+                "\(TerminalText.quoted(path)): SaveImage writes PNG files only, so the path must end in .png"
+                + (ext.isEmpty ? "" : " (not .\(TerminalText.quoted(ext)))")
+                + "; for a GIF, WebM or MP4 use SaveVideo")
+        }
     }
 
     /// Encodes frames into a video file (see `VideoEncodingOptions`), streaming, through a temporary file that is
@@ -119,6 +156,8 @@ public enum MediaIO {
     public static func saveVideo(_ frames: Frames, path: String, options: VideoEncodingOptions = VideoEncodingOptions(),
                                  progress: FrameProgress? = nil) throws -> [String] {
         var notes: [String] = []
+        // Before URL(fileURLWithPath:), which would cut or percent-encode a NUL instead of refusing it.
+        try InputFile.checkName(path)
         try AtomicFile.write(to: URL(fileURLWithPath: path)) { temp in
             let encoder = try VideoEncoder(path: path, tempPath: temp.path, options: options, streamRate: frames.info.frameRate)
             let source = try frames.makeSource()
@@ -140,22 +179,33 @@ extension Int {
 
 /// A printf-style frame-number pattern in a path (`%d`, `%05d`), substituted without calling printf.
 struct SequencePattern {
+    /// Widest zero-padded frame number accepted: 10 digits hold any 32-bit frame count; wider is a mistake (and
+    /// `%999999999d` would build a gigabyte file name).
+    static let maxWidth = 10
+
     private let prefix: Substring
     private let suffix: Substring
     private let width: Int
 
-    init?(_ path: String) {
+    /// The pattern of `path`, nil when it has none, or an error when its width is absurd.
+    init?(_ path: String) throws {
         guard let percent = path.lastIndex(of: "%") else { return nil }
         var cursor = path.index(after: percent)
-        var digits = ""
-        while cursor < path.endIndex, path[cursor].isNumber {
-            digits.append(path[cursor])
+        var digits = 0
+        var width = 0
+        while cursor < path.endIndex, let digit = path[cursor].wholeNumberValue, path[cursor].isASCII {
+            digits += 1
+            if width <= Self.maxWidth { width = width * 10 + digit }
             cursor = path.index(after: cursor)
         }
         guard cursor < path.endIndex, path[cursor] == "d" else { return nil }
+        guard width <= Self.maxWidth else {
+            throw MediaError.invalidArgument(
+                "\(TerminalText.quoted(path, limit: 120)): the frame-number pattern is \(digits > 6 ? "far " : "")too wide; use at most %0\(Self.maxWidth)d (e.g. out_%05d.png)")
+        }
         prefix = path[..<percent]
         suffix = path[path.index(after: cursor)...]
-        width = Int(digits) ?? 0
+        self.width = width
     }
 
     func path(for number: Int) -> String {

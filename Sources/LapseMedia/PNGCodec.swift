@@ -8,7 +8,8 @@ public enum PNGCodec {
     /// Reads a PNG of any bit depth and colour type into one frame, keeping the file's channel count
     /// (gray, gray+alpha, RGB, RGBA; palettes expand to RGB or RGBA) and exact sample values.
     public static func read(path: String) throws -> Frame {
-        guard FileManager.default.fileExists(atPath: path) else { throw MediaError.fileNotFound(path: path) }
+        // Regular files only, checked before opening: a FIFO would block, a folder would read as "bad signature".
+        try AV.checkInputFile(path)
         var image = lapse_png_image()
         var message = [CChar](repeating: 0, count: 512)
         let status = lapse_png_read(path, &image, UInt32(MediaLimits.maxDimension), UInt64(MediaLimits.maxPixels),
@@ -30,7 +31,7 @@ public enum PNGCodec {
     /// the file stays staged in it until the group commits (image sequences).
     public static func write(_ frame: Frame, to path: String, bitDepth: Int, group: AtomicFileGroup? = nil) throws {
         guard bitDepth == 8 || bitDepth == 16 else {
-            throw MediaError.invalidArgument("\(path): PNG bit depth must be 8 or 16, got \(bitDepth)")
+            throw MediaError.invalidArgument("\(TerminalText.quoted(path)): PNG bit depth must be 8 or 16, got \(bitDepth)")
         }
         try MediaLimits.check(width: frame.width, height: frame.height, path: path)
         let channels = frame.channels, bytes = bitDepth / 8

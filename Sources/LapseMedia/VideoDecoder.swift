@@ -1,4 +1,5 @@
 import CFFmpeg
+import CMediaHelpers
 import Foundation
 import LapseGraph
 import LapseTensor
@@ -24,21 +25,21 @@ final class VideoDecoder {
     init(path: String) throws {
         self.path = path
         _ = AV.configureLogging
-        // Patterns name a sequence, not one file; libav's image2 demuxer checks those itself.
-        if !path.contains("%"), !FileManager.default.fileExists(atPath: path) { throw MediaError.fileNotFound(path: path) }
-        var context: UnsafeMutablePointer<AVFormatContext>?
-        AV.clearLog()
-        var status = avformat_open_input(&context, path, nil, nil)
-        guard status >= 0, let context else {
-            // Containers written with no frames (or cut before the first) end while the header is parsed.
-            let prefix = status == AV.eof ? "the file ends before any frame: " : ""
-            throw MediaError.cannotOpen(path: path, reason: prefix + AV.describe(status))
-        }
+        let context = try AV.openInput(path)
         format = context
-        status = avformat_find_stream_info(context, nil)
+        // Decoders opened while probing get the pixel cap too, so a header claiming 100000x100000 is refused by
+        // libav before it allocates, and its log line names the size.
+        var probeOptions = [OpaquePointer?](repeating: nil, count: Int(context.pointee.nb_streams))
+        for i in probeOptions.indices { av_dict_set(&probeOptions[i], "max_pixels", String(MediaLimits.maxPixels), 0) }
+        defer { for i in probeOptions.indices { av_dict_free(&probeOptions[i]) } }
+        AV.clearLog()
+        var status = probeOptions.withUnsafeMutableBufferPointer { avformat_find_stream_info(context, $0.baseAddress) }
         // A container with a stream but no packets ends while probing.
         if status == AV.eof { throw MediaError.noFrames(path: path) }
         guard status >= 0 else { throw MediaError.cannotOpen(path: path, reason: AV.describe(status)) }
+        // What probing logged (e.g. "Picture size 100000x100000 exceeds …"), to explain a size it could not read.
+        let probeLog = String(cString: lapse_av_last_error())
+        AV.clearLog()
 
         var decoder: UnsafePointer<AVCodec>?
         let index = av_find_best_stream(context, AVMEDIA_TYPE_VIDEO, -1, -1, &decoder, 0)
@@ -52,6 +53,11 @@ final class VideoDecoder {
         guard let decoder else { throw MediaError.unsupportedCodec(path: path, codec: Self.codecName(context)) }
         streamIndex = index
         let width = Int(parameters.pointee.width), height = Int(parameters.pointee.height)
+        if width <= 0 || height <= 0 {
+            // Probing could not decode a frame header: say what libav said (often the real, refused size).
+            throw MediaError.cannotOpen(path: path, reason: "the frame size could not be read"
+                + (probeLog.isEmpty ? "" : " (\(probeLog))") + "; supported sizes: \(MediaLimits.description)")
+        }
         try MediaLimits.check(width: width, height: height, path: path)
 
         guard let codec = avcodec_alloc_context3(decoder) else { throw MediaError.cannotOpen(path: path, reason: "out of memory") }
@@ -59,6 +65,15 @@ final class VideoDecoder {
         status = avcodec_parameters_to_context(codec, parameters)
         guard status >= 0 else { throw MediaError.cannotOpen(path: path, reason: AV.message(status)) }
         codec.pointee.thread_count = 0
+        // Intra-only codecs (still images, MJPEG, FFV1) gain little from frame threading, and libavcodec 5.1's
+        // frame-threaded WebP decoder aborts the process on some corrupt files (an assertion in decode.c, found by
+        // the `image` fuzz family); slice threads only for them.
+        if let descriptor = avcodec_descriptor_get(parameters.pointee.codec_id),
+           descriptor.pointee.props & AV_CODEC_PROP_INTRA_ONLY != 0 {
+            codec.pointee.thread_type = FF_THREAD_SLICE
+        }
+        // libav refuses larger frames itself, before allocating them (a size change mid-stream included).
+        codec.pointee.max_pixels = Int64(MediaLimits.maxPixels)
         status = avcodec_open2(codec, decoder, nil)
         guard status >= 0 else {
             throw MediaError.unsupportedCodec(path: path, codec: "\(String(cString: decoder.pointee.name)): \(AV.message(status))")
@@ -103,6 +118,7 @@ final class VideoDecoder {
     /// The next decoded frame as libav gives it (valid until the next call), or nil at the end.
     func nextRaw() throws -> UnsafeMutablePointer<AVFrame>? {
         guard let codec, let decoded, let packet, let format else { return nil }
+        AV.clearLog()
         while true {
             av_frame_unref(decoded)
             let received = avcodec_receive_frame(codec, decoded)
@@ -111,7 +127,7 @@ final class VideoDecoder {
                 return decoded
             }
             if received == AV.eof { return nil }
-            guard received == AV.eagain else { throw MediaError.decodeFailed(path: path, reason: AV.message(received)) }
+            guard received == AV.eagain else { throw MediaError.decodeFailed(path: path, reason: AV.describe(received)) }
             if flushing { return nil }
             let read = av_read_frame(format, packet)
             if read < 0 {
@@ -126,7 +142,7 @@ final class VideoDecoder {
             guard packet.pointee.stream_index == streamIndex else { continue }
             let sent = avcodec_send_packet(codec, packet)
             if sent < 0, sent != AV.eagain, sent != AV.eof {
-                throw MediaError.decodeFailed(path: path, reason: "frame \(decodedCount): \(AV.message(sent))")
+                throw MediaError.decodeFailed(path: path, reason: "frame \(decodedCount): \(AV.describe(sent))")
             }
         }
     }

@@ -39,7 +39,7 @@ public struct VideoEncodingOptions: Sendable {
     public func resolvedCodec(for path: String) throws -> String {
         guard codec == "auto" else {
             guard Self.codecs.contains(codec) else {
-                throw MediaError.invalidArgument("\(path): unknown codec \"\(codec)\"; use one of \(Self.codecs.joined(separator: ", "))")
+                throw MediaError.invalidArgument("\(TerminalText.quoted(path)): unknown codec \"\(codec)\"; use one of \(Self.codecs.joined(separator: ", "))")
             }
             return codec
         }
@@ -50,7 +50,7 @@ public struct VideoEncodingOptions: Sendable {
         case "mkv", "nut": return "ffv1"
         case let ext:
             throw MediaError.invalidArgument(
-                "\(path): cannot choose a codec for the extension \".\(ext)\"; use .mp4, .webm, .gif or .mkv, or set codec")
+                "\(TerminalText.quoted(path)): cannot choose a codec for the extension \".\(TerminalText.quoted(ext))\"; use .mp4, .webm, .gif or .mkv, or set codec")
         }
     }
 }
@@ -63,6 +63,10 @@ final class VideoEncoder {
     private let options: VideoEncodingOptions
     private let codecName: String
     private let rate: AVRational
+    /// The encoder's clock; see init.
+    private let timeBase: AVRational
+    /// One frame at `rate` in `timeBase` ticks: the step for frames without a time.
+    private let ticksPerFrame: Int64
     private var output: UnsafeMutablePointer<AVFormatContext>?
     private var encoder: UnsafeMutablePointer<AVCodecContext>?
     private var stream: UnsafeMutablePointer<AVStream>?
@@ -84,22 +88,27 @@ final class VideoEncoder {
         self.options = options
         codecName = try options.resolvedCodec(for: path)
         if let fps = options.fps {
-            guard fps > 0, fps <= 1000 else { throw MediaError.invalidArgument("\(path): fps \(fps) is out of range (0, 1000]") }
+            guard fps > 0, fps <= 1000 else { throw MediaError.invalidArgument("\(TerminalText.quoted(path)): fps \(fps) is out of range (0, 1000]") }
             rate = av_d2q(fps, 100_000)
-        } else if let streamRate {
-            rate = AVRational(num: Int32(streamRate.numerator), den: Int32(streamRate.denominator))
+        } else if let streamRate = AV.avRational(streamRate) {
+            rate = streamRate
         } else {
             rate = AVRational(num: 8, den: 1)
         }
-        guard options.crf >= 0, options.crf <= 63 else { throw MediaError.invalidArgument("\(path): crf \(options.crf) is out of range 0...63") }
+        // A forced rate retimes the frames one per tick of 1/fps. Otherwise the frames' own times are kept on a
+        // fine clock (1/90000 s, MPEG's), so variable-rate sources (GIF frame delays, gaps) keep their timing
+        // instead of being rounded onto a grid of the average rate.
+        timeBase = options.fps == nil ? AVRational(num: 1, den: 90_000) : AVRational(num: rate.den, den: rate.num)
+        ticksPerFrame = max(1, av_rescale_q(1, AVRational(num: rate.den, den: rate.num), timeBase))
+        guard options.crf >= 0, options.crf <= 63 else { throw MediaError.invalidArgument("\(TerminalText.quoted(path)): crf \(options.crf) is out of range 0...63") }
         guard VideoEncodingOptions.presets.contains(options.preset) else {
-            throw MediaError.invalidArgument("\(path): unknown preset \"\(options.preset)\"")
+            throw MediaError.invalidArgument("\(TerminalText.quoted(path)): unknown preset \"\(options.preset)\"")
         }
         guard ["auto", "yuv420p", "yuv444p"].contains(options.pixelFormat) else {
-            throw MediaError.invalidArgument("\(path): unknown pixel format \"\(options.pixelFormat)\"; use auto, yuv420p or yuv444p")
+            throw MediaError.invalidArgument("\(TerminalText.quoted(path)): unknown pixel format \"\(options.pixelFormat)\"; use auto, yuv420p or yuv444p")
         }
         guard av_guess_format(nil, path, nil) != nil else {
-            throw MediaError.invalidArgument("\(path): no container format for this extension")
+            throw MediaError.invalidArgument("\(TerminalText.quoted(path)): no container format for this extension")
         }
     }
 
@@ -177,7 +186,7 @@ final class VideoEncoder {
             throw MediaError.encodeFailed(path: path, reason: "the \(String(cString: context.pointee.oformat.pointee.name)) container cannot hold \(encoderName); pick a matching codec or extension")
         }
         pipeline = try FilterPipeline(text: filter, width: codedWidth, height: codedHeight, format: inputLayout.format,
-                                      timeBase: AVRational(num: rate.den, den: rate.num), frameRate: rate,
+                                      timeBase: timeBase, frameRate: rate,
                                       outputFormats: [target])
 
         guard let encoder = avcodec_alloc_context3(codec), let packet = av_packet_alloc() else {
@@ -188,7 +197,7 @@ final class VideoEncoder {
         encoder.pointee.width = Int32(codedWidth)
         encoder.pointee.height = Int32(codedHeight)
         encoder.pointee.pix_fmt = target
-        encoder.pointee.time_base = AVRational(num: rate.den, den: rate.num)
+        encoder.pointee.time_base = timeBase
         encoder.pointee.framerate = rate
         encoder.pointee.sample_aspect_ratio = AVRational(num: 1, den: 1)
         encoder.pointee.thread_count = 0
@@ -253,10 +262,15 @@ final class VideoEncoder {
         }
         var pts = nextPTS
         if options.fps == nil, let time = frame.time {
+            guard let ticks = AV.timestamp(seconds: time, unitsPerSecond: av_q2d(AVRational(num: timeBase.den, den: timeBase.num))) else {
+                throw MediaError.inconsistentFrames(path: path, reason: "frame \(framesWritten) has an unusable time (\(time) s)")
+            }
             // Keep source timestamps (variable-rate GIFs, gaps), but never reorder or repeat one.
-            pts = max(nextPTS, Int64((time * av_q2d(rate)).rounded()))
+            pts = max(nextPTS, ticks)
+            nextPTS = pts + 1
+        } else {
+            nextPTS = pts + ticksPerFrame
         }
-        nextPTS = pts + 1
         let av = try FrameBridge.packed(frame, layout: inputLayout, width: codedWidth, height: codedHeight)
         av.pointee.pts = pts
         var owned: UnsafeMutablePointer<AVFrame>? = av
@@ -330,11 +344,9 @@ final class AudioCopier {
         self.source = source
         self.output = output
         self.destination = destination
-        guard FileManager.default.fileExists(atPath: source) else { throw MediaError.fileNotFound(path: source) }
-        var context: UnsafeMutablePointer<AVFormatContext>?
-        var status = avformat_open_input(&context, source, nil, nil)
-        guard status >= 0, let context else { throw MediaError.cannotOpen(path: source, reason: AV.describe(status)) }
+        let context = try AV.openInput(source)
         input = context
+        var status: Int32
         status = avformat_find_stream_info(context, nil)
         guard status >= 0 else {
             avformat_close_input(&input)

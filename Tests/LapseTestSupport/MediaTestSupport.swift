@@ -50,6 +50,38 @@ public enum MediaTestSupport {
         try run("ffmpeg", ["-hide_banner", "-loglevel", "error", "-nostdin", "-y"] + arguments)
     }
 
+    /// Validates and runs a graph given as JSON text against `registry`; a validation failure is thrown as
+    /// `ValidationFailure`, a node's failure as `NodeExecutionError` (whose message names the node).
+    public static func runGraph(_ json: String, registry: NodeRegistry, checkInputFiles: Bool = false) throws {
+        switch GraphValidator(registry: registry, checkInputFiles: checkInputFiles).validate(data: Data(json.utf8)) {
+        case .failure(let failure): throw failure
+        case .success(let graph): _ = try Executor(registry: registry).run(graph)
+        }
+    }
+
+    /// The message of the error `body` throws, or nil when it succeeds.
+    public static func errorMessage(_ body: () throws -> Void) -> String? {
+        do {
+            try body()
+            return nil
+        } catch {
+            return error.localizedDescription
+        }
+    }
+
+    /// A named pipe at `path` (made with mkfifo), for tests that inputs and outputs never open one.
+    public static func makeFIFO(_ path: String) throws {
+        guard mkfifo(path, 0o644) == 0 else {
+            throw TestAssetError(message: "mkfifo \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// A JSON string literal for `s` (quotes, backslashes and control characters escaped).
+    public static func json(_ s: String) -> String {
+        String(decoding: try! JSONSerialization.data(withJSONObject: [s], options: [.fragmentsAllowed]), as: UTF8.self)
+            .dropFirst().dropLast().description
+    }
+
     /// Quantises a frame to interleaved 8-bit values (round to nearest), for comparing with raw ffmpeg output.
     public static func bytes8(_ frame: Frame) -> [UInt8] {
         let c = frame.channels, h = frame.height, w = frame.width, plane = h * w
