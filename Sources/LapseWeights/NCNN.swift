@@ -1,4 +1,5 @@
 import Foundation
+import LapseSupport
 import LapseTensor
 
 /// One parameter value of an ncnn layer (`k=v` in the `.param` text).
@@ -50,6 +51,8 @@ public struct NCNNModel: Sendable {
     public var blobCount: Int
 
     static let magic = "7767517"
+    /// ncnn's NCNN_MAX_PARAM_COUNT: parameter ids are below it.
+    static let maxParamID = 32
     /// Layer types whose `.bin` contains nothing.
     static let weightless: Set<String> = [
         "Input", "Split", "Concat", "Eltwise", "BinaryOp", "UnaryOp", "Interp", "PixelShuffle", "ReLU", "Sigmoid",
@@ -91,25 +94,29 @@ public struct NCNNModel: Sendable {
                 throw bad(ln, "expected \"Type Name n_in n_out inputs… outputs… k=v…\"")
             }
             let name = f[1]
-            guard names.insert(name).inserted else { throw bad(ln, "duplicate layer name \"\(name)\"") }
+            guard names.insert(name).inserted else { throw bad(ln, "duplicate layer name \"\(TerminalText.quoted(name, limit: 80))\"") }
             var params: [Int: NCNNParam] = [:]
             for item in f[(4 + nIn + nOut)...] {
                 let kv = item.split(separator: "=", maxSplits: 1)
-                guard kv.count == 2, let key = Int(kv[0]) else { throw bad(ln, "parameter \"\(item)\" of layer \(name) is not k=v") }
+                guard kv.count == 2, let key = Int(kv[0]) else { throw bad(ln, "parameter \"\(TerminalText.quoted(item, limit: 80))\" of layer \(TerminalText.quoted(name, limit: 80)) is not k=v") }
+                // ncnn's ids are 0..<32 (NCNN_MAX_PARAM_COUNT), arrays written as -23300-id; anything else is not ncnn.
+                guard (0..<maxParamID).contains(key) || (-23300 - maxParamID + 1 ... -23300).contains(key) else {
+                    throw bad(ln, "parameter id \(key) of layer \(TerminalText.quoted(name, limit: 80)) is outside ncnn's 0–\(maxParamID - 1) (arrays: -23300 to \(-23300 - maxParamID + 1))")
+                }
                 if key <= -23300 {
                     let parts = kv[1].split(separator: ",")
                     guard let n = parts.first.flatMap({ Int($0) }), n >= 0, n == parts.count - 1 else {
-                        throw bad(ln, "array parameter \(key) of layer \(name) has a wrong element count")
+                        throw bad(ln, "array parameter \(key) of layer \(TerminalText.quoted(name, limit: 80)) has a wrong element count")
                     }
                     let values = try parts.dropFirst().map { p -> Float in
-                        guard let v = Float(p) else { throw bad(ln, "array parameter \(key) of layer \(name) has a non-number \"\(p)\"") }
+                        guard let v = Float(p) else { throw bad(ln, "array parameter \(key) of layer \(TerminalText.quoted(name, limit: 80)) has a non-number \"\(TerminalText.quoted(String(p), limit: 80))\"") }
                         return v
                     }
                     params[-key - 23300] = .array(values)
                 } else {
                     let v = String(kv[1])
                     if let iv = Int(v) { params[key] = .int(iv) } else if let fv = Float(v) { params[key] = .float(fv) } else {
-                        throw bad(ln, "parameter \(key) of layer \(name) has a non-number value \"\(v)\"")
+                        throw bad(ln, "parameter \(key) of layer \(TerminalText.quoted(name, limit: 80)) has a non-number value \"\(TerminalText.quoted(v, limit: 80))\"")
                     }
                 }
             }
@@ -137,7 +144,7 @@ public struct NCNNModel: Sendable {
             func positive(_ id: Int, _ what: String) throws -> Int {
                 let v = layer.int(id)
                 guard v > 0, v <= 1 << 31 else {
-                    throw WeightsError.malformed(file: paramFile.path, reason: "layer \(layer.name) (\(layer.type)) has invalid \(what) \(v)")
+                    throw WeightsError.malformed(file: paramFile.path, reason: "layer \(TerminalText.quoted(layer.name, limit: 80)) (\(layer.type)) has invalid \(what) \(v)")
                 }
                 return v
             }
@@ -149,10 +156,10 @@ public struct NCNNModel: Sendable {
                 let size = try positive(6, "weight_data_size (6)")
                 if layer.type.hasSuffix("DepthWise") { _ = try positive(7, "group (7)") }
                 guard layer.int(8) == 0 else {
-                    throw WeightsError.unsupported(file: paramFile.path, reason: "layer \(layer.name) uses int8 quantisation")
+                    throw WeightsError.unsupported(file: paramFile.path, reason: "layer \(TerminalText.quoted(layer.name, limit: 80)) uses int8 quantisation")
                 }
                 guard case let (per, false) = outputs.multipliedReportingOverflow(by: kw * kh), per > 0, size % per == 0 else {
-                    throw WeightsError.malformed(file: paramFile.path, reason: "layer \(layer.name): weight_data_size \(size) is not num_output \(outputs) × \(kh)×\(kw) × inputs")
+                    throw WeightsError.malformed(file: paramFile.path, reason: "layer \(TerminalText.quoted(layer.name, limit: 80)): weight_data_size \(size) is not num_output \(outputs) × \(kh)×\(kw) × inputs")
                 }
                 let inputs = size / per
                 // ncnn stores every convolution kind output-major: [num_output, inputs per group, kh, kw].
@@ -163,10 +170,10 @@ public struct NCNNModel: Sendable {
                 let outputs = try positive(0, "num_output (0)")
                 let size = try positive(2, "weight_data_size (2)")
                 guard size % outputs == 0 else {
-                    throw WeightsError.malformed(file: paramFile.path, reason: "layer \(layer.name): weight_data_size \(size) is not a multiple of num_output \(outputs)")
+                    throw WeightsError.malformed(file: paramFile.path, reason: "layer \(TerminalText.quoted(layer.name, limit: 80)): weight_data_size \(size) is not a multiple of num_output \(outputs)")
                 }
                 guard layer.int(8) == 0 else {
-                    throw WeightsError.unsupported(file: paramFile.path, reason: "layer \(layer.name) uses int8 quantisation")
+                    throw WeightsError.unsupported(file: paramFile.path, reason: "layer \(TerminalText.quoted(layer.name, limit: 80)) uses int8 quantisation")
                 }
                 add("weight", try reader.weights(count: size, shape: [outputs, size / outputs], layer: layer.name))
                 if layer.int(1) != 0 { add("bias", try reader.raw(count: outputs, shape: [outputs], layer: layer.name)) }
@@ -181,14 +188,14 @@ public struct NCNNModel: Sendable {
             case "Scale":
                 let n = layer.int(0)
                 guard n != -233 else {
-                    throw WeightsError.unsupported(file: paramFile.path, reason: "layer \(layer.name): Scale with a second input blob")
+                    throw WeightsError.unsupported(file: paramFile.path, reason: "layer \(TerminalText.quoted(layer.name, limit: 80)): Scale with a second input blob")
                 }
                 let c = try positive(0, "scale_data_size (0)")
                 add("weight", try reader.raw(count: c, shape: [c], layer: layer.name))
                 if layer.int(1) != 0 { add("bias", try reader.raw(count: c, shape: [c], layer: layer.name)) }
             default:
                 guard weightless.contains(layer.type) else {
-                    throw WeightsError.unsupported(file: paramFile.path, reason: "layer \(layer.name) has type \(layer.type), whose weight layout this reader does not know")
+                    throw WeightsError.unsupported(file: paramFile.path, reason: "layer \(TerminalText.quoted(layer.name, limit: 80)) has type \(TerminalText.quoted(layer.type, limit: 80)), whose weight layout this reader does not know")
                 }
             }
             model.layers[index].weightKeys = layerKeys
@@ -206,7 +213,7 @@ public struct NCNNModel: Sendable {
 
         private mutating func claim(_ bytes: Int, layer: String, what: String) throws -> Int {
             guard file.contains(offset: offset, length: bytes) else {
-                throw WeightsError.truncated(file: file.path, reason: "layer \(layer) needs \(bytes) bytes of \(what) at offset \(offset) but the file has \(file.count)")
+                throw WeightsError.truncated(file: file.path, reason: "layer \(TerminalText.quoted(layer, limit: 80)) needs \(bytes) bytes of \(what) at offset \(offset) but the file has \(file.count)")
             }
             defer { offset += bytes }
             return offset
@@ -233,7 +240,7 @@ public struct NCNNModel: Sendable {
                 return .init(info: TensorInfo(dtype: .f32, shape: shape),
                              source: .mapped(TensorLocation(storageByteOffset: at, elementOffset: 0, strides: nil)))
             case 0x000D_4B38:
-                throw WeightsError.unsupported(file: file.path, reason: "layer \(layer) stores int8 weights")
+                throw WeightsError.unsupported(file: file.path, reason: "layer \(TerminalText.quoted(layer, limit: 80)) stores int8 weights")
             case 0x0002_C056:
                 // Raw fp32 written with an explicit tag by newer converters.
                 let at = try claim(count * 4, layer: layer, what: "fp32 weights")

@@ -298,13 +298,15 @@ struct Unpickler {
             }
         }
         /// Raises a container's depth for new items, refusing to deepen one that is already nested.
-        func deepen(_ current: inout Int, nested: Bool, with items: [Obj], kind: String) throws {
+        /// The container's new depth. Not an `inout` of the container's field: a container added to itself is read
+        /// through its items while the field would be held for writing.
+        func deepened(_ current: Int, nested: () -> Bool, with items: [Obj], kind: String) throws -> Int {
             markNested(items)  // first, so that a container added to itself counts as nested
             let d = try depth(of: items, from: current)
-            guard d == current || !nested else {
+            guard d == current || !nested() else {
                 throw WeightsError.malformed(file: path, reason: "pickle makes a \(kind) deeper after putting it inside another container (byte \(opPos)): a cycle or a chain built through the memo, which no checkpoint contains")
             }
-            current = d
+            return d
         }
         func tuple(_ items: [Obj]) throws -> Obj {
             try account(items.count)
@@ -314,7 +316,7 @@ struct Unpickler {
         }
         func append(_ items: [Obj], to box: ListBox, kind: String) throws {
             try account(items.count)
-            try deepen(&box.depth, nested: box.nested, with: items, kind: kind)
+            box.depth = try deepened(box.depth, nested: { box.nested }, with: items, kind: kind)
             box.items += items
         }
         func newList(_ items: [Obj]) throws -> ListBox {
@@ -324,7 +326,7 @@ struct Unpickler {
         }
         func set(_ pairs: [Obj], in box: DictBox) throws {
             try account(pairs.count)
-            try deepen(&box.depth, nested: box.nested, with: pairs, kind: "dict")
+            box.depth = try deepened(box.depth, nested: { box.nested }, with: pairs, kind: "dict")
             for i in stride(from: 0, to: pairs.count - 1, by: 2) { box.set(pairs[i], pairs[i + 1]) }
         }
         let build = Builders(tuple: tuple, newList: newList, set: set, account: account)

@@ -57,7 +57,7 @@ public enum SafeTensors {
         do {
             json = try JSONParser.parse(Data(header))
         } catch {
-            throw WeightsError.malformed(file: path, reason: "header: \(TerminalText.quoted(error.message)) at line \(error.location.line), column \(error.location.column)")
+            throw WeightsError.malformed(file: path, reason: "header is not valid JSON: \(TerminalText.quoted(error.message)) at line \(error.location.line), column \(error.location.column)")
         }
         guard case .object(let members) = json.kind else {
             throw WeightsError.malformed(file: path, reason: "header is a JSON \(json.typeName), not an object")
