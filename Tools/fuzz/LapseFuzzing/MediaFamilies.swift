@@ -79,12 +79,13 @@ extension FuzzFamilies {
     static let filterSeeds = [
         "null", "hflip,vflip", "scale=16:-2:flags=lanczos", "crop=8:8:2:2,pad=16:16:4:4", "transpose=1,rotate=0.5",
         "eq=contrast=1.2:brightness=0.1,hue=h=30", "colorchannelmixer=rr=0.5:gg=0.5", "curves=vintage",
-        "curves=r='0/0 0.5/0.7 1/1'", "unsharp=5:5:1.0,gblur=sigma=1.5,boxblur=2", "fps=5,setpts=PTS*2,trim=end=1",
+        "curves=r='0/0 0.5/0.7 1/1'", "unsharp=5:5:1.0,gblur=sigma=1.5,avgblur=2", "fps=5,setpts=PTS*2,trim=end=1",
         "format=gray,format=gbrp", "split[a][b];[a][b]hstack", "[in]null[x];[x]negate",
         "split[a][b];[a]palettegen[p];[b][p]paletteuse", "lutrgb=r=negval", "select='eq(n\\,1)'", "fade=in:0:2",
         "drawbox=x=1:y=1:w=4:h=4:color=red", "frei0r=filter_name=x", "movie=x.mp4", "curves=psfile=x.acv",
-        // Found by this family: NaN as a curves point corrupted libavfilter's heap (now refused up front).
-        "curves=r='NaN/0 0.5/0.7 1/1'",
+        // Found by this family: NaN as a curves point and boxblur on float frames corrupted libavfilter's heap
+        // (both refused up front now).
+        "curves=r='NaN/0 0.5/0.7 1/1'", "boxblur=2",
     ]
 
     static let filterGraph = FuzzFamily(
