@@ -5,10 +5,10 @@ import LapseMedia
 struct SaveImageNode: Node {
     static let schema = NodeSchema(
         type: "SaveImage", category: "media/io",
-        summary: "Writes frames as PNG via libpng; several frames need a frame-number pattern such as out_%05d.png (numbered from 1).",
+        summary: "Writes frames as PNG via libpng (.png paths only); several frames need a frame-number pattern such as out_%05d.png (numbered from 1), written all at once when complete.",
         inputs: [
             InputSpec("frames", .frames, doc: "frames to save"),
-            InputSpec("path", .string, doc: "output .png path, or a pattern like out_%05d.png for several frames"),
+            InputSpec("path", .string, doc: "output .png path, or a pattern like out_%05d.png for several frames (at most %010d)"),
             InputSpec("bit_depth", .int, default: .int(8), allowed: ["8", "16"], doc: "8 or 16 bits per sample (default 8)"),
         ],
         isOutput: true, outputFileParams: ["path"])

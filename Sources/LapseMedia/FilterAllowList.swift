@@ -118,7 +118,8 @@ public enum FilterAllowList {
 
     /// Refuses NaN in option values: libavfilter's range checks compare with `<` and `>`, which NaN passes (infinity
     /// fails them), and `curves=r='NaN/0 1/1'` corrupts the heap in libavfilter 8 (found by the filter-graph fuzz
-    /// family). Quotes and backslashes are ignored while scanning, so `n\an` or `'na'n` are caught too.
+    /// family). Any word starting with "nan" is refused (strtod reads `nanx` as NaN); quotes and backslashes are ignored
+    /// while scanning, so `n\an` or `'na'n` are caught too.
     private static func checkNumbers(_ arguments: String, filter: String, graph: String) throws {
         var word = ""
         for c in arguments.unicodeScalars + [" "] where c != "\\" && c != "'" {
@@ -126,7 +127,8 @@ public enum FilterAllowList {
                 word.unicodeScalars.append(c)
                 continue
             }
-            if word.lowercased() == "nan" {
+            // strtod reads "nan" at the start of any word ("nanx", "nan(1)"), so the prefix is what counts.
+            if word.lowercased().hasPrefix("nan") {
                 throw refuse(graph, "filter \(filter): NaN is not accepted as an option value")
             }
             word = ""

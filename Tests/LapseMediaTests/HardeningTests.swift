@@ -107,7 +107,8 @@ struct HardeningTests {
     @Test("NaN in filter options is refused (curves with a NaN point corrupted libavfilter's heap)")
     func nanOptions() throws {
         let clip = try MediaIO.synthesize("testsrc2=size=16x16:rate=10", frameCount: 2)
-        for text in ["curves=r='NaN/0 0.5/0.7 1/1'", #"curves=r='n\an/0 1/1'"#, "eq=contrast=nan", "hue=h=-NAN"] {
+        for text in ["curves=r='NaN/0 0.5/0.7 1/1'", #"curves=r='n\an/0 1/1'"#, "eq=contrast=nan", "hue=h=-NAN",
+                     "curves=r='naNgg=0/0 1/1'", "curves=r='nan(1)/0 1/1'"] {
             let refused = message { _ = try MediaIO.filter(clip, graph: text).collect() }
             #expect(refused.contains("NaN is not accepted"), "\(text): \(refused)")
         }
