@@ -152,7 +152,8 @@ struct Lapse: ParsableCommand {
           lapse doctor                                the CPU and the OpenBLAS kernels in use
         """,
         version: "lapse \(LapseCLI.version)",
-        subcommands: [RunCommand.self, ValidateCommand.self, NodesCommand.self, GraphCommand.self, DoctorCommand.self])
+        subcommands: [RunCommand.self, ValidateCommand.self, NodesCommand.self, GraphCommand.self, BatchCommand.self,
+                      DoctorCommand.self])
 }
 
 /// Options shared by every command that needs the node registry.

@@ -194,6 +194,12 @@ public final class ResultCache: Sendable {
         try AtomicFile.write(Data((Self.magic + " " + h.finalizeHex() + "\n").utf8) + payload, to: file)
     }
 
+    /// Forgets the in-memory results whose keys are not in `keys` (a batch keeps what the last item used, such as
+    /// its loaded models, so the next item with the same model does not load it again, and memory stays bounded).
+    public func retainOnly(_ keys: Set<String>) {
+        memory.withLock { $0 = $0.filter { keys.contains($0.key) } }
+    }
+
     /// Number of results held in memory.
     public var count: Int { memory.withLock { $0.count } }
 
