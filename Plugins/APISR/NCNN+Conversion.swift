@@ -61,13 +61,16 @@ enum NCNNConversion {
     static func convert(_ checkpoint: CheckpointFile, model: NCNNModel) throws -> Converted {
         let file = checkpoint.path
         func fail(_ reason: String) -> UpscaleModelError { .unsupportedNCNN(file: file, reason: reason) }
-        let graph = try build(checkpoint, model: model, fail: fail)
+        // Which architecture the graph claims to be, from its layer types; the walk below then verifies all of it.
         let types = Set(model.layers.map(\.type))
-        if types.contains("Concat") || types.contains("Eltwise") { return try convertRRDB(checkpoint, graph, fail: fail) }
-        if types.contains("PReLU") || types.contains("PixelShuffle") { return try convertSRVGG(checkpoint, graph, fail: fail) }
-        let counts = Dictionary(grouping: model.layers, by: \.type).map { "\($0.key) ×\($0.value.count)" }.sorted()
-        throw fail("layer types \(counts.joined(separator: ", ")) match neither RRDB (Convolution/Concat/Eltwise) "
-            + "nor SRVGGNetCompact (Convolution/PReLU/PixelShuffle)")
+        let rrdb = types.contains("Concat") || types.contains("Eltwise")
+        guard rrdb || types.contains("PReLU") || types.contains("PixelShuffle") else {
+            let counts = Dictionary(grouping: model.layers, by: \.type).map { "\($0.key) ×\($0.value.count)" }.sorted()
+            throw fail("layer types \(counts.joined(separator: ", ")) match neither RRDB (Convolution/Concat/Eltwise) "
+                + "nor SRVGGNetCompact (Convolution/PReLU/PixelShuffle)")
+        }
+        let graph = try build(checkpoint, model: model, fail: fail)
+        return rrdb ? try convertRRDB(checkpoint, graph, fail: fail) : try convertSRVGG(checkpoint, graph, fail: fail)
     }
 
     // MARK: - Reading the graph as written

@@ -62,6 +62,11 @@ public enum SafeTensors {
         guard case .object(let members) = json.kind else {
             throw WeightsError.malformed(file: path, reason: "header is a JSON \(json.typeName), not an object")
         }
+        // The scan above allows for the root and `__metadata__` objects; count the tensors exactly now.
+        let tensorCount = members.count - (members.contains { $0.key == "__metadata__" } ? 1 : 0)
+        guard tensorCount <= maxTensors else {
+            throw WeightsError.malformed(file: path, reason: "header declares \(tensorCount) tensors; at most \(maxTensors) are allowed (real checkpoints have a few thousand)")
+        }
         let dataStart = 8 + headerLength
         let dataSize = file.count - dataStart
         var metadata: [String: String] = [:]

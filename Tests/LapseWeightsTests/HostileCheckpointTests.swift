@@ -163,14 +163,15 @@ struct HostileCheckpointTests {
         #expect(seconds < 2, "took \(seconds) s")
     }
 
-    @Test("a header with a hundred thousand tensors (the limit) loads")
+    @Test("a header with a hundred thousand tensors (the limit) loads; one more is refused")
     func tensorsAtTheLimit() throws {
         var header = "{"
         for i in 0..<100_000 { header += "\"t\(i)\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}," }
         header.removeLast()
-        header += "}"
-        let file = try CheckpointFile.open(try safetensors(header: header))
+        let file = try CheckpointFile.open(try safetensors(header: header + "}"))
         #expect(file.keys.count == 100_000)
+        expectRefused(try safetensors(header: header + ",\"one-more\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}"),
+                      containing: "header declares 100001 tensors; at most 100000 are allowed")
     }
 
     @Test("a header declaring more than the 100 MB limit is refused before it is read")
