@@ -15,6 +15,9 @@ let cpuFlags = ProcessInfo.processInfo.environment["LAPSE_PORTABLE"] == nil ? ["
 let cpuFlags: [String] = []
 #endif
 let optimized: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"] + cpuFlags, .when(configuration: .release))]
+/// Parsers of untrusted files keep Swift's bounds and overflow checks (-O, not -Ounchecked), with the same
+/// whole-module optimisation and CPU target: measured on 200 MB files, that loads as fast as the unchecked build.
+let checked: [SwiftSetting] = [.unsafeFlags(["-wmo"] + cpuFlags, .when(configuration: .release))]
 
 let package = Package(
     name: "Lapse",
@@ -45,7 +48,7 @@ let package = Package(
         .target(name: "LapseTensor", dependencies: ["COpenBLAS"], swiftSettings: optimized),
         // The parsers of untrusted files keep Swift's bounds and overflow checks (no -Ounchecked): they are the last
         // line of defence against a hostile checkpoint.
-        .target(name: "LapseWeights", dependencies: ["LapseTensor", "LapseSupport"]),
+        .target(name: "LapseWeights", dependencies: ["LapseTensor", "LapseSupport"], swiftSettings: checked),
         // Exported dynamically so plugin libraries bind to the host's single copy of LapseGraph/LapseTensor types.
         .target(name: "LapseGraph", dependencies: ["LapseTensor", "LapseSupport"],
                 linkerSettings: [.unsafeFlags(["-Xlinker", "--export-dynamic"], .when(platforms: [.linux]))]),
