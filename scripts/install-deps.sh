@@ -8,8 +8,10 @@ missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# The batch tests check docs/scale-out's Kubernetes manifest with PyYAML.
-python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
+# The batch tests check docs/scale-out's Kubernetes manifest with PyYAML: pip's, else Debian's python3-yaml.
+if ! python3 -c 'import yaml' 2>/dev/null && ! python3 -m pip install -q pyyaml 2>/dev/null; then
+    missing+=(python3-yaml)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
     echo "system packages: all present"
     exit 0
