@@ -361,6 +361,8 @@ public final class BatchRunner {
         let started = Date()
         try FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
         let graphHash = graphSHA256
+        let (parsed, parseDiagnostics) = GraphDocument.load(data: graphData, name: graphPath)
+        guard let document = parsed else { throw ValidationFailure(diagnostics: parseDiagnostics) }
         var report = BatchShardReport(shard: shard.index, shards: shard.count, graphSHA256: graphHash,
                                       completed: [], skipped: [], failed: [], seconds: 0)
         var waiting: [BatchItem] = []
@@ -375,7 +377,7 @@ public final class BatchRunner {
         }
         for item in shardItems {
             if cancellation.isCancelled { throw CancellationError() }
-            record(item, try runItem(item, graphHash: graphHash))
+            record(item, try runItem(item, document: document, graphHash: graphHash))
         }
         // Items another worker held: wait until it finishes them, or its lock goes stale and this worker takes over.
         while !waiting.isEmpty {
@@ -383,7 +385,7 @@ public final class BatchRunner {
             Thread.sleep(forTimeInterval: min(1, staleAfter / 4))
             let pending = waiting
             waiting = []
-            for item in pending { record(item, try runItem(item, graphHash: graphHash)) }
+            for item in pending { record(item, try runItem(item, document: document, graphHash: graphHash)) }
         }
         report.seconds = Date().timeIntervalSince(started)
         let file = outputDirectory.appendingPathComponent("_shard-\(shard.index)-of-\(shard.count).json")
@@ -391,7 +393,7 @@ public final class BatchRunner {
         return report
     }
 
-    private func runItem(_ item: BatchItem, graphHash: String) throws -> Outcome {
+    private func runItem(_ item: BatchItem, document: GraphDocument, graphHash: String) throws -> Outcome {
         let folder = outputDirectory.appendingPathComponent(item.id)
         if BatchDoneRecord.valid(in: folder, graphSHA256: graphHash, set: item.canonicalSet) != nil { return .skipped }
         let lock = BatchItemLock(path: outputDirectory.appendingPathComponent(item.id + ".lock").path,
@@ -411,7 +413,7 @@ public final class BatchRunner {
             do {
                 try? FileManager.default.removeItem(at: folder)
                 try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-                let keys = try execute(item, in: folder)
+                let keys = try execute(item, document: document, in: folder)
                 cache.retainOnly(keys)
                 guard lock.isHeld else {
                     log("\(item.id): another worker took the item over; leaving it to that worker")
@@ -439,10 +441,9 @@ public final class BatchRunner {
 
     /// Validates and runs the graph for one item with the process's folder set to the item's folder, so relative
     /// output paths land there; relative input paths are made absolute first. Returns the run's cache keys.
-    private func execute(_ item: BatchItem, in folder: URL) throws -> Set<String> {
-        let (parsed, parseDiagnostics) = GraphDocument.load(data: graphData, name: graphPath)
-        guard let document = parsed else { throw ValidationFailure(diagnostics: parseDiagnostics) }
-        var (overridden, diagnostics) = document.applying(item.overrides)
+    private func execute(_ item: BatchItem, document: GraphDocument, in folder: URL) throws -> Set<String> {
+        let (applied, diagnostics) = document.applying(item.overrides)
+        var overridden = applied
         // Input files named relatively resolve against the batch's base folder, as in `lapse run`.
         var absolute: [ParamOverride] = []
         for node in overridden.nodes {
@@ -461,7 +462,6 @@ public final class BatchRunner {
         case .success(let validated): graph = validated
         case .failure(let failure): throw failure
         }
-        diagnostics = []
         let previous = FileManager.default.currentDirectoryPath
         guard FileManager.default.changeCurrentDirectoryPath(folder.path) else {
             throw BatchError("cannot enter the item folder \(TerminalText.quoted(folder.path))")
