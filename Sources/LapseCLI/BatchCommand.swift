@@ -62,12 +62,7 @@ struct BatchCommand: ParsableCommand {
             let manifestPath = paths[paths.count - 1]
             let items = try BatchManifest.parse(try InputFile.read(resolve(manifestPath, env).path), path: manifestPath)
             if status {
-                var graphHash: String?
-                if paths.count == 2 {
-                    var hash = SHA256()
-                    hash.update(try InputFile.read(resolve(paths[0], env).path))
-                    graphHash = hash.finalizeHex()
-                }
+                let graphHash = paths.count == 2 ? SHA256.hex(try InputFile.read(resolve(paths[0], env).path)) : nil
                 printStatus(BatchStatus.read(items: items, outputDirectory: out, graphSHA256: graphHash), total: items.count)
                 return
             }

@@ -304,11 +304,9 @@ struct DoctorCommand: ParsableCommand {
 
     func run() throws {
         let machine = MachineInfo.current
-        var cpu = "CPU:        \(machine.cpuModel)"
-        if let family = machine.family, let model = machine.model { cpu += " (family \(family), model \(model))" }
         var lines: [String] = [
             "lapse \(LapseCLI.version)",
-            cpu,
+            "CPU:        \(machine.cpuDescription)",
             "extensions: \(machine.vectorExtensions.isEmpty ? "none beyond baseline" : machine.vectorExtensions.joined(separator: " "))",
             "OpenBLAS:   \(machine.openBLASVersion) (\(machine.openBLASConfig))",
             "kernels:    \(machine.openBLASCore)",

@@ -340,11 +340,7 @@ public final class BatchRunner {
         self.log = log
     }
 
-    public var graphSHA256: String {
-        var hash = SHA256()
-        hash.update(graphData)
-        return hash.finalizeHex()
-    }
+    public var graphSHA256: String { SHA256.hex(graphData) }
 
     /// The items of this shard, in manifest order.
     public var shardItems: [BatchItem] {

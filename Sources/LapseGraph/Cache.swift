@@ -65,10 +65,13 @@ public struct SHA256: Sendable {
         }.joined()
     }
 
-    /// Hex digest of a string.
-    public static func hex(_ text: String) -> String {
+    /// Hex digest of a string's UTF-8.
+    public static func hex(_ text: String) -> String { hex(text.utf8) }
+
+    /// Hex digest of bytes.
+    public static func hex(_ bytes: some Sequence<UInt8>) -> String {
         var h = SHA256()
-        h.update(text.utf8)
+        h.update(bytes)
         return h.finalizeHex()
     }
 
@@ -189,9 +192,7 @@ public final class ResultCache: Sendable {
     public func store(_ outputs: NodeOutputs, for key: String, nodeType: String) throws {
         memory.withLock { $0[key] = outputs }
         guard let file = fileURL(for: key), let payload = try encode(outputs, key: key, nodeType: nodeType) else { return }
-        var h = SHA256()
-        h.update(payload)
-        try AtomicFile.write(Data((Self.magic + " " + h.finalizeHex() + "\n").utf8) + payload, to: file)
+        try AtomicFile.write(Data((Self.magic + " " + SHA256.hex(payload) + "\n").utf8) + payload, to: file)
     }
 
     /// Forgets the in-memory results whose keys are not in `keys` (a batch keeps what the last item used, such as
@@ -241,9 +242,7 @@ public final class ResultCache: Sendable {
         let header = String(decoding: data[data.startIndex..<newline], as: UTF8.self).split(separator: " ")
         guard header.count == 2, header[0] == Self.magic else { throw EntryError(reason: "unknown header (an entry of another version?)") }
         let payload = data[(newline + 1)...]
-        var h = SHA256()
-        h.update(payload)
-        guard h.finalizeHex() == header[1] else { throw EntryError(reason: "checksum mismatch (the entry was changed after it was written)") }
+        guard SHA256.hex(payload) == header[1] else { throw EntryError(reason: "checksum mismatch (the entry was changed after it was written)") }
         guard let root = try? JSONSerialization.jsonObject(with: payload) as? [String: Any], root["key"] as? String == key,
               let outputs = root["outputs"] as? [String: [String: Any]] else {
             throw EntryError(reason: "the entry belongs to another key or is not a cache entry")

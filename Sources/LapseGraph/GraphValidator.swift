@@ -202,7 +202,7 @@ public struct GraphValidator {
                 // loader reports a sequence with no frames.
                 let checked = GraphValidator.isSequencePattern(file) ? url.deletingLastPathComponent() : url
                 let kind = FileKind(path: checked.path)
-                if file.utf8.contains(0) {
+                if (try? InputFile.checkName(file)) == nil {
                     report(path, "the path contains a NUL character", value.location)
                 } else if kind == .missing {
                     report(path, "input file not found: \"\(file)\"" + (file.hasPrefix("/") ? "" : " (relative paths resolve against \(baseDirectory.path))"), value.location)

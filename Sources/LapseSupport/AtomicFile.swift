@@ -25,8 +25,8 @@ public enum AtomicFile {
     public static func write<R>(to destination: URL, _ body: (URL) throws -> R) throws -> R {
         let target = try prepare(destination.path)
         let temp = temporaryURL(for: target)
-        pending.withLock { _ = $0.insert(temp.path) }
-        defer { pending.withLock { _ = $0.remove(temp.path) } }
+        track(temp.path)
+        defer { untrack(temp.path) }
         do {
             let result = try body(temp)
             try commit(temp: temp.path, to: target.path)

@@ -82,9 +82,14 @@ public struct MachineInfo: Sendable {
         return rank < bestRank
     }
 
+    /// The model name with family and model numbers when known: "Intel(R) Xeon(R) Processor (family 6, model 207)".
+    public var cpuDescription: String {
+        guard let family, let model else { return cpuModel }
+        return "\(cpuModel) (family \(family), model \(model))"
+    }
+
     /// One line for benchmark headers and logs.
     public var summary: String {
-        let numbers = family.map { f in model.map { " (family \(f), model \($0))" } ?? "" } ?? ""
-        return "CPU \(cpuModel)\(numbers); \(vectorExtensions.joined(separator: " ")); OpenBLAS \(openBLASVersion), \(openBLASCore) kernels"
+        "CPU \(cpuDescription); \(vectorExtensions.joined(separator: " ")); OpenBLAS \(openBLASVersion), \(openBLASCore) kernels"
     }
 }

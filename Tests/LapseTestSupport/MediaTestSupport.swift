@@ -77,10 +77,7 @@ public enum MediaTestSupport {
     }
 
     /// A JSON string literal for `s` (quotes, backslashes and control characters escaped).
-    public static func json(_ s: String) -> String {
-        String(decoding: try! JSONSerialization.data(withJSONObject: [s], options: [.fragmentsAllowed]), as: UTF8.self)
-            .dropFirst().dropLast().description
-    }
+    public static func json(_ s: String) -> String { JSONValue.quote(s) }
 
     /// Quantises a frame to interleaved 8-bit values (round to nearest), for comparing with raw ffmpeg output.
     public static func bytes8(_ frame: Frame) -> [UInt8] {
