@@ -61,7 +61,7 @@ let package = Package(
             "LapseTensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .executableTarget(name: "lapse", dependencies: ["LapseCLI", "LapseGraph", "MediaPlugin", "TensorIOPlugin", "APISRPlugin", "DiffusionPlugin", "MagicTimePlugin"]),
+        .executableTarget(name: "lapse", dependencies: ["LapseCLI", "LapseGraph", "MediaPlugin", "TensorIOPlugin", "APISRPlugin", "DiffusionPlugin", "MagicTimePlugin", "StreamingT2VPlugin"]),
 
         // MARK: - Plugins (node families)
         .target(name: "MediaPlugin", dependencies: ["LapseGraph", "LapseMedia", "LapseTensor"], path: "Plugins/Media"),
@@ -71,6 +71,8 @@ let package = Package(
         .target(name: "DiffusionPlugin", dependencies: ["LapseGraph", "LapseSupport", "LapseWeights", "LapseTensor", "CZlib"], path: "Plugins/Diffusion",
                 swiftSettings: optimized),
         .target(name: "MagicTimePlugin", dependencies: ["DiffusionPlugin", "LapseGraph", "LapseWeights"], path: "Plugins/MagicTime"),
+        .target(name: "StreamingT2VPlugin", dependencies: ["DiffusionPlugin", "LapseGraph", "LapseWeights", "LapseTensor"],
+                path: "Plugins/StreamingT2V", swiftSettings: optimized),
 
         // MARK: - Example external plugin (built as a shared library, loaded at run time)
         .target(name: "SharpenPlugin", dependencies: ["LapseGraph", "LapseTensor"], path: "Examples/SharpenPlugin"),
@@ -105,6 +107,8 @@ let package = Package(
         .testTarget(name: "APISRTests", dependencies: ["APISRPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "DiffusionTests", dependencies: ["DiffusionPlugin", "MagicTimePlugin", "MediaPlugin", "APISRPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "StreamingT2VTests", dependencies: ["StreamingT2VPlugin", "DiffusionPlugin", "MediaPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "FuzzSmokeTests", dependencies: ["LapseFuzzing"]),
         .testTarget(name: "LapseCLITests", dependencies: ["LapseCLI", "LapseGraph", "LapseTestSupport", "lapse"]),

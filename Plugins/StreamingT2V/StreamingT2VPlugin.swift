@@ -1,0 +1,14 @@
+import LapseGraph
+
+/// Registers the StreamingT2V family: what StreamingT2V adds on top of the shared diffusion nodes (DiffusionPlugin) —
+/// the CAM branch and its cross-attention mergers, the appearance preserver (APM), and the autoregressive extension.
+public enum StreamingT2VPlugin: NodePlugin {
+    public static let name = "StreamingT2VPlugin"
+
+    public static func register(into registry: NodeRegistry) throws {
+        for node in nodeTypes { try registry.register(node, source: name) }
+    }
+
+    /// Every node type of the family; adding a node adds one line here.
+    static let nodeTypes: [any Node.Type] = []
+}
