@@ -204,6 +204,12 @@ public final class ResultCache: Sendable {
     /// Number of results held in memory.
     public var count: Int { memory.withLock { $0.count } }
 
+    /// The folder where the node execution with this cache key may keep resumable work (`NodeContext.workDirectory`):
+    /// `<directory>/work/<key>`; `nil` without a cache directory. Not created here: a node creates it on first use.
+    public func workDirectory(for key: String) -> URL? {
+        directory?.appendingPathComponent("work").appendingPathComponent(key)
+    }
+
     private func fileURL(for key: String) -> URL? {
         directory?.appendingPathComponent(String(key.prefix(2))).appendingPathComponent("\(key).json")
     }

@@ -116,7 +116,8 @@ public struct Executor: Sendable {
             values[link.port] = value
         }
         events.handle(.nodeStarted(nodeID: node.id, type: node.type))
-        let context = RunContext(nodeID: node.id, nodeType: node.type, token: token, events: events)
+        let context = RunContext(nodeID: node.id, nodeType: node.type, token: token, events: events,
+                                 workDirectory: options.cache?.workDirectory(for: key))
         let started = Date()
         var outputs: NodeOutputs
         do {
@@ -157,6 +158,7 @@ struct RunContext: NodeContext {
     let nodeType: String
     let token: CancellationToken
     let events: any RunEventSink
+    let workDirectory: URL?
 
     func progress(step: Int, total: Int, unit: String) {
         events.handle(.progress(nodeID: nodeID, type: nodeType, step: step, total: total, unit: unit))

@@ -225,6 +225,12 @@ public struct GraphValidator {
             }
         }
 
+        if diagnostics.count == before, let check = schema.checkParameters {
+            for problem in check(literals) {
+                report("\(base).params.\(problem.parameter)", problem.message, node.param(problem.parameter)?.location)
+            }
+        }
+
         guard diagnostics.count == before else { return nil }
         return ResolvedNode(id: node.id, entry: entry, literals: literals,
                             links: links.sorted { $0.port < $1.port }, inputFiles: inputFiles)

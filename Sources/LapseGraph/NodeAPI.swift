@@ -105,9 +105,16 @@ public struct NodeSchema: Sendable {
     public var inputFileParams: [String]
     /// Names of `String` inputs that are paths this node writes.
     public var outputFileParams: [String]
+    /// Checks that relate several parameters (ranges and allowed values are declared per input), run by validation
+    /// on the literal parameters, defaults included, so a bad combination is refused before anything runs.
+    public var checkParameters: ParameterCheck?
+
+    /// A cross-parameter check: the problems it finds, each with the parameter to blame.
+    public typealias ParameterCheck = @Sendable (_ params: [String: Value]) -> [ParameterProblem]
 
     public init(type: String, category: String, summary: String, inputs: [InputSpec] = [], outputs: [OutputSpec] = [],
-                isOutput: Bool = false, inputFileParams: [String] = [], outputFileParams: [String] = []) {
+                isOutput: Bool = false, inputFileParams: [String] = [], outputFileParams: [String] = [],
+                checkParameters: ParameterCheck? = nil) {
         self.type = type
         self.category = category
         self.summary = summary
@@ -116,6 +123,20 @@ public struct NodeSchema: Sendable {
         self.isOutput = isOutput
         self.inputFileParams = inputFileParams
         self.outputFileParams = outputFileParams
+        self.checkParameters = checkParameters
+    }
+}
+
+/// One problem a `NodeSchema.checkParameters` check found.
+public struct ParameterProblem: Sendable, Equatable {
+    /// The parameter the message is about.
+    public var parameter: String
+    /// What is wrong and how to fix it.
+    public var message: String
+
+    public init(parameter: String, message: String) {
+        self.parameter = parameter
+        self.message = message
     }
 }
 
@@ -246,9 +267,14 @@ public protocol NodeContext: Sendable {
     func checkCancellation() throws
     /// A message for the log (shown unless `--quiet`).
     func log(_ message: String)
+    /// A folder private to this execution of this node (its cache key: same inputs and params, same folder) where a
+    /// long-running node may keep its finished work so a re-run after a crash resumes; `nil` unless the run has a
+    /// cache directory (`--cache-dir`).
+    var workDirectory: URL? { get }
 }
 
 extension NodeContext {
+    public var workDirectory: URL? { nil }
     public func progress(step: Int, total: Int) { progress(step: step, total: total, unit: "step") }
 
     public func checkCancellation() throws {

@@ -32,6 +32,26 @@ public final class TorchGenerator {
         cachedNormal = nil
     }
 
+    /// The generator's whole state as 626 words (624 Mersenne Twister words, the position, and the cached normal's
+    /// bits or 0 with a flag in the position's top bit), so long work can save it and resume bit for bit.
+    public var snapshot: [UInt64] {
+        var words = state.map(UInt64.init)
+        words.append(UInt64(index) | (cachedNormal == nil ? 0 : 1 << 63))
+        words.append(cachedNormal?.bitPattern ?? 0)
+        return words
+    }
+
+    /// A generator continuing exactly where the one that made `snapshot` was; `nil` for words that no generator
+    /// could have made.
+    public init?(snapshot words: [UInt64]) {
+        guard words.count == 626, words[..<624].allSatisfy({ $0 <= UInt64(UInt32.max) }) else { return nil }
+        let position = words[624] & ~(1 << 63)
+        guard position <= 624 else { return nil }
+        state = words[..<624].map { UInt32($0) }
+        index = Int(position)
+        cachedNormal = words[624] >> 63 == 1 ? Double(bitPattern: words[625]) : nil
+    }
+
     /// Next 32-bit Mersenne Twister output.
     @inline(__always)
     private func next32() -> UInt32 {
