@@ -24,6 +24,10 @@ public struct ApplyMotionModule: Node {
 
     /// Motion modules are trained for one base: their widths and count per block must be the UNet's.
     static func checkCompatible(unet: UNetValue, motion: MotionWeights) throws {
+        if unet.unet3D != nil {
+            throw DiffusionNodeError.motionMismatch(reason: "ModelScope's UNet3DConditionModel has its own temporal layers; "
+                + "AnimateDiff motion modules attach only to Stable Diffusion 1.x UNets")
+        }
         let u = unet.config, m = motion.config
         guard u.blockOutChannels == m.blockOutChannels else {
             throw DiffusionNodeError.motionMismatch(reason: "the UNet's blocks are \(u.blockOutChannels) channels wide, the motion modules' "

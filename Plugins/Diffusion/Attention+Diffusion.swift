@@ -207,9 +207,22 @@ struct SpatialTransformer: Sendable {
 
     /// `x` `[N, C, H, W]`, `context` `[N, S, D]`.
     func callAsFunction(_ x: Tensor, context: Tensor) -> Tensor {
+        run(x) { block, h in block(h, context: context) }
+    }
+
+    /// `x` `[N, C, H, W]` with one cross-attention context per transformer block (`contexts.count == blocks.count`).
+    func callAsFunction(_ x: Tensor, contexts: [Tensor]) -> Tensor {
+        var index = 0
+        return run(x) { block, h in
+            defer { index += 1 }
+            return block(h, context: contexts[index])
+        }
+    }
+
+    private func run(_ x: Tensor, _ apply: (BasicTransformerBlock, Tensor) -> Tensor) -> Tensor {
         let n = x.shape[0], c = x.shape[1], hw = x.shape[2] * x.shape[3]
         var h = projIn(permute(norm.group(x).reshaped([n, c, hw]), [0, 2, 1]))
-        for block in blocks { h = block(h, context: context) }
+        for block in blocks { h = apply(block, h) }
         return x + permute(projOut(h), [0, 2, 1]).reshaped(x.shape)
     }
 }

@@ -48,6 +48,10 @@ public struct UNetValue: Sendable {
     public var weights: Weights
     /// Motion modules making this a video UNet, or `nil` for a plain (per-frame) image UNet.
     public var motion: MotionWeights?
+    /// Set when `weights` are a `UNet3DConditionModel`'s (ModelScope text-to-video); `config` then describes its
+    /// spatial layers (`UNet3DConditionConfig.spatialConfig`: same tensor names, channels, context width), which is
+    /// what `Sample`'s checks read. `nil` for SD UNets.
+    public var unet3D: UNet3DConditionConfig?
 
     /// Pairs a configuration with diffusers-named UNet weights.
     public init(config: UNet2DConditionConfig, weights: Weights, motion: MotionWeights? = nil) {
@@ -56,13 +60,26 @@ public struct UNetValue: Sendable {
         self.motion = motion
     }
 
-    /// The spatial UNet built from `weights`.
-    public func makeUNet() throws -> UNet2DConditionModel {
-        try UNet2DConditionModel(config: config, weights: weights)
+    /// A ModelScope text-to-video UNet from diffusers-named `UNet3DConditionModel` weights.
+    public init(unet3D: UNet3DConditionConfig, weights: Weights) {
+        self.config = unet3D.spatialConfig
+        self.weights = weights
+        self.unet3D = unet3D
     }
 
-    /// The runnable denoiser: a video UNet when motion modules are attached, else the image UNet applied per frame.
+    /// The spatial UNet built from `weights` (an SD UNet; a 3-D UNet is built by `makeModel()`).
+    public func makeUNet() throws -> UNet2DConditionModel {
+        if unet3D != nil {
+            throw DiffusionError.badConfig(component: "UNet3DConditionModel", field: "_class_name",
+                                           reason: "a 3-D UNet is not an image UNet; build it with makeModel()")
+        }
+        return try UNet2DConditionModel(config: config, weights: weights)
+    }
+
+    /// The runnable denoiser: the 3-D UNet, a video UNet when motion modules are attached, else the image UNet
+    /// applied per frame.
     public func makeModel() throws -> VideoDenoiser {
+        if let unet3D { return .unet3D(try UNet3DConditionModel(config: unet3D, weights: weights)) }
         let unet = try makeUNet()
         if let motion { return .video(try UNetMotionModel(unet: unet, motion: try motion.makeAdapter())) }
         return .image(unet)
@@ -74,10 +91,14 @@ public struct UNetValue: Sendable {
 public enum VideoDenoiser: Sendable {
     case image(UNet2DConditionModel)
     case video(UNetMotionModel)
+    /// ModelScope's text-to-video UNet.
+    case unet3D(UNet3DConditionModel)
 
     /// Noise prediction for `sample` `[B, C, F, h, w]`, one timestep for all, text `context` `[B, S, D]`.
     public func callAsFunction(_ sample: Tensor, timestep: Float, context: Tensor) throws -> Tensor {
         switch self {
+        case .unet3D(let model):
+            return try model(sample, timestep: timestep, context: context)
         case .video(let model):
             return try model(sample, timesteps: [timestep], context: context)
         case .image(let unet):

@@ -134,6 +134,9 @@ public struct LoadCheckpoint: Node {
         var config = try Self.readConfig(try inputs.string("config"))
         let (unetAll, vaeAll, clipAll) = try Self.readComponents(path, config: &config)
         let name = (path as NSString).lastPathComponent
+        // A ModelScope text-to-video folder: its spatial layers load and check as an SD UNet's below.
+        let unet3D = try Self.unet3DConfig(checkpoint: path, weights: unetAll)
+        if let unet3D { config.unet = unet3D.spatialConfig }
 
         var unetConfig = UNet2DConditionConfig.inferred(from: unetAll, base: config.unet ?? .sd15)
         // LDM numbers its blocks flatly, so the renaming needs layers_per_block first: the first downsampler
@@ -171,7 +174,11 @@ public struct LoadCheckpoint: Node {
         // Build the UNet and VAE once so a damaged or foreign checkpoint fails here, naming the missing or misshapen
         // tensor and its nearest keys, instead of in Sample/VAEDecode after text encoding (fp32 files are mapped,
         // so this reads no data; fp16 ones convert, about a second for SD1.5, freed straight away).
-        _ = try UNet2DConditionModel(config: unetFinal, weights: unetWeights)
+        if let unet3D {
+            _ = try UNet3DConditionModel(config: unet3D, weights: unetWeights)
+        } else {
+            _ = try UNet2DConditionModel(config: unetFinal, weights: unetWeights)
+        }
         _ = try AutoencoderKL(config: vaeConfig, weights: vaeWeights)
 
         // What the three components did not claim: a different model family, or a training leftover.
@@ -183,13 +190,29 @@ public struct LoadCheckpoint: Node {
                 context.log("\(name): \(stray.count) tensors belong to no SD1.x component (ignored), e.g. \(stray.prefix(3).joined(separator: ", "))")
             }
         }
-        context.log("\(name): UNet \(unetFinal.blockOutChannels) × \(unetFinal.layersPerBlock), cross-attention \(unetFinal.crossAttentionDim); "
+        context.log("\(name): \(unet3D == nil ? "UNet" : "UNet3DConditionModel") \(unetFinal.blockOutChannels) × \(unetFinal.layersPerBlock), cross-attention \(unetFinal.crossAttentionDim); "
                     + "VAE \(vaeConfig.blockOutChannels); CLIP \(clipConfig.numHiddenLayers) layers × \(clipConfig.hiddenSize)")
         return NodeOutputs([
-            "unet": .object(UNetValue(config: unetFinal, weights: unetWeights)),
+            "unet": .object(unet3D.map { UNetValue(unet3D: $0, weights: unetWeights) } ?? UNetValue(config: unetFinal, weights: unetWeights)),
             "clip": .object(clip),
             "vae": .object(VAEValue(config: vaeConfig, weights: vaeWeights)),
         ])
+    }
+
+    /// The `UNet3DConditionModel` configuration of a diffusers folder whose `unet/config.json` names that class
+    /// (text-to-video-ms-1.7b), or whose UNet weights have its `transformer_in` when there is no config; nil otherwise.
+    static func unet3DConfig(checkpoint path: String, weights: Weights) throws -> UNet3DConditionConfig? {
+        guard FileKind(path: path) == .directory else { return nil }
+        let file = URL(fileURLWithPath: path).appendingPathComponent("unet/config.json").path
+        guard FileKind(path: file) != .missing else {
+            return UNet3DConditionConfig.matches(weights) ? UNet3DConditionConfig.inferred(from: weights) : nil
+        }
+        let data = try InputFile.read(file)
+        let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        guard object?["_class_name"] as? String == "UNet3DConditionModel" else { return nil }
+        do { return try UNet3DConditionConfig.decode(json: data) } catch {
+            throw DiffusionNodeError.badConfigFile(path: file, reason: "not a UNet3DConditionModel config (\(error))")
+        }
     }
 
     /// The optional pipeline configuration file.
@@ -227,10 +250,11 @@ public struct LoadCheckpoint: Node {
             // kind there (a FIFO would block the read) is an error.
             return (try Weights.load(file), FileKind(path: config) == .missing ? nil : try InputFile.read(config))
         }
-        let model = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.bin"]
+        let model = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.bin",
+                     "diffusion_pytorch_model.fp16.bin"]
         let (unet, unetJSON) = try component("unet", model)
         let (vae, vaeJSON) = try component("vae", model)
-        let (text, textJSON) = try component("text_encoder", ["model.safetensors", "model.fp16.safetensors", "pytorch_model.bin"])
+        let (text, textJSON) = try component("text_encoder", ["model.safetensors", "model.fp16.safetensors", "pytorch_model.bin", "pytorch_model.fp16.bin"])
         do {
             if config.unet == nil, let unetJSON { config.unet = try UNet2DConditionConfig.decode(json: unetJSON) }
             if config.vae == nil, let vaeJSON { config.vae = try AutoencoderKLConfig.decode(json: vaeJSON) }

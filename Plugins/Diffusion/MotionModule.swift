@@ -54,26 +54,29 @@ public enum MotionNormMode: Sendable, Equatable {
     case acrossFrames
 }
 
-/// One AnimateDiff temporal transformer: GroupNorm, `proj_in`, transformer blocks whose two self-attentions run
-/// along the frame axis of every pixel (with sinusoidal frame positions added after each norm), GEGLU
-/// feed-forward, `proj_out`, residual.
+/// One temporal transformer: GroupNorm, `proj_in`, transformer blocks whose two self-attentions run along the
+/// frame axis of every pixel, GEGLU feed-forward, `proj_out`, residual. AnimateDiff's motion modules add
+/// sinusoidal frame positions after each norm; diffusers' `TransformerTemporalModel` (ModelScope's
+/// `transformer_in` and `temp_attentions`) has none and may work at an inner width other than the channels.
 public struct MotionModule: Sendable {
     let norm: NormLayer
     let projIn: LinearLayer, projOut: LinearLayer
     let blocks: [BasicTransformerBlock]
-    /// `[maxLength, C]`: pe[p, 2i] = sin(p·10000^(−2i/C)), pe[p, 2i+1] = cos(…).
-    let positions: Tensor
+    /// `[maxLength, inner]`: pe[p, 2i] = sin(p·10000^(−2i/C)), pe[p, 2i+1] = cos(…); nil: no positions.
+    let positions: Tensor?
     let normMode: MotionNormMode
 
-    init(_ read: DiffusionWeightReader, _ prefix: String, channels: Int, heads: Int, groups: Int, layers: Int,
-         maxLength: Int, normMode: MotionNormMode) throws {
+    /// `maxLength` nil: no positional encoding; `innerDim` nil: the transformer runs at `channels`.
+    init(_ read: DiffusionWeightReader, _ prefix: String, channels: Int, innerDim: Int? = nil, heads: Int, groups: Int,
+         layers: Int, maxLength: Int?, normMode: MotionNormMode) throws {
+        let inner = innerDim ?? channels
         norm = try NormLayer(read, prefix + "norm.", channels: channels, eps: 1e-6, groups: groups)
-        projIn = try LinearLayer(read, prefix + "proj_in.", in: channels, out: channels)
+        projIn = try LinearLayer(read, prefix + "proj_in.", in: channels, out: inner)
         blocks = try (0..<layers).map {
-            try BasicTransformerBlock(read, prefix + "transformer_blocks.\($0).", dim: channels, heads: heads, contextDim: nil)
+            try BasicTransformerBlock(read, prefix + "transformer_blocks.\($0).", dim: inner, heads: heads, contextDim: nil)
         }
-        projOut = try LinearLayer(read, prefix + "proj_out.", in: channels, out: channels)
-        positions = MotionModule.sinusoidalPositions(length: maxLength, channels: channels)
+        projOut = try LinearLayer(read, prefix + "proj_out.", in: inner, out: channels)
+        positions = maxLength.map { MotionModule.sinusoidalPositions(length: $0, channels: inner) }
         self.normMode = normMode
     }
 
@@ -94,8 +97,8 @@ public struct MotionModule: Sendable {
 
     /// `x` `[B·F, C, H, W]` holding `frames` consecutive frames per video.
     func callAsFunction(_ x: Tensor, frames: Int) throws -> Tensor {
-        let maxLength = positions.shape[0]
-        guard frames <= maxLength else {
+        if let positions, frames > positions.shape[0] {
+            let maxLength = positions.shape[0]
             throw DiffusionError.badInput(component: "MotionModule",
                                           reason: "\(frames) frames exceed the motion module's \(maxLength) sinusoidal frame positions (motion_max_seq_length); generate at most \(maxLength) frames per window")
         }
@@ -114,7 +117,7 @@ public struct MotionModule: Sendable {
             tokens = permute(norm.group(video), [0, 3, 2, 1])
         }
         var h = projIn(tokens.reshaped([b * hw, frames, c]))
-        let pe = frames == maxLength ? positions : slice(positions, axis: 0, start: 0, end: frames)
+        let pe = positions.map { frames == $0.shape[0] ? $0 : slice($0, axis: 0, start: 0, end: frames) }
         for block in blocks { h = block(h, context: nil, positional: pe) }
         h = projOut(h)
         return x + permute(h.reshaped([b, hw, frames, c]), [0, 2, 3, 1]).reshaped(x.shape)
@@ -164,6 +167,18 @@ public struct MotionAdapter: Sendable {
     }
 }
 
+extension MotionAdapter: UNetTemporalLayers {
+    /// AnimateDiff's modules follow each layer of the down and up blocks (after the transformer where the block
+    /// has one) and, in v1/v2, the mid block's transformer.
+    func afterLayer(_ h: Tensor, at site: UNetLayerSite, frames: Int) throws -> Tensor {
+        switch site {
+        case .down(let i, let j): return try down[i][j](h, frames: frames)
+        case .up(let i, let j): return try up[i][j](h, frames: frames)
+        case .mid: return try mid.map { try $0(h, frames: frames) } ?? h
+        }
+    }
+}
+
 /// The AnimateDiff video UNet (diffusers' `UNetMotionModel`): an SD UNet whose blocks are followed by motion
 /// modules. Runs `[B, C, F, h, w]` latents.
 public struct UNetMotionModel: Sendable {
@@ -207,7 +222,8 @@ public struct UNetMotionModel: Sendable {
         if context.rank == 3, context.shape[0] == b, b * f != b {
             ctx = Self.repeatInterleave(context, count: f)
         }
-        let out = try unet.forward(frames, timesteps: steps, context: ctx, motion: motion, frames: f)
+        let out = try unet.forward(frames, timesteps: steps, context: ctx, temporal: motion, frames: f,
+                                  component: "UNetMotionModel")
         return permute(out.reshaped([b, f, out.shape[1], h, w]), [0, 2, 1, 3, 4])
     }
 

@@ -165,9 +165,14 @@ public struct UNet2DConditionModel: Sendable {
     /// Builds the UNet from diffusers-named weights, or from a whole LDM single-file checkpoint
     /// (`model.diffusion_model.…`, mapped by `diffusersWeights(from:config:)`). Extra tensors are ignored.
     public init(config: UNet2DConditionConfig, weights all: Weights) throws {
+        try self.init(config: config, weights: all, component: "UNet2DConditionModel")
+    }
+
+    /// `component` names the model in errors (the 3-D UNet builds its spatial layers through here).
+    init(config: UNet2DConditionConfig, weights all: Weights, component: String) throws {
         try config.validate()
         self.config = config
-        let read = DiffusionWeightReader(Self.diffusersWeights(from: all, config: config), component: "UNet2DConditionModel")
+        let read = DiffusionWeightReader(Self.diffusersWeights(from: all, config: config), component: component)
         let ch = config.blockOutChannels, lpb = config.layersPerBlock, groups = config.normNumGroups
         let eps = Float(config.normEps), temb = ch[0] * 4, ctx = config.crossAttentionDim
         let tl = config.transformerLayersPerBlock
@@ -243,13 +248,43 @@ public struct UNet2DConditionModel: Sendable {
     /// Predicts the noise for `sample` `[N, in, h, w]` at one timestep per item (`timesteps.count == N`, or one
     /// value for all) with text `context` `[N, S, cross_attention_dim]` (or `[1, S, D]`, shared).
     public func callAsFunction(_ sample: Tensor, timesteps: [Float], context: Tensor) throws -> Tensor {
-        try forward(sample, timesteps: timesteps, context: context, motion: nil, frames: 1)
+        try forward(sample, timesteps: timesteps, context: context, temporal: nil, frames: 1)
     }
 
-    /// Shared forward of the image UNet and the video UNet: `frames` consecutive items form one video, and the
-    /// motion modules (if any) mix information along them.
-    func forward(_ sample: Tensor, timesteps: [Float], context: Tensor, motion: MotionAdapter?, frames: Int) throws -> Tensor {
-        let component = motion == nil ? "UNet2DConditionModel" : "UNetMotionModel"
+    /// The time embedding (after SiLU, as every resnet consumes it) and the per-item text context of one call.
+    struct Conditioning {
+        let activatedTimeEmbedding: Tensor
+        let context: Tensor
+    }
+
+    /// Shared forward of the image UNet and the video UNets: `frames` consecutive items form one video, and the
+    /// `temporal` layers (AnimateDiff's motion modules, ModelScope's temporal convolutions and transformers) mix
+    /// information along them; `hooks` rewrite the skips, the mid output and the cross-attention contexts.
+    func forward(_ sample: Tensor, timesteps: [Float], context: Tensor, temporal: (any UNetTemporalLayers)?, frames: Int,
+                 hooks: UNetHooks? = nil, component: String = "UNet2DConditionModel") throws -> Tensor {
+        let conditioning = try prepare(sample, timesteps: timesteps, context: context, component: component)
+        var (skips, h) = try encode(sample, conditioning, temporal: temporal, frames: frames, hooks: hooks,
+                                    addAfterStem: nil)
+        if let rewrite = hooks?.skips {
+            let rewritten = try rewrite(skips)
+            guard rewritten.count == skips.count, zip(rewritten, skips).allSatisfy({ $0.shape == $1.shape }) else {
+                throw DiffusionError.badInput(component: component,
+                                              reason: "the skip hook returned \(rewritten.map(\.shape)), expected \(skips.map(\.shape))")
+            }
+            skips = rewritten
+        }
+        if let rewrite = hooks?.midOutput {
+            let shape = h.shape
+            h = try rewrite(h)
+            guard h.shape == shape else {
+                throw DiffusionError.badInput(component: component, reason: "the mid-output hook returned \(h.shape), expected \(shape)")
+            }
+        }
+        return try decode(h, skips: skips, conditioning, temporal: temporal, frames: frames, hooks: hooks)
+    }
+
+    /// Checks the inputs and computes the time embedding and the per-item context.
+    func prepare(_ sample: Tensor, timesteps: [Float], context: Tensor, component: String) throws -> Conditioning {
         guard sample.rank == 4, sample.shape[1] == config.inChannels else {
             throw DiffusionError.badInput(component: component,
                                           reason: "sample must be [N, \(config.inChannels), h, w], got \(sample.shape)")
@@ -269,19 +304,50 @@ public struct UNet2DConditionModel: Sendable {
         }
         let ctx = context.shape[0] == n ? context : concat(Array(repeating: context, count: n), axis: 0)
         let steps = timesteps.count == n ? timesteps : Array(repeating: timesteps[0], count: n)
-
         let embedded = timestepEmbedding(steps, dim: config.blockOutChannels[0], flipSinToCos: config.flipSinToCos,
                                          downscaleFreqShift: Float(config.freqShift))
         // Every resnet applies SiLU to the embedding before projecting it: do it once.
-        let temb = silu(timeLinear2(silu(timeLinear1(embedded))))
+        return Conditioning(activatedTimeEmbedding: silu(timeLinear2(silu(timeLinear1(embedded)))), context: ctx)
+    }
 
+    /// One spatial transformer, its blocks' cross-attention contexts passed through the hook (if any), which
+    /// sees each block's diffusers path (`down_blocks.0.attentions.1.transformer_blocks.0.attn2`).
+    private func attend(_ transformer: SpatialTransformer, _ h: Tensor, context: Tensor, path: @autoclosure () -> String,
+                        hooks: UNetHooks?) throws -> Tensor {
+        guard let rewrite = hooks?.crossAttentionContext else { return transformer(h, context: context) }
+        let prefix = path()
+        let contexts = try transformer.blocks.indices.map { k in
+            let out = try rewrite("\(prefix).transformer_blocks.\(k).attn2", context)
+            guard out.rank == 3, out.shape[0] == context.shape[0], out.shape[2] == context.shape[2] else {
+                throw DiffusionError.badInput(component: "UNet", reason: "the cross-attention hook of \(prefix) returned \(out.shape) for a context \(context.shape)")
+            }
+            return out
+        }
+        return transformer(h, contexts: contexts)
+    }
+
+    /// conv_in (+ the temporal stem), `addAfterStem`, the down blocks and the mid block: the skips (diffusers'
+    /// `down_block_res_samples`) and the mid-block output.
+    func encode(_ sample: Tensor, _ c: Conditioning, temporal: (any UNetTemporalLayers)?, frames: Int, hooks: UNetHooks?,
+                addAfterStem: Tensor?) throws -> (skips: [Tensor], mid: Tensor) {
+        let temb = c.activatedTimeEmbedding, ctx = c.context
         var h = convIn(sample)
+        if let temporal { h = try temporal.afterConvIn(h, frames: frames) }
+        if let addAfterStem {
+            guard addAfterStem.shape == h.shape else {
+                throw DiffusionError.badInput(component: "UNet", reason: "the tensor added after the stem is \(addAfterStem.shape), expected \(h.shape)")
+            }
+            h = h + addAfterStem
+        }
         var skips = [h]
         for (i, block) in downBlocks.enumerated() {
             for j in block.resnets.indices {
                 h = block.resnets[j](h, activatedTimeEmbedding: temb)
-                if !block.attentions.isEmpty { h = block.attentions[j](h, context: ctx) }
-                if let motion { h = try motion.down[i][j](h, frames: frames) }
+                if let temporal { h = try temporal.afterResnet(h, at: .down(i, j), frames: frames) }
+                if !block.attentions.isEmpty {
+                    h = try attend(block.attentions[j], h, context: ctx, path: "down_blocks.\(i).attentions.\(j)", hooks: hooks)
+                }
+                if let temporal { h = try temporal.afterLayer(h, at: .down(i, j), frames: frames) }
                 skips.append(h)
             }
             if let down = block.downsampler {
@@ -291,21 +357,80 @@ public struct UNet2DConditionModel: Sendable {
         }
         if let midAttention {
             h = midResnets[0](h, activatedTimeEmbedding: temb)
-            h = midAttention(h, context: ctx)
-            if let mid = motion?.mid { h = try mid(h, frames: frames) }
+            if let temporal { h = try temporal.afterResnet(h, at: .mid(0), frames: frames) }
+            h = try attend(midAttention, h, context: ctx, path: "mid_block.attentions.0", hooks: hooks)
+            if let temporal { h = try temporal.afterLayer(h, at: .mid(0), frames: frames) }
             h = midResnets[1](h, activatedTimeEmbedding: temb)
+            if let temporal { h = try temporal.afterResnet(h, at: .mid(1), frames: frames) }
         }
+        return (skips, h)
+    }
+
+    /// The up blocks and the output head, consuming `skips` from the end.
+    func decode(_ mid: Tensor, skips: [Tensor], _ c: Conditioning, temporal: (any UNetTemporalLayers)?, frames: Int,
+                hooks: UNetHooks?) throws -> Tensor {
+        let temb = c.activatedTimeEmbedding, ctx = c.context
+        var h = mid, skips = skips
         for (i, block) in upBlocks.enumerated() {
             for j in block.resnets.indices {
                 h = concat([h, skips.removeLast()], axis: 1)
                 h = block.resnets[j](h, activatedTimeEmbedding: temb)
-                if !block.attentions.isEmpty { h = block.attentions[j](h, context: ctx) }
-                if let motion { h = try motion.up[i][j](h, frames: frames) }
+                if let temporal { h = try temporal.afterResnet(h, at: .up(i, j), frames: frames) }
+                if !block.attentions.isEmpty {
+                    h = try attend(block.attentions[j], h, context: ctx, path: "up_blocks.\(i).attentions.\(j)", hooks: hooks)
+                }
+                if let temporal { h = try temporal.afterLayer(h, at: .up(i, j), frames: frames) }
             }
             if let up = block.upsampler, let next = skips.last {
                 h = up(h, height: next.shape[2], width: next.shape[3])
             }
         }
         return convOut(normOut.group(h, activation: .silu))
+    }
+}
+
+/// Where a temporal layer sits among a UNet's spatial layers: block and layer indices as diffusers numbers them.
+enum UNetLayerSite {
+    case down(Int, Int)
+    case mid(Int)
+    case up(Int, Int)
+}
+
+/// Layers that turn the image UNet into a video UNet by mixing along the `frames` consecutive items of each video,
+/// run at fixed places of the shared forward: after conv_in, after each resnet, and after each layer (resnet plus
+/// spatial transformer, if the block has one). Defaults pass through.
+protocol UNetTemporalLayers: Sendable {
+    func afterConvIn(_ h: Tensor, frames: Int) throws -> Tensor
+    func afterResnet(_ h: Tensor, at site: UNetLayerSite, frames: Int) throws -> Tensor
+    func afterLayer(_ h: Tensor, at site: UNetLayerSite, frames: Int) throws -> Tensor
+}
+
+extension UNetTemporalLayers {
+    func afterConvIn(_ h: Tensor, frames: Int) throws -> Tensor { h }
+    func afterResnet(_ h: Tensor, at site: UNetLayerSite, frames: Int) throws -> Tensor { h }
+    func afterLayer(_ h: Tensor, at site: UNetLayerSite, frames: Int) throws -> Tensor { h }
+}
+
+/// Optional rewrites inside a UNet forward, for models built on a UNet (StreamingT2V's CAM mergers and APM token
+/// mixing). Every hook is optional and costs nothing when absent. Tensors are per frame, `[B·F, …]`, frames of a
+/// video consecutive, as diffusers lays them out.
+public struct UNetHooks: Sendable {
+    /// Rewrites the whole skip list after the down pass (diffusers' `down_block_res_samples`: the stem output,
+    /// then each down layer's output and each downsampler's output); must keep the count and shapes.
+    public var skips: (@Sendable ([Tensor]) throws -> [Tensor])?
+    /// Rewrites the mid block's output before the up pass; must keep its shape.
+    public var midOutput: (@Sendable (Tensor) throws -> Tensor)?
+    /// Rewrites the context `[B·F, S, D]` given to one spatial cross-attention, named by its diffusers path
+    /// (`down_blocks.0.attentions.1.transformer_blocks.0.attn2`, `mid_block.attentions.0.…`, `up_blocks.…`); may
+    /// change the token count S, not the batch or the width.
+    public var crossAttentionContext: (@Sendable (_ path: String, _ context: Tensor) throws -> Tensor)?
+
+    /// Hooks, each nil (absent) by default.
+    public init(skips: (@Sendable ([Tensor]) throws -> [Tensor])? = nil,
+                midOutput: (@Sendable (Tensor) throws -> Tensor)? = nil,
+                crossAttentionContext: (@Sendable (_ path: String, _ context: Tensor) throws -> Tensor)? = nil) {
+        self.skips = skips
+        self.midOutput = midOutput
+        self.crossAttentionContext = crossAttentionContext
     }
 }
