@@ -51,12 +51,19 @@ public final class CheckpointFile: @unchecked Sendable {
     public let root: PickleValue?
     /// The layer graph of an ncnn model; nil for other formats.
     public let ncnn: NCNNModel?
+    /// The top-level key the file was opened for (`open(_:stateDictKey:)`); nil when every tensor loaded.
+    public let stateDictKey: String?
+    /// Things the user should know that did not stop the load, one line each, naming the file (for example the
+    /// classes of a Lightning checkpoint's training state that were kept as inert placeholders). Nodes pass them
+    /// to `NodeContext.log`.
+    public let warnings: [String]
 
     let file: MappedFile
     let entries: [String: Entry]
 
     init(path: String, format: Format, file: MappedFile, keys: [String], entries: [String: Entry],
-         metadata: [String: String] = [:], root: PickleValue? = nil, ncnn: NCNNModel? = nil) {
+         metadata: [String: String] = [:], root: PickleValue? = nil, ncnn: NCNNModel? = nil,
+         stateDictKey: String? = nil, warnings: [String] = []) {
         self.path = path
         self.format = format
         self.file = file
@@ -65,16 +72,26 @@ public final class CheckpointFile: @unchecked Sendable {
         self.metadata = metadata
         self.root = root
         self.ncnn = ncnn
+        self.stateDictKey = stateDictKey
+        self.warnings = warnings
     }
 
     /// Opens a checkpoint, choosing the reader from the file's magic bytes rather than its extension (`.bin` is
     /// used both by PyTorch and by ncnn). An ncnn `.bin` given directly is paired with the `.param` beside it.
-    public static func open(_ path: String) throws -> CheckpointFile {
+    ///
+    /// `stateDictKey` opens a PyTorch training checkpoint (a Lightning `.ckpt`) for the state dict under that
+    /// top-level key: only its tensors load (their storages are located when the file opens and read when asked
+    /// for; the optimizer state and the rest are never touched), and the training metadata around it may name
+    /// classes outside the unpickler's allow-list, which become inert placeholders listed in `warnings`. Globals
+    /// that run code are still refused for the whole file, and so is a placeholder under the key. Without it, a
+    /// torch file's every tensor loads and any global outside the allow-list is refused. Formats other than
+    /// PyTorch hold tensors only and ignore the key.
+    public static func open(_ path: String, stateDictKey: String? = nil) throws -> CheckpointFile {
         let file = try MappedFile(path: path)
         let head = file.bytes(0, min(file.count, 512))
         if file.count == 0 { throw WeightsError.unknownFormat(file: path, reason: "file is empty") }
         if head.count >= 4, head[0] == 0x50, head[1] == 0x4B, (head[2] == 3 && head[3] == 4) || (head[2] == 5 && head[3] == 6) {
-            return try TorchCheckpoint.open(file)
+            return try TorchCheckpoint.open(file, stateDictKey: stateDictKey)
         }
         if head.starts(with: Array("7767517".utf8)) {
             let bin = (path as NSString).deletingPathExtension + ".bin"
@@ -87,7 +104,7 @@ public final class CheckpointFile: @unchecked Sendable {
             throw WeightsError.unsupported(file: path, reason: "legacy tar-format PyTorch checkpoint (torch < 0.4); re-save it with torch.save in a recent PyTorch")
         }
         if head.count >= 2, head[0] == 0x80, head[1] >= 2, head[1] <= 5 {
-            return try TorchCheckpoint.openLegacy(file)
+            return try TorchCheckpoint.openLegacy(file, stateDictKey: stateDictKey)
         }
         if path.hasSuffix(".bin") {
             let param = (path as NSString).deletingPathExtension + ".param"

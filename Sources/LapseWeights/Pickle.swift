@@ -19,6 +19,10 @@ public indirect enum PickleValue: Sendable, Equatable {
     case tensor(String)
     /// A reference to an allowed global that was not called (for example a storage class).
     case global(String)
+    /// An object of a class outside the allow-list (Lightning's `AttributeDict`, `argparse.Namespace`, an optimizer
+    /// class, …), named by its class and kept inert: nothing was imported, constructed or called, and its state was
+    /// dropped. Only files opened with `CheckpointFile.open(_:stateDictKey:)` hold them, and never under that key.
+    case placeholder(String)
 
     /// One key/value pair of a pickled dict, in insertion order.
     public struct DictEntry: Sendable, Equatable {
@@ -58,6 +62,11 @@ struct PickledStorage {
 /// A restricted unpickler: the binary opcodes of protocols 2–5 that state dicts use, and globals limited to the
 /// tensor-rebuilding functions, storage classes and plain containers. Unknown globals are an error naming them;
 /// no Python object is ever instantiated and no code runs, so a hostile pickle can only fail to load.
+///
+/// With `placeholders` on (training checkpoints opened for one top-level key), a global outside the allow-list that
+/// is not on the refusal list (`refusesAlways`) becomes an inert placeholder: calling it (REDUCE, NEWOBJ,
+/// NEWOBJ_EX) yields another placeholder, its state (BUILD) and items (SETITEMS, APPENDS) are counted and dropped.
+/// The caller refuses any placeholder inside the part it loads.
 struct Unpickler {
     /// Internal object model: containers are references so that memoised objects mutated later (the usual
     /// `EMPTY_DICT, BINPUT, …, SETITEMS` sequence) are seen updated through `BINGET`, exactly as in Python.
@@ -89,6 +98,8 @@ struct Unpickler {
         case none, bool(Bool), int(Int), bigInt([UInt8]), float(Double), string(String), bytes([UInt8])
         case list(ListBox), tuple([Obj], depth: Int), set(ListBox), dict(DictBox)
         case global(String), storage(PickledStorage), tensor(Int), mark
+        /// An object of a class outside the allow-list (placeholder mode only): its class name, nothing else.
+        case placeholder(String)
 
         /// Nesting depth: 0 for a scalar, 1 + the deepest item for a container (read from the container, never
         /// recomputed, so it costs nothing however the objects are shared).
@@ -154,6 +165,7 @@ struct Unpickler {
             case .storage: "storage"
             case .tensor: "tensor"
             case .mark: "mark"
+            case .placeholder(let c): "object of class \(c)"
             }
         }
     }
@@ -168,8 +180,57 @@ struct Unpickler {
         "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor",
         "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
         "builtins.set", "builtins.frozenset", "builtins.list", "builtins.dict", "builtins.tuple",
-        "__builtin__.set", "__builtin__.frozenset", "_codecs.encode",
+        "__builtin__.set", "__builtin__.frozenset", "__builtin__.list", "__builtin__.dict", "__builtin__.tuple",
+        "_codecs.encode",
     ]
+
+    /// Modules whose globals are refused even in placeholder mode, with every submodule: code execution, process,
+    /// file, network and import machinery, other deserialisers, and attribute gadgets (`operator.attrgetter`). A
+    /// placeholder is never called, so naming one of these cannot run it; the file is refused anyway because no
+    /// checkpoint has a reason to name them and the same file would run them under `torch.load(weights_only=False)`.
+    static let refusedModules: Set<String> = [
+        "os", "posix", "nt", "posixpath", "ntpath", "subprocess", "_posixsubprocess", "sys", "builtins", "__builtin__",
+        "importlib", "imp", "pkgutil", "zipimport", "runpy", "code", "codeop", "pdb", "bdb", "trace", "timeit",
+        "profile", "cProfile", "doctest", "ctypes", "_ctypes", "cffi", "socket", "_socket", "ssl", "select",
+        "selectors", "asyncio", "http", "urllib", "urllib2", "urllib3", "httplib", "ftplib", "smtplib", "telnetlib",
+        "poplib", "imaplib", "xmlrpc", "socketserver", "requests", "aiohttp", "shutil", "tempfile", "glob",
+        "fileinput", "io", "_io", "zipfile", "tarfile", "gzip", "bz2", "lzma", "sqlite3", "dbm", "shelve",
+        "pickle", "_pickle", "cPickle", "pickletools", "dill", "cloudpickle", "joblib", "marshal", "yaml", "pty",
+        "tty", "termios", "fcntl", "resource", "signal", "mmap", "webbrowser", "multiprocessing", "threading",
+        "_thread", "concurrent", "platform", "sysconfig", "site", "inspect", "gc", "types", "operator",
+        "_operator", "commands", "popen2", "distutils", "setuptools", "pip", "venv", "ensurepip", "idlelib",
+        "tkinter", "turtle", "numpy.testing", "numpy.distutils", "numpy.f2py", "numpy.ctypeslib",
+        "torch.hub", "torch.jit", "torch.package", "torch.serialization", "torch.utils.cpp_extension",
+        "torch.distributed", "torch.multiprocessing", "torch._C", "torch.ops", "torch._ops", "torch._dynamo",
+    ]
+    /// Names refused wherever they appear as a component of the module or the qualified name: callables that run
+    /// code, load files or reach other modules' globals (`argparse._os.system`), under any module.
+    static let refusedNames: Set<String> = [
+        "os", "_os", "sys", "_sys", "subprocess", "_subprocess", "builtins", "__builtins__", "system", "popen",
+        "spawn", "exec", "execfile", "execv", "execve", "eval", "compile", "__import__", "import_module",
+        "getattr", "setattr", "delattr", "__getattribute__", "__getattr__", "__setattr__", "__globals__",
+        "__subclasses__", "__code__", "__reduce__", "__reduce_ex__", "globals", "locals", "vars", "open", "input",
+        "breakpoint", "load", "loads", "load_inline", "_load_from_bytes", "runstring", "check_call",
+        "check_output", "Popen",
+    ]
+    /// `builtins` types that carry no behaviour (omegaconf and dataclass metadata name them as values); the rest of
+    /// `builtins` is refused in every mode.
+    static let harmlessBuiltins: Set<String> = [
+        "object", "str", "int", "float", "bool", "bytes", "bytearray", "complex", "slice", "range", "NoneType",
+        "Ellipsis", "NotImplemented",
+    ]
+
+    /// True when a global must be refused even in placeholder mode (see `refusedModules`, `refusedNames`).
+    static func refusesAlways(module: String, name: String) -> Bool {
+        if module == "builtins" || module == "__builtin__" { return !harmlessBuiltins.contains(name) }
+        var prefix = ""
+        for part in module.split(separator: ".", omittingEmptySubsequences: false) {
+            prefix = prefix.isEmpty ? String(part) : prefix + "." + part
+            if refusedModules.contains(prefix) || refusedNames.contains(String(part)) { return true }
+        }
+        if module.isEmpty || name.isEmpty { return true }
+        return name.split(separator: ".", omittingEmptySubsequences: false).contains { $0.isEmpty || refusedNames.contains(String($0)) }
+    }
 
     /// Containers may nest this deep (state dicts nest a handful of levels; torch's own loader refuses far less
     /// than Python's recursion limit allows). Checked while unpickling, so a deeper structure is never built.
@@ -185,13 +246,19 @@ struct Unpickler {
     var elementLimit: Int { min(1_000_000 + 4 * data.count, 16_000_000) }
     /// Resolves a persistent id tuple into a storage (torch zip: checks the storage's entry exists and is big enough).
     let persistentLoad: (Obj) throws -> PickledStorage
+    /// Whether unknown, not refused globals become placeholders instead of an error (see the type's comment).
+    let placeholders: Bool
+    /// The classes that became placeholders, in first-use order.
+    private(set) var placeholderClasses: [String] = []
     private(set) var tensors: [PickledTensor] = []
     /// Byte position just after the STOP opcode once `load` returned (legacy files hold several pickles in a row).
     private(set) var end = 0
 
-    init(path: String, data: UnsafeRawBufferPointer, persistentLoad: @escaping (Obj) throws -> PickledStorage) {
+    init(path: String, data: UnsafeRawBufferPointer, placeholders: Bool = false,
+         persistentLoad: @escaping (Obj) throws -> PickledStorage) {
         self.path = path
         self.data = data
+        self.placeholders = placeholders
         self.persistentLoad = persistentLoad
     }
 
@@ -249,12 +316,18 @@ struct Unpickler {
             guard let v = stack.last, stack.count > (marks.last ?? 0) else { throw fail("stack underflow at byte \(pos)") }
             return v
         }
+        let placeholders = self.placeholders
+        var placeholderSet: Set<String> = []
+        var placeholderClasses: [String] = []
+        defer { self.placeholderClasses = placeholderClasses }
         func global(_ module: String, _ name: String) throws -> Obj {
             let full = module + "." + name
-            guard Self.storageTypes[full] != nil || Self.callables.contains(full) else {
+            if Self.storageTypes[full] != nil || Self.callables.contains(full) { return .global(full) }
+            guard placeholders, !Self.refusesAlways(module: module, name: name) else {
                 throw WeightsError.forbiddenGlobal(file: path, name: full)
             }
-            return .global(full)
+            if placeholderSet.insert(full).inserted { placeholderClasses.append(full) }
+            return .placeholder(full)
         }
         func string(_ bytes: [UInt8]) throws -> Obj {
             guard let s = String(validating: bytes, as: UTF8.self) else { throw fail("string is not valid UTF-8 at byte \(pos)") }
@@ -418,27 +491,33 @@ struct Unpickler {
                 stack.append(.dict(box))
             case 0x61: // APPEND
                 let v = try pop()
+                if case .placeholder = try top() { try account(1); break }  // a list subclass: items dropped
                 guard case .list(let box) = try top() else { throw fail("APPEND to a non-list at byte \(opPos)") }
                 try append([v], to: box, kind: "list")
             case 0x65: // APPENDS
                 let items = try popMark()
+                if case .placeholder = try top() { try account(items.count); break }
                 guard case .list(let box) = try top() else { throw fail("APPENDS to a non-list at byte \(opPos)") }
                 try append(items, to: box, kind: "list")
             case 0x90: // ADDITEMS
                 let items = try popMark()
+                if case .placeholder = try top() { try account(items.count); break }
                 guard case .set(let box) = try top() else { throw fail("ADDITEMS to a non-set at byte \(opPos)") }
                 try append(items, to: box, kind: "set")
             case 0x91: stack.append(.set(try newList(try popMark())))
             case 0x73: // SETITEM
                 let v = try pop(), k = try pop()
+                if case .placeholder = try top() { try account(2); break }  // a dict subclass (AttributeDict): dropped
                 guard case .dict(let box) = try top() else { throw fail("SETITEM on a non-dict at byte \(opPos)") }
                 try set([k, v], in: box)
             case 0x75: // SETITEMS
                 let items = try popMark()
                 guard items.count % 2 == 0 else { throw fail("SETITEMS with an odd number of items at byte \(opPos)") }
+                if case .placeholder = try top() { try account(items.count); break }
                 guard case .dict(let box) = try top() else { throw fail("SETITEMS on a non-dict at byte \(opPos)") }
                 try set(items, in: box)
-            case 0x62: // BUILD: object state (e.g. an OrderedDict's `_metadata`) carries nothing a loader needs
+            case 0x62: // BUILD: object state (an OrderedDict's `_metadata`, a placeholder's `__dict__`) carries nothing
+                // a loader needs; the object stays what it was (a placeholder stays inert: no `__setstate__` runs)
                 _ = try pop()
                 _ = try top()
             case 0x52: // REDUCE
@@ -448,6 +527,14 @@ struct Unpickler {
             case 0x81: // NEWOBJ
                 let args = try pop(), cls = try pop()
                 guard case .tuple(let a, _) = args else { throw fail("NEWOBJ arguments are not a tuple (byte \(opPos))") }
+                stack.append(try call(cls, a, at: opPos, builders: build))
+            case 0x92: // NEWOBJ_EX (protocol 4): only placeholders take keyword arguments
+                let kwargs = try pop(), args = try pop(), cls = try pop()
+                guard case .tuple(let a, _) = args, case .dict(let k) = kwargs else {
+                    throw fail("NEWOBJ_EX needs an argument tuple and a keyword dict (byte \(opPos))")
+                }
+                if case .placeholder = cls { stack.append(cls); break }
+                guard k.keys.isEmpty else { throw fail("NEWOBJ_EX with keyword arguments on \(cls.kind) (byte \(opPos))") }
                 stack.append(try call(cls, a, at: opPos, builders: build))
             case 0x51: // BINPERSID
                 let pid = try pop()
@@ -470,9 +557,11 @@ struct Unpickler {
     }
 
     private mutating func call(_ callable: Unpickler.Obj, _ args: [Obj], at pos: Int, builders: Builders) throws -> Obj {
+        // Calling a placeholder (a class, or an instance's reduce function) yields another inert placeholder.
+        if case .placeholder = callable { return callable }
         guard case .global(let name) = callable else { throw fail("REDUCE on \(callable.kind), not a callable (byte \(pos))") }
         switch name {
-        case "collections.OrderedDict", "builtins.dict":
+        case "collections.OrderedDict", "builtins.dict", "__builtin__.dict":
             let box = DictBox()
             if let first = args.first {
                 var flat: [Obj] = []
@@ -487,7 +576,8 @@ struct Unpickler {
                 try builders.set(flat, box)
             }
             return .dict(box)
-        case "builtins.set", "builtins.frozenset", "__builtin__.set", "__builtin__.frozenset", "builtins.list", "builtins.tuple":
+        case "builtins.set", "builtins.frozenset", "__builtin__.set", "__builtin__.frozenset", "builtins.list", "builtins.tuple",
+             "__builtin__.list", "__builtin__.tuple":
             var items: [Obj] = []
             if let first = args.first {
                 switch first {

@@ -17,6 +17,9 @@ public struct Weights: Sendable {
     public private(set) var keys: [String] = []
     /// Where the tensors came from, for error messages and logs (e.g. `net.pth [params_ema]`).
     public var origin: String
+    /// The checkpoint's warnings (`CheckpointFile.warnings`), kept through `scoped`, `renamed` and `stripping`
+    /// for the node that loads the weights to log.
+    public var warnings: [String] = []
 
     /// An empty collection.
     public init(origin: String = "weights") { self.origin = origin }
@@ -30,12 +33,14 @@ public struct Weights: Sendable {
     /// Every tensor of a checkpoint, lazily.
     public init(checkpoint: CheckpointFile) {
         origin = checkpoint.path
+        warnings = checkpoint.warnings
         for key in checkpoint.keys { insert(key, .lazy(checkpoint, key)) }
     }
 
-    /// Opens a checkpoint and takes its model state dict (see `stateDict(from:)`).
-    public static func load(_ path: String) throws -> Weights {
-        try stateDict(from: CheckpointFile.open(path))
+    /// Opens a checkpoint and takes its model state dict (see `stateDict(from:)`); `stateDictKey` opens a
+    /// training checkpoint for the state dict under that top-level key only (see `CheckpointFile.open`).
+    public static func load(_ path: String, stateDictKey: String? = nil) throws -> Weights {
+        try stateDict(from: CheckpointFile.open(path, stateDictKey: stateDictKey))
     }
 
     private mutating func insert(_ key: String, _ item: Item) {
@@ -102,6 +107,7 @@ public struct Weights: Sendable {
     /// Only the names under `prefix` (e.g. `"unet."`), with the prefix removed: the weights of one submodule.
     public func scoped(_ prefix: String) -> Weights {
         var out = Weights(origin: origin)
+        out.warnings = warnings
         for key in keys where key.hasPrefix(prefix) { out.insert(String(key.dropFirst(prefix.count)), items[key]!) }
         return out
     }
@@ -119,6 +125,7 @@ public struct Weights: Sendable {
     /// Applies `rules` in order to every name. When two names collide, the later one wins.
     public func renamed(_ rules: [RenameRule]) -> Weights {
         var out = Weights(origin: origin)
+        out.warnings = warnings
         for key in keys {
             var name = key
             for rule in rules {
@@ -165,12 +172,16 @@ public struct Weights: Sendable {
     /// are what a trained model should be run with.
     public static let stateDictContainers = ["params_ema", "params", "state_dict", "model_state_dict", "model", "module", "net", "generator"]
 
-    /// The model state dict inside a checkpoint: the tensors under the first of `stateDictContainers` that holds
-    /// tensors (else every tensor), with `module.` (DataParallel) and `_orig_mod.` (torch.compile) prefixes
-    /// removed. `origin` records which container was used.
+    /// The model state dict inside a checkpoint: the tensors under the key it was opened for
+    /// (`CheckpointFile.stateDictKey`), else under the first of `stateDictContainers` that holds tensors (else
+    /// every tensor), with `module.` (DataParallel) and `_orig_mod.` (torch.compile) prefixes removed. `origin`
+    /// records which container was used.
     public static func stateDict(from checkpoint: CheckpointFile) throws -> Weights {
         var weights = Weights(checkpoint: checkpoint)
-        if checkpoint.format == .torch, case .dict(let entries)? = checkpoint.root {
+        if let key = checkpoint.stateDictKey {
+            weights = weights.scoped(key + ".")
+            weights.origin = "\(checkpoint.path) [\(key)]"
+        } else if checkpoint.format == .torch, case .dict(let entries)? = checkpoint.root {
             let names = Set(entries.compactMap { $0.key.stringValue })
             for container in stateDictContainers where names.contains(container) {
                 let scoped = weights.scoped(container + ".")
