@@ -118,10 +118,3 @@ public struct VAEDecode: Node {
         return Tensor(shape: [1, channels, H, W], data: sum)
     }
 }
-
-/// A frame source driven by a closure (state lives in the closure's captures).
-final class ClosureFrameSource: FrameSource {
-    private let pull: () throws -> Frame?
-    init(_ pull: @escaping () throws -> Frame?) { self.pull = pull }
-    func next() throws -> Frame? { try pull() }
-}

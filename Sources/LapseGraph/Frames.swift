@@ -116,6 +116,17 @@ public final class Frames: Sendable {
     }
 }
 
+/// A frame source driven by a closure whose captures hold its state: the shortest way for a node to stream frames
+/// it computes one at a time.
+public final class ClosureFrameSource: FrameSource {
+    private let pull: () throws -> Frame?
+
+    /// A source whose `next()` calls `pull`; `pull` returns `nil` at the end of the stream.
+    public init(_ pull: @escaping () throws -> Frame?) { self.pull = pull }
+
+    public func next() throws -> Frame? { try pull() }
+}
+
 private final class ArrayFrameSource: FrameSource {
     private var frames: [Frame]
     private var position = 0
