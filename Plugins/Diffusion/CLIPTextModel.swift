@@ -100,19 +100,10 @@ public struct CLIPTextModel: Sendable {
     /// The model's configuration.
     public let config: CLIPTextConfig
 
-    struct Layer: Sendable {
-        var norm1Weight: Tensor, norm1Bias: Tensor
-        var qWeight: Tensor, qBias: Tensor, kWeight: Tensor, kBias: Tensor, vWeight: Tensor, vBias: Tensor
-        var outWeight: Tensor, outBias: Tensor
-        var norm2Weight: Tensor, norm2Bias: Tensor
-        var fc1Weight: Tensor, fc1Bias: Tensor, fc2Weight: Tensor, fc2Bias: Tensor
-    }
-
     private let tokenEmbedding: Tensor
     private let positionEmbedding: Tensor
-    private let layers: [Layer]
+    private let layers: [CLIPEncoderLayer]
     private let finalNormWeight: Tensor, finalNormBias: Tensor
-    private let activation: Activation
     /// Additive causal mask `[1, 1, P, P]`: 0 on and below the diagonal, the most negative float above (as
     /// transformers builds it), so softmax gives future positions exactly zero weight.
     private let causalMask: Tensor
@@ -123,7 +114,6 @@ public struct CLIPTextModel: Sendable {
         try config.validate()
         let weights = CLIPTextModel.transformersWeights(from: all)
         self.config = config
-        activation = try config.activation()
         let expected = CLIPTextModel.expectedShapes(config)
         let report = weights.report(expected: expected.mapValues { Optional($0) })
         if let first = report.missing.first {
@@ -138,16 +128,20 @@ public struct CLIPTextModel: Sendable {
         func w(_ name: String) throws -> Tensor { try weights.tensor("text_model." + name) }
         tokenEmbedding = try w("embeddings.token_embedding.weight")
         positionEmbedding = try w("embeddings.position_embedding.weight")
+        let read = DiffusionWeightReader(weights, component: "CLIPTextModel")
+        let d = config.hiddenSize, f = config.intermediateSize, eps = Float(config.layerNormEps)
+        let activation = try config.activation()
         layers = try (0..<config.numHiddenLayers).map { i in
-            let p = "encoder.layers.\(i)."
-            return Layer(norm1Weight: try w(p + "layer_norm1.weight"), norm1Bias: try w(p + "layer_norm1.bias"),
-                         qWeight: try w(p + "self_attn.q_proj.weight"), qBias: try w(p + "self_attn.q_proj.bias"),
-                         kWeight: try w(p + "self_attn.k_proj.weight"), kBias: try w(p + "self_attn.k_proj.bias"),
-                         vWeight: try w(p + "self_attn.v_proj.weight"), vBias: try w(p + "self_attn.v_proj.bias"),
-                         outWeight: try w(p + "self_attn.out_proj.weight"), outBias: try w(p + "self_attn.out_proj.bias"),
-                         norm2Weight: try w(p + "layer_norm2.weight"), norm2Bias: try w(p + "layer_norm2.bias"),
-                         fc1Weight: try w(p + "mlp.fc1.weight"), fc1Bias: try w(p + "mlp.fc1.bias"),
-                         fc2Weight: try w(p + "mlp.fc2.weight"), fc2Bias: try w(p + "mlp.fc2.bias"))
+            let p = "text_model.encoder.layers.\(i)."
+            return CLIPEncoderLayer(norm1: try NormLayer(read, p + "layer_norm1.", channels: d, eps: eps),
+                                    query: try LinearLayer(read, p + "self_attn.q_proj.", in: d, out: d),
+                                    key: try LinearLayer(read, p + "self_attn.k_proj.", in: d, out: d),
+                                    value: try LinearLayer(read, p + "self_attn.v_proj.", in: d, out: d),
+                                    output: try LinearLayer(read, p + "self_attn.out_proj.", in: d, out: d),
+                                    norm2: try NormLayer(read, p + "layer_norm2.", channels: d, eps: eps),
+                                    fc1: try LinearLayer(read, p + "mlp.fc1.", in: d, out: f),
+                                    fc2: try LinearLayer(read, p + "mlp.fc2.", in: f, out: d),
+                                    heads: config.numAttentionHeads, activation: activation)
         }
         finalNormWeight = try w("final_layer_norm.weight")
         finalNormBias = try w("final_layer_norm.bias")
@@ -174,23 +168,11 @@ public struct CLIPTextModel: Sendable {
         if let bad = ids.joined().first(where: { $0 < 0 || $0 >= config.vocabSize }) {
             throw DiffusionError.badInput(component: "CLIPTextModel", reason: "token id \(bad) outside vocabulary 0..<\(config.vocabSize)")
         }
-        let b = ids.count, d = config.hiddenSize, heads = config.numAttentionHeads, dh = d / heads
         var h = embed(ids, length: length)
         let mask = length == config.maxPositionEmbeddings
             ? causalMask : slice(slice(causalMask, axis: 2, start: 0, end: length), axis: 3, start: 0, end: length)
+        for layer in layers { h = layer(h, mask: mask) }
         let eps = Float(config.layerNormEps)
-        for layer in layers {
-            let x = layerNorm(h, weight: layer.norm1Weight, bias: layer.norm1Bias, eps: eps)
-            func heads4(_ t: Tensor) -> Tensor { permute(t.reshaped([b, length, heads, dh]), [0, 2, 1, 3]) }
-            let q = heads4(linear(x, weight: layer.qWeight, bias: layer.qBias))
-            let k = heads4(linear(x, weight: layer.kWeight, bias: layer.kBias))
-            let v = heads4(linear(x, weight: layer.vWeight, bias: layer.vBias))
-            let a = permute(attention(query: q, key: k, value: v, mask: mask), [0, 2, 1, 3]).reshaped([b, length, d])
-            h = h + linear(a, weight: layer.outWeight, bias: layer.outBias)
-            let y = layerNorm(h, weight: layer.norm2Weight, bias: layer.norm2Bias, eps: eps)
-            let hidden = activate(linear(y, weight: layer.fc1Weight, bias: layer.fc1Bias), activation)
-            h = h + linear(hidden, weight: layer.fc2Weight, bias: layer.fc2Bias)
-        }
         return layerNorm(h, weight: finalNormWeight, bias: finalNormBias, eps: eps)
     }
 

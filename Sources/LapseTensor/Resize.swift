@@ -89,38 +89,118 @@ public func resize(_ x: Tensor, height: Int, width: Int, mode: ResizeMode, align
                    antialias: Bool = false) -> Tensor {
     precondition(x.rank == 4, "resize: input must be [N, C, H, W], got \(x.shape)")
     precondition(height > 0 && width > 0, "resize: output size \(height)×\(width) must be positive")
-    let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+    let h = x.shape[2], w = x.shape[3]
     precondition(h > 0 && w > 0, "resize: empty input \(x.shape)")
     let rx = Kernels.resampler(input: w, output: width, mode: mode, alignCorners: alignCorners, antialias: antialias)
     let ry = Kernels.resampler(input: h, output: height, mode: mode, alignCorners: alignCorners, antialias: antialias)
-    let planes = n * c
-    let tmp = UnsafeMutablePointer<Float>.allocate(capacity: max(planes * h * width, 1))
-    defer { tmp.deallocate() }
-    let (out, o) = Tensor.output([n, c, height, width])
-    let p = x.basePointer
-    rx.indices.withUnsafeBufferPointer { xi in
-        rx.weights.withUnsafeBufferPointer { xw in
-            ry.indices.withUnsafeBufferPointer { yi in
-                ry.weights.withUnsafeBufferPointer { yw in
-                    Kernels.parallelRanges(planes, minPerTask: max(1, 16_384 / max(height * width, 1))) { r in
-                        for plane in r {
-                            let src = p + plane * h * w, mid = tmp + plane * h * width, dst = o + plane * height * width
-                            for y in 0..<h {
-                                let line = src + y * w, row = mid + y * width
-                                for ox in 0..<width {
-                                    var s: Float = 0
-                                    for t in 0..<rx.taps { s += xw[ox * rx.taps + t] * line[xi[ox * rx.taps + t]] }
-                                    row[ox] = s
+    return Kernels.separable(x, rx, ry, height: height, width: width)
+}
+
+/// Separable Gaussian blur of the last two dims of an NCHW tensor, matching kornia's `gaussian_blur2d(x,
+/// (kernelHeight, kernelWidth), (sigmaY, sigmaX), border_type)`: kornia's kernel (`exp(-x²/2σ²)` at
+/// `x = i − size/2`, normalised to sum 1), horizontal pass then vertical pass, output the input's size.
+///
+/// `border` is kornia's border type: `.reflect` (its default; the edge pixel is not repeated), `.replicate`, or
+/// `.zeros` ("constant"). Kernel sizes must be odd, as kornia requires. Where kornia (through `F.pad`) refuses a
+/// reflect border at least as wide as the image, the reflection here simply continues back and forth.
+public func gaussianBlur2d(_ x: Tensor, kernelHeight: Int, kernelWidth: Int, sigmaY: Float, sigmaX: Float,
+                           border: PaddingMode = .reflect) -> Tensor {
+    precondition(x.rank == 4, "gaussianBlur2d: input must be [N, C, H, W], got \(x.shape)")
+    precondition(kernelHeight > 0 && kernelHeight % 2 == 1 && kernelWidth > 0 && kernelWidth % 2 == 1,
+                 "gaussianBlur2d: kernel sizes must be odd and positive, got \(kernelHeight)×\(kernelWidth)")
+    precondition(sigmaY > 0 && sigmaX > 0, "gaussianBlur2d: sigmas must be positive, got \(sigmaY), \(sigmaX)")
+    let h = x.shape[2], w = x.shape[3]
+    precondition(h > 0 && w > 0, "gaussianBlur2d: empty input \(x.shape)")
+    let rx = Kernels.gaussianFilter(length: w, size: kernelWidth, sigma: sigmaX, border: border)
+    let ry = Kernels.gaussianFilter(length: h, size: kernelHeight, sigma: sigmaY, border: border)
+    return Kernels.separable(x, rx, ry, height: h, width: w)
+}
+
+/// `kornia.geometry.resize(x, (height, width), interpolation, align_corners, antialias=True)`: kornia's
+/// anti-aliasing is a Gaussian blur before a plain `interpolate`, applied when either axis shrinks, with
+/// σ = max((factor − 1)/2, 0.001) per axis (factor = input / output size), kernel size int(max(4σ, 3)) made odd, and
+/// reflect borders. Unlike torch's `antialias`, the resampling itself is not widened. A same-size call returns `x`.
+public func gaussianAntialiasedResize(_ x: Tensor, height: Int, width: Int, mode: ResizeMode,
+                                      alignCorners: Bool = false) -> Tensor {
+    precondition(x.rank == 4, "gaussianAntialiasedResize: input must be [N, C, H, W], got \(x.shape)")
+    let h = x.shape[2], w = x.shape[3]
+    if h == height && w == width { return x }
+    // kornia computes the factors and σ in Python floats, then builds the kernel in the input's float32.
+    let factors = (Double(h) / Double(height), Double(w) / Double(width))
+    var source = x
+    if max(factors.0, factors.1) > 1 {
+        let sigmas = (max((factors.0 - 1) / 2, 0.001), max((factors.1 - 1) / 2, 0.001))
+        func kernelSize(_ sigma: Double) -> Int { let k = Int(max(4 * sigma, 3)); return k % 2 == 0 ? k + 1 : k }
+        source = gaussianBlur2d(x, kernelHeight: kernelSize(sigmas.0), kernelWidth: kernelSize(sigmas.1),
+                                sigmaY: Float(sigmas.0), sigmaX: Float(sigmas.1), border: .reflect)
+    }
+    return resize(source, height: height, width: width, mode: mode, alignCorners: alignCorners)
+}
+
+extension Kernels {
+    /// kornia's 1-D Gaussian as per-output taps over a line of `length`, borders folded into the tap indices
+    /// (zero borders get weight 0).
+    static func gaussianFilter(length n: Int, size: Int, sigma: Float, border: PaddingMode) -> Resampler {
+        let half = size / 2
+        var kernel = (0..<size).map { i -> Float in
+            let x = Float(i - half)
+            return Foundation.exp(-(x * x) / (2 * (sigma * sigma)))
+        }
+        let total = kernel.reduce(0, +)
+        kernel = kernel.map { $0 / total }
+        func source(_ i: Int) -> Int? {
+            if i >= 0 && i < n { return i }
+            switch border {
+            case .zeros: return nil
+            case .replicate: return Swift.min(Swift.max(i, 0), n - 1)
+            case .reflect:
+                if n == 1 { return 0 }
+                let period = 2 * (n - 1)
+                let m = ((i % period) + period) % period
+                return m < n ? m : period - m
+            }
+        }
+        var idx = [Int](repeating: 0, count: n * size), w = [Float](repeating: 0, count: n * size)
+        for o in 0..<n {
+            for j in 0..<size {
+                if let s = source(o - half + j) { idx[o * size + j] = s; w[o * size + j] = kernel[j] }
+            }
+        }
+        return Resampler(taps: size, indices: idx, weights: w)
+    }
+
+    /// Applies `rx` along the width, then `ry` along the height, of every plane of an NCHW tensor.
+    static func separable(_ x: Tensor, _ rx: Resampler, _ ry: Resampler, height: Int, width: Int) -> Tensor {
+        let n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+        let planes = n * c
+        let tmp = UnsafeMutablePointer<Float>.allocate(capacity: max(planes * h * width, 1))
+        defer { tmp.deallocate() }
+        let (out, o) = Tensor.output([n, c, height, width])
+        let p = x.basePointer
+        rx.indices.withUnsafeBufferPointer { xi in
+            rx.weights.withUnsafeBufferPointer { xw in
+                ry.indices.withUnsafeBufferPointer { yi in
+                    ry.weights.withUnsafeBufferPointer { yw in
+                        parallelRanges(planes, minPerTask: max(1, 16_384 / max(height * width, 1))) { r in
+                            for plane in r {
+                                let src = p + plane * h * w, mid = tmp + plane * h * width, dst = o + plane * height * width
+                                for y in 0..<h {
+                                    let line = src + y * w, row = mid + y * width
+                                    for ox in 0..<width {
+                                        var s: Float = 0
+                                        for t in 0..<rx.taps { s += xw[ox * rx.taps + t] * line[xi[ox * rx.taps + t]] }
+                                        row[ox] = s
+                                    }
                                 }
-                            }
-                            for oy in 0..<height {
-                                let row = dst + oy * width
-                                for ox in 0..<width { row[ox] = 0 }
-                                for t in 0..<ry.taps {
-                                    let wt = yw[oy * ry.taps + t]
-                                    if wt == 0 { continue }
-                                    let line = mid + yi[oy * ry.taps + t] * width
-                                    for ox in 0..<width { row[ox] += wt * line[ox] }
+                                for oy in 0..<height {
+                                    let row = dst + oy * width
+                                    for ox in 0..<width { row[ox] = 0 }
+                                    for t in 0..<ry.taps {
+                                        let wt = yw[oy * ry.taps + t]
+                                        if wt == 0 { continue }
+                                        let line = mid + yi[oy * ry.taps + t] * width
+                                        for ox in 0..<width { row[ox] += wt * line[ox] }
+                                    }
                                 }
                             }
                         }
@@ -128,8 +208,8 @@ public func resize(_ x: Tensor, height: Int, width: Int, mode: ResizeMode, align
                 }
             }
         }
+        return withExtendedLifetime(x) { out }
     }
-    return out
 }
 
 /// 2-D average pooling over the last two dims (zero padding counted in the average, floor output size).
