@@ -445,7 +445,8 @@ public final class BatchRunner {
         for node in overridden.nodes {
             guard let type = node.type, let entry = registry.entry(for: type) else { continue }
             for name in entry.schema.inputFileParams {
-                if case .string(let path)? = node.param(name)?.kind, !path.isEmpty, !path.hasPrefix("/") {
+                if case .string(let path)? = node.param(name)?.kind, !path.hasPrefix("/"),
+                   entry.schema.inputs.first(where: { $0.name == name })?.namesFile(path) ?? !path.isEmpty {
                     absolute.append(ParamOverride(nodeID: node.id, param: name,
                                                   value: JSONValue(.string(baseDirectory.appendingPathComponent(path).path))))
                 }

@@ -196,7 +196,7 @@ public struct GraphValidator {
             guard let literal = GraphValidator.literal(value, for: spec, path: path, nodeID: node.id, into: &diagnostics) else { continue }
             literals[name] = literal
             // An empty path means "none" (optional files such as ApplyMagicAdapter's adapters).
-            if checkInputFiles, schema.inputFileParams.contains(name), case .string(let file) = literal, !file.isEmpty {
+            if checkInputFiles, schema.inputFileParams.contains(name), case .string(let file) = literal, spec.namesFile(file) {
                 let url = file.hasPrefix("/") ? URL(fileURLWithPath: file) : baseDirectory.appendingPathComponent(file)
                 // An image-sequence pattern (`frames/f_%05d.png`) names no single file: its folder must exist, and the
                 // loader reports a sequence with no frames.

@@ -57,11 +57,14 @@ public struct InputSpec: Sendable {
     public var max: Double?
     /// Allowed values for an enumerated `String` input, or for an `Int` input as decimal strings (`["8", "16"]`).
     public var allowed: [String]?
+    /// Values of an input-file parameter that name no file (Sample's `scheduler_config` `auto`): validation does not
+    /// look for them on disk and batch runs do not make them absolute.
+    public var keywords: [String]
     /// One line shown by `lapse nodes TYPE`.
     public var doc: String
 
     public init(_ name: String, _ type: PortType, default defaultValue: Value? = nil, optional: Bool = false,
-                min: Double? = nil, max: Double? = nil, allowed: [String]? = nil, doc: String = "") {
+                min: Double? = nil, max: Double? = nil, allowed: [String]? = nil, keywords: [String] = [], doc: String = "") {
         self.name = name
         self.type = type
         self.defaultValue = defaultValue
@@ -69,8 +72,12 @@ public struct InputSpec: Sendable {
         self.min = min
         self.max = max
         self.allowed = allowed
+        self.keywords = keywords
         self.doc = doc
     }
+
+    /// Whether `value` of this input-file parameter is a path (not empty, not one of `keywords`).
+    public func namesFile(_ value: String) -> Bool { !value.isEmpty && !keywords.contains(value) }
 
     /// True when a graph must provide this input.
     public var isRequired: Bool { defaultValue == nil && !optional }

@@ -104,6 +104,8 @@ public struct JSONParser {
     public static let maximumDepth = 256
 
     private let bytes: [UInt8]
+    /// Accept Python's `NaN`, `Infinity` and `-Infinity` (what `json.dumps` writes for non-finite floats).
+    private var allowsNonFinite = false
     private var index = 0
     private var line = 1
     private var lineStart = 0
@@ -120,8 +122,15 @@ public struct JSONParser {
         try parse(bytes: Array(text.utf8))
     }
 
-    private static func parse(bytes: [UInt8]) throws(JSONSyntaxError) -> JSONValue {
+    /// Parses one JSON document that may also hold Python's non-finite number literals (`NaN`, `Infinity`,
+    /// `-Infinity`), as configuration files written by Python's `json` module (diffusers, transformers) do.
+    public static func parse(_ data: Data, allowingNonFiniteNumbers: Bool) throws(JSONSyntaxError) -> JSONValue {
+        try parse(bytes: Array(data), allowsNonFinite: allowingNonFiniteNumbers)
+    }
+
+    private static func parse(bytes: [UInt8], allowsNonFinite: Bool = false) throws(JSONSyntaxError) -> JSONValue {
         var parser = JSONParser(bytes)
+        parser.allowsNonFinite = allowsNonFinite
         if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { parser.index = 3; parser.lineStart = 3 }
         parser.skipWhitespace()
         let value = try parser.parseValue(depth: 0)
@@ -163,6 +172,12 @@ public struct JSONParser {
         case UInt8(ascii: "t"): try expectWord("true"); return JSONValue(.bool(true), at: start)
         case UInt8(ascii: "f"): try expectWord("false"); return JSONValue(.bool(false), at: start)
         case UInt8(ascii: "n"): try expectWord("null"); return JSONValue(.null, at: start)
+        case UInt8(ascii: "N") where allowsNonFinite: try expectWord("NaN"); return JSONValue(.number(.nan, integer: nil), at: start)
+        case UInt8(ascii: "I") where allowsNonFinite:
+            try expectWord("Infinity"); return JSONValue(.number(.infinity, integer: nil), at: start)
+        case UInt8(ascii: "-") where allowsNonFinite && index + 1 < bytes.count && bytes[index + 1] == UInt8(ascii: "I"):
+            index += 1
+            try expectWord("Infinity"); return JSONValue(.number(-.infinity, integer: nil), at: start)
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber(start: start)
         default: throw error("unexpected \(describeCurrent()), expected a value")
         }
