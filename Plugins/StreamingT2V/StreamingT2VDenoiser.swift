@@ -28,7 +28,7 @@ public struct StreamingT2VDenoiser: Sendable {
         let baseWeights = weights.scoped(StreamingT2VKeys.baseModel)
         let camWeights = weights.scoped(StreamingT2VKeys.cam)
         guard camWeights.contains(StreamingT2VKeys.frameEmbedding + "conv_in.weight") else {
-            throw DiffusionError.badInput(component: "StreamingT2V (\(weights.origin))",
+            throw DiffusionError.badInput(component: "StreamingT2V (\(camWeights.origin))",
                                           reason: "no CAM weights (unet.*, e.g. unet.controlnet_cond_embedding.conv_in.weight): this is not StreamingT2V's streaming_t2v.ckpt (a plain ModelScope UNet?)")
         }
         self.config = config
@@ -36,7 +36,7 @@ public struct StreamingT2VDenoiser: Sendable {
         cam = try StreamingT2VDenoiser.camEncoder(config: config, camWeights: camWeights, baseWeights: baseWeights)
         frameEmbedding = try ConditioningFrameEmbedding(weights: camWeights.scoped(StreamingT2VKeys.frameEmbedding))
         guard frameEmbedding.outChannels == config.blockOutChannels[0] else {
-            throw DiffusionError.weightShape(component: "StreamingT2V (\(weights.origin))",
+            throw DiffusionError.weightShape(component: "StreamingT2V (\(camWeights.origin))",
                                              key: StreamingT2VKeys.cam + StreamingT2VKeys.frameEmbedding + "conv_out.weight",
                                              expected: [config.blockOutChannels[0]], actual: [frameEmbedding.outChannels])
         }
@@ -46,7 +46,7 @@ public struct StreamingT2VDenoiser: Sendable {
             try CrossAttentionMerger(weights: baseWeights.scoped(StreamingT2VKeys.downMerger(i)))
         }
         if baseWeights.contains(StreamingT2VKeys.downMerger(skips) + "proj_in.weight") {
-            throw DiffusionError.badConfig(component: "StreamingT2V (\(weights.origin))", field: "layers_per_block",
+            throw DiffusionError.badConfig(component: "StreamingT2V (\(baseWeights.origin))", field: "layers_per_block",
                                            reason: "the checkpoint has more than \(skips) skip mergers: the base folder's unet/config.json does not describe this UNet")
         }
         midMerger = try CrossAttentionMerger(weights: baseWeights.scoped(StreamingT2VKeys.midMerger))
@@ -68,8 +68,9 @@ public struct StreamingT2VDenoiser: Sendable {
         return try UNet3DConditionModel(config: config, weights: merged)
     }
 
-    /// Tokens the mixing turns the context into (77) and expects in (93).
+    /// Text tokens of the context (77): what the token mixing reduces the context to.
     public var textTokens: Int { mixing.values.first?.outputTokens ?? 77 }
+    /// Tokens of the whole context the base UNet takes (77 text + 16 appearance = 93).
     public var contextTokens: Int { mixing.values.first?.inputTokens ?? 93 }
 
     /// The CAM features (skips, mid) for `latents` `[B, 4, F, h, w]`: the encoder copy on the first Fc frames with

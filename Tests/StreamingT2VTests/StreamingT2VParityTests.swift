@@ -77,6 +77,27 @@ struct StreamingT2VParityTests {
         #expect(err <= 1e-4)
     }
 
+    /// The first DDIM step of the extension fixture's first generated chunk (32² frames, its own anchor tokens):
+    /// the guided noise the original's pipeline handed to the scheduler.
+    @Test func firstExtensionStepMatchesTheOriginal() throws {
+        let file = "streamingt2v_extension.safetensors"
+        let denoiser = try Self.denoiser()
+        let latents = try F.tensor("chunk1_init_latents", file: file)
+        let context = try F.tensor("context_cfg", file: file)
+        let first = try F.tensor("first_chunk", file: file)
+        let timestep = try F.tensor("timesteps", file: file).scalars[0]
+        let raw = try denoiser.predictNoise(latents: concat([latents, latents], axis: 0), timestep: timestep,
+                                            text: slice(context, axis: 1, start: 0, end: 77),
+                                            appearance: slice(context, axis: 1, start: 77, end: 93),
+                                            conditioningFrames: slice(first, axis: 0, start: 8, end: 16) * 2 - 1)
+        let u = slice(raw, axis: 0, start: 0, end: 1), c = slice(raw, axis: 0, start: 1, end: 2)
+        // The pipeline folds frames into the batch before the scheduler: [1, 4, F, h, w] → [F, 4, h, w].
+        let guided = permute(u + (c - u) * 7.5, [0, 2, 1, 3, 4]).reshaped([16, 4, 4, 4])
+        let err = F.relativeError(guided, try F.tensor("chunk1_step0_eps", file: file))
+        print("extension chunk 1 step 0 guided eps: rel \(err)")
+        #expect(err <= 1e-4)
+    }
+
     @Test func appearanceTokensMatchTheOriginal() throws {
         let weights = try F.weights(["image_encoder", "resampler"])
         let apm = try AppearanceEncoder(weights: weights, visionConfig: try F.visionConfig())
