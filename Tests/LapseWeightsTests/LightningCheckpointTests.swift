@@ -54,6 +54,18 @@ struct LightningCheckpointTests {
         #expect(file.keys.count == 12)  // 9 module tensors + the transposed view, half and bf16 extras
     }
 
+    @Test func legacyFormatCheckpointLoadsTheSameWay() throws {
+        let path = Paths.fixture("lightning-legacy.ckpt")
+        let weights = try Weights.load(path, stateDictKey: "state_dict").scoped("model.")
+        let reference = try CheckpointFile.open(Paths.fixture("lightning-expected.safetensors"))
+        #expect(Set(weights.keys) == Set(reference.keys))
+        for key in reference.keys { #expect(maxDifference(try weights.tensor(key), try reference.tensor(key)) == 0, "\(key)") }
+        let warning = try #require(weights.warnings.first)
+        #expect(weights.warnings.count == 1 && warning.contains("names \(Self.expectedClasses.count) class(es)"), "\(warning)")
+        let error = expectWeightsError(path) { _ = try CheckpointFile.open(path) }
+        guard case .forbiddenGlobal? = error else { Issue.record("\(String(describing: error))"); return }
+    }
+
     @Test func withoutTheKeyUnknownClassesAreRefusedAsBefore() throws {
         let path = Paths.fixture("lightning.ckpt")
         let error = expectWeightsError(path) { _ = try CheckpointFile.open(path) }
