@@ -252,7 +252,7 @@ public struct UNet2DConditionModel: Sendable {
     }
 
     /// The time embedding (after SiLU, as every resnet consumes it) and the per-item text context of one call.
-    struct Conditioning {
+    struct StepConditioning {
         let activatedTimeEmbedding: Tensor
         let context: Tensor
     }
@@ -284,7 +284,7 @@ public struct UNet2DConditionModel: Sendable {
     }
 
     /// Checks the inputs and computes the time embedding and the per-item context.
-    func prepare(_ sample: Tensor, timesteps: [Float], context: Tensor, component: String) throws -> Conditioning {
+    func prepare(_ sample: Tensor, timesteps: [Float], context: Tensor, component: String) throws -> StepConditioning {
         guard sample.rank == 4, sample.shape[1] == config.inChannels else {
             throw DiffusionError.badInput(component: component,
                                           reason: "sample must be [N, \(config.inChannels), h, w], got \(sample.shape)")
@@ -307,7 +307,7 @@ public struct UNet2DConditionModel: Sendable {
         let embedded = timestepEmbedding(steps, dim: config.blockOutChannels[0], flipSinToCos: config.flipSinToCos,
                                          downscaleFreqShift: Float(config.freqShift))
         // Every resnet applies SiLU to the embedding before projecting it: do it once.
-        return Conditioning(activatedTimeEmbedding: silu(timeLinear2(silu(timeLinear1(embedded)))), context: ctx)
+        return StepConditioning(activatedTimeEmbedding: silu(timeLinear2(silu(timeLinear1(embedded)))), context: ctx)
     }
 
     /// One spatial transformer, its blocks' cross-attention contexts passed through the hook (if any), which
@@ -328,7 +328,7 @@ public struct UNet2DConditionModel: Sendable {
 
     /// conv_in (+ the temporal stem), `addAfterStem`, the down blocks and the mid block: the skips (diffusers'
     /// `down_block_res_samples`) and the mid-block output.
-    func encode(_ sample: Tensor, _ c: Conditioning, temporal: (any UNetTemporalLayers)?, frames: Int, hooks: UNetHooks?,
+    func encode(_ sample: Tensor, _ c: StepConditioning, temporal: (any UNetTemporalLayers)?, frames: Int, hooks: UNetHooks?,
                 addAfterStem: Tensor?) throws -> (skips: [Tensor], mid: Tensor) {
         let temb = c.activatedTimeEmbedding, ctx = c.context
         var h = convIn(sample)
@@ -367,7 +367,7 @@ public struct UNet2DConditionModel: Sendable {
     }
 
     /// The up blocks and the output head, consuming `skips` from the end.
-    func decode(_ mid: Tensor, skips: [Tensor], _ c: Conditioning, temporal: (any UNetTemporalLayers)?, frames: Int,
+    func decode(_ mid: Tensor, skips: [Tensor], _ c: StepConditioning, temporal: (any UNetTemporalLayers)?, frames: Int,
                 hooks: UNetHooks?) throws -> Tensor {
         let temb = c.activatedTimeEmbedding, ctx = c.context
         var h = mid, skips = skips

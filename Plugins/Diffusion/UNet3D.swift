@@ -98,7 +98,8 @@ public struct UNet3DConditionConfig: Codable, Sendable, Equatable {
         return c
     }
 
-    func validate() throws {
+    /// Refuses what diffusers' class refuses or this port does not implement, naming the field.
+    public func validate() throws {
         func bad(_ field: String, _ reason: String) -> DiffusionError {
             .badConfig(component: "UNet3DConditionModel", field: field, reason: reason)
         }

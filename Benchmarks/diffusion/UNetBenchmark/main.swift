@@ -13,6 +13,10 @@ import LapseWeights
 ///         UNetMotionModel (AnimateDiff v3 adapter) with the GroupNorm mode given; inputs (`sample` [2, 4, 16, s, s],
 ///         `context` [2, 77, 768]) and torch's `eps` come from the io file, or are seeded at the given latent size
 ///         when no reference exists (memory runs). Prints times, agreement with torch, ratio and peak RSS.
+///     UNetBenchmark unet3d <config.json> <weights.safetensors> <io.safetensors>
+///         ModelScope UNet3DConditionModel, driven by Benchmarks/diffusion/unet3d.sh: prints the machine line and
+///         "ready", then runs one forward (`sample`, `context`, timestep 500 from the io file) per "run" line on
+///         standard input, answering "time <seconds>"; at end of input prints agreement with the io file's `eps`.
 let args = CommandLine.arguments
 
 /// Peak resident set size so far (Linux reports `ru_maxrss` in KiB), in GiB.
@@ -122,8 +126,39 @@ func runMotion() throws {
     }
 }
 
+func runUNet3D() throws {
+    guard args.count == 5 else { fail("usage: UNetBenchmark unet3d <config.json> <weights.safetensors> <io.safetensors>", code: 2) }
+    say("lapse: \(MachineInfo.current.summary)")
+    let config = try UNet3DConditionConfig.decode(json: Data(contentsOf: URL(fileURLWithPath: args[2])))
+    let loadStart = Date()
+    let model = try UNet3DConditionModel(config: config, weights: try Weights.load(args[3]))
+    let io = try Weights.load(args[4])
+    let sample = try io.tensor("sample"), context = try io.tensor("context")
+    say(String(format: "lapse: load %.2f s, RSS %.2f GiB, sample %@", Date().timeIntervalSince(loadStart), currentRSS(), "\(sample.shape)"))
+    say("ready")
+    var out: Tensor?
+    while let line = readLine() {
+        guard line == "run" else { continue }
+        let start = Date()
+        out = try model(sample, timestep: 500, context: context)
+        say(String(format: "time %.4f", Date().timeIntervalSince(start)))
+    }
+    if let out, io.contains("eps") {
+        let a = out.scalars, b = try io.tensor("eps").scalars
+        var maxDiff: Float = 0, maxRef: Float = 0
+        for i in a.indices { maxDiff = max(maxDiff, abs(a[i] - b[i])); maxRef = max(maxRef, abs(b[i])) }
+        say(String(format: "lapse: agreement vs torch max|Δ| %.3e (%.3e of max|eps|), peak RSS %.2f GiB", maxDiff, maxDiff / maxRef, peakRSS()))
+    }
+}
+
 do {
-    if args.count > 1, args[1] == "motion" { try runMotion() } else { try runSpatial() }
+    if args.count > 1, args[1] == "motion" {
+        try runMotion()
+    } else if args.count > 1, args[1] == "unet3d" {
+        try runUNet3D()
+    } else {
+        try runSpatial()
+    }
 } catch {
     fail(error.localizedDescription, code: 1)
 }
