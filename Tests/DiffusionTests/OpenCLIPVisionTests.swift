@@ -62,6 +62,20 @@ import DiffusionPlugin
         #expect(roundTrip == decoded)
     }
 
+    /// open_clip's ViT-H-14 tower (built by the script on the meta device): its config decodes to `.vitH14` and its
+    /// state dict has exactly the names and shapes the port reads, so the APM checkpoint's `visual.*` load strictly.
+    @Test func vitH14NamesAndShapesMatchOpenCLIP() throws {
+        let f = try Self.load()
+        let vitH = try #require(f.manifest["vit_h_14"] as? [String: Any])
+        let config = try OpenCLIPVisionConfig.decode(json: JSONSerialization.data(withJSONObject: try #require(vitH["config"])))
+        #expect(config == .vitH14)
+        let shapes = try #require(vitH["shapes"] as? [String: [Int]])
+        #expect(shapes.count == 8 + 32 * 12)
+        #expect(OpenCLIPVisionModel.expectedShapes(.vitH14) == shapes)
+        let parameters = shapes.values.reduce(0) { $0 + $1.reduce(1, *) }
+        #expect(parameters == 632_076_800)
+    }
+
     @Test func preprocessMatchesStreamingT2VKornia() throws {
         let f = try Self.load()
         for c in try Self.cases(f) {
