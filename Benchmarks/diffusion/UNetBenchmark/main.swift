@@ -128,7 +128,16 @@ func runMotion() throws {
 
 func runUNet3D() throws {
     guard args.count == 5 else { fail("usage: UNetBenchmark unet3d <config.json> <weights.safetensors> <io.safetensors>", code: 2) }
-    say("lapse: \(MachineInfo.current.summary)")
+    // As `lapse` does: when OpenBLAS did not recognise the CPU and fell back to generic kernels, restart once with
+    // OPENBLAS_CORETYPE naming the best core the CPU supports (standard input, the driver's pipe, carries over).
+    let machine = MachineInfo.current
+    if ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil, machine.openBLASFellBack, let best = machine.bestOpenBLASCore {
+        setenv("OPENBLAS_CORETYPE", best, 1)
+        let argv = args.map { strdup($0) } + [nil]
+        execv("/proc/self/exe", argv)
+        fail("could not restart with OPENBLAS_CORETYPE=\(best)", code: 1)
+    }
+    say("lapse: \(machine.summary)")
     let config = try UNet3DConditionConfig.decode(json: Data(contentsOf: URL(fileURLWithPath: args[2])))
     let loadStart = Date()
     let model = try UNet3DConditionModel(config: config, weights: try Weights.load(args[3]))
