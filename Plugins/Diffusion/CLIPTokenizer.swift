@@ -1,4 +1,5 @@
 import Foundation
+import LapseSupport
 
 /// The byte-level BPE tokenizer of OpenAI CLIP, matching transformers' `CLIPTokenizer` (openai/clip-vit-large-patch14,
 /// as Stable Diffusion 1.5 and AnimateDiff use it) id for id.
@@ -8,14 +9,23 @@ import Foundation
 /// space, it is lowercased scalar by scalar, split by CLIP's pattern
 /// `<|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+` (whitespace dropped),
 /// and each piece is mapped to byte characters and merged by BPE rank with `</w>` marking the word end.
+///
+/// Loaded from a transformers tokenizer folder, the special tokens (BOS, EOS, unknown, padding) come from its
+/// `special_tokens_map.json` / `tokenizer_config.json`; like transformers, every special token is matched verbatim in
+/// the text, so with ModelScope's and SD2's padding token `!` a literal `!` becomes id 0 rather than `!</w>`.
 public struct CLIPTokenizer: Sendable {
     /// Id of `<|startoftext|>` (BOS).
     public let startOfTextID: Int
-    /// Id of `<|endoftext|>` (EOS, also the padding token of SD pipelines).
+    /// Id of `<|endoftext|>` (EOS, also the padding token of SD1.5 pipelines).
     public let endOfTextID: Int
+    /// Id `encode` pads with: EOS for CLIP's own vocabulary, the folder's `pad_token` otherwise (`!`, id 0, for
+    /// ModelScope and SD2).
+    public let padID: Int
     /// Number of entries in the vocabulary (49408 for CLIP).
     public var vocabularySize: Int { tokens.count }
 
+    /// Special token strings with their ids, matched on the raw text before anything else.
+    private let specials: [(text: String, id: Int)]
     /// Token string of each id.
     private let tokens: [String]
     /// Pair of symbol ids → (merge rank, id of the merged symbol); lower rank merges first.
@@ -82,31 +92,134 @@ public struct CLIPTokenizer: Sendable {
         var ids: [String: Int32] = [:]
         ids.reserveCapacity(tokens.count)
         for (i, t) in tokens.enumerated() { ids[t] = Int32(i) }
+        try self.init(tokens: tokens, ids: ids, pairs: pairs, specials: SpecialTokens(), source: source)
+    }
+
+    /// The special-token strings of a tokenizer (transformers' `CLIPTokenizer` defaults unless a folder says otherwise).
+    struct SpecialTokens {
+        var bos = "<|startoftext|>"
+        var eos = "<|endoftext|>"
+        var unk = "<|endoftext|>"
+        var pad = "<|endoftext|>"
+    }
+
+    /// The shared set-up: merge table by id, byte-symbol ids and special tokens, each checked against `ids`.
+    private init(tokens: [String], ids: [String: Int32], pairs: [(String, String)], specials: SpecialTokens, source: String) throws {
         var merges: [UInt64: (rank: Int32, merged: Int32)] = [:]
         merges.reserveCapacity(pairs.count)
         for (rank, (a, b)) in pairs.enumerated() {
-            guard let ia = ids[a], let ib = ids[b] else {
-                throw DiffusionError.badVocabulary(path: source, reason: "merge \"\(a) \(b)\" uses a symbol not in the vocabulary")
+            guard let ia = ids[a], let ib = ids[b], let merged = ids[a + b] else {
+                throw DiffusionError.badVocabulary(path: source, reason: "merge \(rank + 1) \"\(a) \(b)\" uses a symbol not in the vocabulary")
             }
             let key = UInt64(UInt32(ia)) << 32 | UInt64(UInt32(ib))
-            if merges[key] == nil { merges[key] = (Int32(rank), ids[a + b]!) }
+            if merges[key] == nil { merges[key] = (Int32(rank), merged) }
         }
         // byteCharacters() is in vocabulary order, not byte order; map each byte to its character's id.
         var byteIDs = [Int32](repeating: 0, count: 256), byteFinalIDs = [Int32](repeating: 0, count: 256)
         var byteOfCharacter: [Unicode.Scalar: UInt8] = [:]
         for b in 0..<256 {
             let c = CLIPTokenizer.byteToCharacter(UInt8(b))
-            byteIDs[b] = ids[String(c)]!
-            byteFinalIDs[b] = ids[String(c) + "</w>"]!
+            guard let id = ids[String(c)], let final = ids[String(c) + "</w>"] else {
+                throw DiffusionError.badVocabulary(path: source, reason: "byte symbol \"\(c)\" (byte \(b)) or its </w> form is missing")
+            }
+            byteIDs[b] = id
+            byteFinalIDs[b] = final
             byteOfCharacter[c] = UInt8(b)
+        }
+        func id(_ token: String, _ role: String) throws -> Int {
+            guard let id = ids[token] else {
+                throw DiffusionError.badVocabulary(path: source, reason: "\(role) token \"\(token)\" is not in the vocabulary")
+            }
+            return Int(id)
         }
         self.tokens = tokens
         self.merges = merges
         self.byteIDs = byteIDs
         self.byteFinalIDs = byteFinalIDs
         self.byteOfCharacter = byteOfCharacter
-        startOfTextID = Int(ids["<|startoftext|>"]!)
-        endOfTextID = Int(ids["<|endoftext|>"]!)
+        startOfTextID = try id(specials.bos, "bos")
+        endOfTextID = try id(specials.eos, "eos")
+        padID = try id(specials.pad, "pad")
+        var list: [(text: String, id: Int)] = []
+        for (token, role) in [(specials.bos, "bos"), (specials.eos, "eos"), (specials.unk, "unk"), (specials.pad, "pad")]
+        where !token.isEmpty && !list.contains(where: { $0.text == token }) {
+            list.append((token, try id(token, role)))
+        }
+        self.specials = list
+    }
+
+    /// Loads a transformers tokenizer folder (a diffusers pipeline's `tokenizer/`): `vocab.json` (token → id),
+    /// `merges.txt` (a header line, then one `a b` merge a line, at most CLIP's 48 894 used, as transformers reads
+    /// them), and the optional `special_tokens_map.json` and `tokenizer_config.json` naming the special tokens (the
+    /// map wins where both name one, as in transformers).
+    public init(folder url: URL) throws {
+        func read(_ name: String) throws -> Data? {
+            let path = url.appendingPathComponent(name).path
+            if FileKind(path: path) == .missing { return nil }
+            do { return try InputFile.read(path) } catch {
+                throw DiffusionError.fileUnreadable(path: path, reason: error.localizedDescription)
+            }
+        }
+        func json(_ name: String) throws -> [(key: String, value: JSONValue)]? {
+            guard let data = try read(name) else { return nil }
+            let path = url.appendingPathComponent(name).path
+            let value: JSONValue
+            do { value = try JSONParser.parse(data, allowingNonFiniteNumbers: true) } catch {
+                throw DiffusionError.fileUnreadable(path: path, reason: error.localizedDescription)
+            }
+            guard case .object(let members) = value.kind else {
+                throw DiffusionError.badVocabulary(path: path, reason: "expected a JSON object, found a \(value.typeName)")
+            }
+            return members
+        }
+        let vocabPath = url.appendingPathComponent("vocab.json").path
+        let mergesPath = url.appendingPathComponent("merges.txt").path
+        guard let vocab = try json("vocab.json") else {
+            throw DiffusionError.fileUnreadable(path: vocabPath, reason: "no such file (a tokenizer folder needs vocab.json and merges.txt)")
+        }
+        guard let mergesData = try read("merges.txt") else {
+            throw DiffusionError.fileUnreadable(path: mergesPath, reason: "no such file (a tokenizer folder needs vocab.json and merges.txt)")
+        }
+        var ids: [String: Int32] = [:]
+        ids.reserveCapacity(vocab.count)
+        var tokens = [String?](repeating: nil, count: vocab.count)
+        for (token, value) in vocab {
+            guard case .number(_, let integer?) = value.kind, (0..<vocab.count).contains(integer), tokens[integer] == nil else {
+                throw DiffusionError.badVocabulary(path: vocabPath, reason: "\"\(token)\" has id \(value.jsonText) (line \(value.location.line)): "
+                                                   + "ids must be distinct integers 0..<\(vocab.count)")
+            }
+            tokens[integer] = token
+            ids[token] = Int32(integer)
+        }
+        guard let text = String(validating: [UInt8](mergesData), as: UTF8.self) else {
+            throw DiffusionError.badVocabulary(path: mergesPath, reason: "not valid UTF-8")
+        }
+        // transformers: read().strip().split("\n")[1 : 49152 - 256 - 2 + 1], each line split on whitespace.
+        let lines = text.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n", omittingEmptySubsequences: false)
+        var pairs: [(String, String)] = []
+        for (n, line) in lines.dropFirst().prefix(Self.mergeCount).enumerated() {
+            let parts = line.split(whereSeparator: { $0.isWhitespace })
+            guard parts.count == 2 else {
+                throw DiffusionError.badVocabulary(path: mergesPath, reason: "line \(n + 2) is not two symbols: \"\(line)\"")
+            }
+            pairs.append((String(parts[0]), String(parts[1])))
+        }
+        var specials = SpecialTokens()
+        for name in ["tokenizer_config.json", "special_tokens_map.json"] {
+            guard let members = try json(name) else { continue }
+            for (key, value) in members {
+                let content: JSONValue? = if case .object = value.kind { value["content"] } else { value }
+                guard let content, case .string(let s) = content.kind else { continue }
+                switch key {
+                case "bos_token": specials.bos = s
+                case "eos_token": specials.eos = s
+                case "unk_token": specials.unk = s
+                case "pad_token": specials.pad = s
+                default: break
+                }
+            }
+        }
+        try self.init(tokens: tokens.map { $0! }, ids: ids, pairs: pairs, specials: specials, source: url.path)
     }
 
     // MARK: - Encoding
@@ -127,13 +240,13 @@ public struct CLIPTokenizer: Sendable {
     }
 
     /// The fixed-length input of a CLIP text encoder: BOS, the ids truncated to `maxLength - 2`, EOS, then padding
-    /// with `padID` (default EOS, as the SD1.5 / AnimateDiff pipelines pad) up to `maxLength`.
+    /// with `padID` (default: the tokenizer's own, EOS as the SD1.5 / AnimateDiff pipelines pad) up to `maxLength`.
     public func encode(_ text: String, maxLength: Int = 77, padID: Int? = nil) -> [Int] {
         precondition(maxLength >= 2, "maxLength must leave room for BOS and EOS")
         var ids = [startOfTextID]
         ids += tokenize(text).prefix(maxLength - 2)
         ids.append(endOfTextID)
-        ids += repeatElement(padID ?? endOfTextID, count: maxLength - ids.count)
+        ids += repeatElement(padID ?? self.padID, count: maxLength - ids.count)
         return ids
     }
 
@@ -169,13 +282,14 @@ public struct CLIPTokenizer: Sendable {
     private func splitSpecials(_ text: String) -> [Segment] {
         var segments: [Segment] = []
         var rest = text[...]
-        let specials = [("<|startoftext|>", startOfTextID), ("<|endoftext|>", endOfTextID)]
         while !rest.isEmpty {
-            // Earliest occurrence of either special, compared on scalars so combining marks cannot hide a match.
+            // Earliest occurrence of any special, the longest where several start there (transformers' trie),
+            // compared on scalars so combining marks cannot hide a match.
             var best: (Range<Substring.Index>, Int)?
             for (literal, id) in specials {
                 if let r = rest.unicodeScalars.firstRange(of: literal.unicodeScalars) {
-                    if best == nil || r.lowerBound < best!.0.lowerBound { best = (r, id) }
+                    if best == nil || r.lowerBound < best!.0.lowerBound
+                        || (r.lowerBound == best!.0.lowerBound && r.upperBound > best!.0.upperBound) { best = (r, id) }
                 }
             }
             guard let (range, id) = best else {

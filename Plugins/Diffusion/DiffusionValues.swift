@@ -48,6 +48,9 @@ public struct UNetValue: Sendable {
     public var weights: Weights
     /// Motion modules making this a video UNet, or `nil` for a plain (per-frame) image UNet.
     public var motion: MotionWeights?
+    /// The `scheduler/scheduler_config.json` of the diffusers folder the UNet came from (what `Sample`'s
+    /// `scheduler_config = auto` uses); `nil` for single files and folders without one.
+    public var schedulerConfig: SchedulerConfigFile?
     /// Set when `weights` are a `UNet3DConditionModel`'s (ModelScope text-to-video); `config` then describes its
     /// spatial layers (`UNet3DConditionConfig.spatialConfig`: same tensor names, channels, context width), which is
     /// what `Sample`'s checks read. `nil` for SD UNets.

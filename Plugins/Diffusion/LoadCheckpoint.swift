@@ -118,7 +118,7 @@ public struct LoadCheckpoint: Node {
             InputSpec("config", .string, default: .string(""),
                       doc: "optional JSON {\"unet\": {…}, \"vae\": {…}, \"text_encoder\": {…}} in diffusers/transformers field names; empty: SD1.5, sizes read from the weights"),
             InputSpec("vocab", .string, default: .string("models/clip/bpe_simple_vocab_16e6.txt.gz"),
-                      doc: "CLIP's bpe_simple_vocab_16e6.txt(.gz), fetched by scripts/fetch-assets.sh"),
+                      doc: "CLIP's bpe_simple_vocab_16e6.txt(.gz), fetched by scripts/fetch-assets.sh; a diffusers folder's own tokenizer/ takes its place"),
         ],
         outputs: [
             OutputSpec("unet", .unet, doc: "denoising UNet (weights, built by Sample)"),
@@ -168,7 +168,7 @@ public struct LoadCheckpoint: Node {
                                                       hint: "expected cond_stage_model.transformer.text_model.* or transformers text_model.*")
         }
         let clipConfig = try config.textEncoder ?? CLIPTextConfig.inferred(from: clipWeights)
-        let tokenizer = try CLIPTokenizer(vocabularyFile: URL(fileURLWithPath: try inputs.string("vocab")))
+        let tokenizer = try Self.tokenizer(checkpoint: path, vocab: try inputs.string("vocab"))
         let clip = try CLIPValue.checked(config: clipConfig, weights: clipWeights, tokenizer: tokenizer)
 
         // Build the UNet and VAE once so a damaged or foreign checkpoint fails here, naming the missing or misshapen
@@ -192,11 +192,31 @@ public struct LoadCheckpoint: Node {
         }
         context.log("\(name): \(unet3D == nil ? "UNet" : "UNet3DConditionModel") \(unetFinal.blockOutChannels) × \(unetFinal.layersPerBlock), cross-attention \(unetFinal.crossAttentionDim); "
                     + "VAE \(vaeConfig.blockOutChannels); CLIP \(clipConfig.numHiddenLayers) layers × \(clipConfig.hiddenSize)")
+        var unetValue = unet3D.map { UNetValue(unet3D: $0, weights: unetWeights) } ?? UNetValue(config: unetFinal, weights: unetWeights)
+        unetValue.schedulerConfig = try Self.schedulerConfig(checkpoint: path)
         return NodeOutputs([
-            "unet": .object(unet3D.map { UNetValue(unet3D: $0, weights: unetWeights) } ?? UNetValue(config: unetFinal, weights: unetWeights)),
+            "unet": .object(unetValue),
             "clip": .object(clip),
             "vae": .object(VAEValue(config: vaeConfig, weights: vaeWeights)),
         ])
+    }
+
+    /// A diffusers folder's `scheduler/scheduler_config.json` (the scheduler the pipeline was published with), or
+    /// nil for a single file or a folder without one.
+    public static func schedulerConfig(checkpoint path: String) throws -> SchedulerConfigFile? {
+        guard FileKind(path: path) == .directory else { return nil }
+        let file = URL(fileURLWithPath: path).appendingPathComponent("scheduler/scheduler_config.json").path
+        return FileKind(path: file) == .missing ? nil : try SchedulerConfigFile.read(file)
+    }
+
+    /// The tokenizer of a diffusers folder's own `tokenizer/` (its vocabulary and special tokens: ModelScope and
+    /// SD2 pad with `!`), else CLIP's vocabulary file `vocab`.
+    public static func tokenizer(checkpoint path: String, vocab: String) throws -> CLIPTokenizer {
+        let folder = URL(fileURLWithPath: path).appendingPathComponent("tokenizer")
+        if FileKind(path: path) == .directory, FileKind(path: folder.path) != .missing {
+            return try CLIPTokenizer(folder: folder)
+        }
+        return try CLIPTokenizer(vocabularyFile: URL(fileURLWithPath: vocab))
     }
 
     /// The `UNet3DConditionModel` configuration of a diffusers folder whose `unet/config.json` names that class

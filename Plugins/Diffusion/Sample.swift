@@ -2,14 +2,19 @@ import Foundation
 import LapseGraph
 import LapseTensor
 
-/// `Sample {seed, steps, guidance, scheduler, eta, beta_schedule, denoise}` ← `unet`, `positive`, `negative`,
-/// `latent` → `latent`.
+/// `Sample {seed, steps, guidance, scheduler, eta, beta_schedule, scheduler_config, denoise}` ← `unet`, `positive`,
+/// `negative`, `latent` → `latent`.
 ///
 /// Mirrors diffusers' `AnimateDiffPipeline` / MagicTime's `AnimationPipeline`: noise from
 /// `torch.Generator("cpu").manual_seed(seed)` as `randn([B, 4, F, h, w])` × `init_noise_sigma`, classifier-free
-/// guidance on the batch `[uncond, cond]` as `uncond + g·(cond − uncond)` (skipped when `g ≤ 1`), and the scheduler
-/// configured as MagicTime's DDIM (betas 0.00085…0.012, `steps_offset` 1, `set_alpha_to_one`, no clipping).
+/// guidance on the batch `[uncond, cond]` as `uncond + g·(cond − uncond)` (skipped when `g ≤ 1`). The scheduler is
+/// built from `scheduler_config` as diffusers' `Kind.from_config` builds it: by default the config that came with the
+/// UNet's diffusers folder, else MagicTime's DDIM config (betas 0.00085…0.012 linear, `steps_offset` 1,
+/// `set_alpha_to_one`, no clipping).
 public struct Sample: Node {
+    /// The `scheduler_config` values that name no file.
+    public static let schedulerConfigKeywords = ["auto", "magictime"]
+
     public static let schema = NodeSchema(
         type: "Sample", category: "video/diffusion",
         summary: "Denoises latents with a (video) UNet, classifier-free guidance and a DDIM/Euler/DPM++ scheduler",
@@ -24,12 +29,16 @@ public struct Sample: Node {
             InputSpec("scheduler", .string, default: .string("ddim"), allowed: SchedulerKind.allCases.map(\.rawValue),
                       doc: "sampler"),
             InputSpec("eta", .float, default: .float(0), min: 0, max: 1, doc: "DDIM stochasticity (0: deterministic)"),
-            InputSpec("beta_schedule", .string, default: .string("linear"), allowed: ["scaled_linear", "linear"],
-                      doc: "training noise schedule: MagicTime uses linear, SD1.5 scaled_linear"),
+            InputSpec("beta_schedule", .string, default: .string("auto"), allowed: ["auto", "scaled_linear", "linear"],
+                      doc: "training noise schedule; auto: scheduler_config's (MagicTime uses linear, SD1.5 and ModelScope scaled_linear)"),
+            InputSpec("scheduler_config", .string, default: .string("auto"), keywords: schedulerConfigKeywords,
+                      doc: "auto: the UNet's diffusers folder's scheduler/scheduler_config.json, else MagicTime's; "
+                          + "magictime; or a path to a diffusers scheduler_config.json"),
             InputSpec("denoise", .float, default: .float(1), min: 0, max: 1,
                       doc: "fraction of the schedule to run; < 1 starts from the input latents noised to that level"),
         ],
-        outputs: [OutputSpec("latent", .latent, doc: "denoised latents")])
+        outputs: [OutputSpec("latent", .latent, doc: "denoised latents")],
+        inputFileParams: ["scheduler_config"])
 
     public init() {}
 
@@ -45,8 +54,9 @@ public struct Sample: Node {
             throw NodeError.invalidValue(port: "scheduler", reason: "\"\(try inputs.string("scheduler"))\" is not one of "
                                          + SchedulerKind.allCases.map(\.rawValue).joined(separator: ", "))
         }
-        guard let betas = BetaSchedule(rawValue: try inputs.string("beta_schedule")) else {
-            throw NodeError.invalidValue(port: "beta_schedule", reason: "\"\(try inputs.string("beta_schedule"))\" is not scaled_linear or linear")
+        let betaSchedule = try inputs.string("beta_schedule")
+        guard betaSchedule == "auto" || BetaSchedule(rawValue: betaSchedule) != nil else {
+            throw NodeError.invalidValue(port: "beta_schedule", reason: "\"\(betaSchedule)\" is not auto, scaled_linear or linear")
         }
         guard steps >= 1 else { throw NodeError.invalidValue(port: "steps", reason: "\(steps) must be at least 1") }
         guard (0...1).contains(denoise) else { throw NodeError.invalidValue(port: "denoise", reason: "\(denoise) is outside 0…1") }
@@ -65,8 +75,10 @@ public struct Sample: Node {
             throw NodeError.invalidValue(port: "negative", reason: "\(uncond.shape[1]) tokens, the positive prompt has \(cond.shape[1])")
         }
 
-        var config = SchedulerConfig.magicTime
-        config.betaSchedule = betas
+        // Callers that predate the parameter (and pass every other one) get its default.
+        let file = try Self.schedulerConfigFile(inputs.has("scheduler_config") ? try inputs.string("scheduler_config") : "auto", unet: unet)
+        var config = try file.schedulerConfig(for: kind)
+        if let betas = BetaSchedule(rawValue: betaSchedule) { config.betaSchedule = betas }
         var scheduler = try kind.make(config: config, steps: steps, eta: eta)
         let start = denoise >= 1 ? 0 : SchedulerKind.startIndex(steps: steps, denoise: denoise)
         guard start < steps else {
@@ -75,7 +87,8 @@ public struct Sample: Node {
 
         let model = try unet.makeModel()
         context.log("\(unet.motion == nil ? "image UNet per frame" : "video UNet"): \(batch)×\(frames) frames of "
-                    + "\(shape[3] * 8)×\(shape[4] * 8), \(steps - start) \(kind.rawValue) steps, guidance \(guidance), seed \(seed)")
+                    + "\(shape[3] * 8)×\(shape[4] * 8), \(steps - start) \(kind.rawValue) steps (scheduler config \(file.source), "
+                    + "\(config.betaSchedule.rawValue) betas), guidance \(guidance), seed \(seed)")
         // The same draws diffusers makes: prepare_latents' randn first, then (ancestral / η > 0) one randn per step.
         let generator = TorchGenerator(seed: UInt64(bitPattern: Int64(seed)))
         var latents: Tensor
@@ -102,6 +115,17 @@ public struct Sample: Node {
             context.progress(step: i - start + 1, total: total, unit: "step")
         }
         return NodeOutputs(["latent": .object(LatentValue(tensor: latents, frameRate: input.frameRate))])
+    }
+
+    /// The scheduler configuration `scheduler_config` names: `auto` (the UNet's folder's, else MagicTime's),
+    /// `magictime`, or a `scheduler_config.json` path.
+    public static func schedulerConfigFile(_ value: String, unet: UNetValue) throws -> SchedulerConfigFile {
+        switch value {
+        case "auto": return unet.schedulerConfig ?? .magicTime
+        case "magictime": return .magicTime
+        case "": throw NodeError.invalidValue(port: "scheduler_config", reason: "empty: give auto, magictime or a scheduler_config.json path")
+        default: return try SchedulerConfigFile.read(value)
+        }
     }
 
     /// Embeddings `[1 or B, S, D]` as `[B, S, D]`.
