@@ -29,7 +29,7 @@ public struct StreamingT2VDenoiser: Sendable {
         let camWeights = weights.scoped(StreamingT2VKeys.cam)
         guard camWeights.contains(StreamingT2VKeys.frameEmbedding + "conv_in.weight") else {
             throw DiffusionError.badInput(component: "StreamingT2V (\(camWeights.origin))",
-                                          reason: "no CAM weights (unet.*, e.g. unet.controlnet_cond_embedding.conv_in.weight): this is not StreamingT2V's streaming_t2v.ckpt (a plain ModelScope UNet?)")
+                                          reason: "no CAM weights (unet.*): this is not StreamingT2V's streaming_t2v.ckpt (a plain ModelScope UNet?); give the released checkpoint, whose CAM branch starts at unet.controlnet_cond_embedding.conv_in.weight")
         }
         self.config = config
         base = try UNet3DConditionModel(config: config, weights: baseWeights)
