@@ -10,5 +10,5 @@ public enum StreamingT2VPlugin: NodePlugin {
     }
 
     /// Every node type of the family; adding a node adds one line here.
-    static let nodeTypes: [any Node.Type] = []
+    static let nodeTypes: [any Node.Type] = [LoadStreamingT2V.self, EncodeAppearance.self, StreamExtend.self]
 }

@@ -225,7 +225,7 @@ public struct GraphValidator {
             }
         }
 
-        if diagnostics.count == before, let check = schema.checkParameters {
+        if let check = schema.checkParameters {
             for problem in check(literals) {
                 report("\(base).params.\(problem.parameter)", problem.message, node.param(problem.parameter)?.location)
             }

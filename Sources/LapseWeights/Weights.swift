@@ -112,6 +112,15 @@ public struct Weights: Sendable {
         return out
     }
 
+    /// This collection with `other`'s tensors added under `prefix` (lazy entries stay lazy, nothing is read); a name
+    /// present in both takes `other`'s tensor. Reassembles a state dict from parts that travelled separately.
+    public func adding(_ other: Weights, prefix: String = "") -> Weights {
+        var out = self
+        for key in other.keys { out.insert(prefix + key, other.items[key]!) }
+        out.warnings += other.warnings.filter { !out.warnings.contains($0) }
+        return out
+    }
+
     /// One renaming rule applied to tensor names.
     public enum RenameRule: Sendable {
         /// Replace a leading `from` with `to`.

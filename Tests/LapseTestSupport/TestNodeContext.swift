@@ -16,9 +16,13 @@ public final class TestNodeContext: NodeContext, @unchecked Sendable {
     public let nodeType: String
     private let state = Mutex<(progress: [ProgressReport], logs: [String], cancelled: Bool)>(([], [], false))
 
-    public init(nodeID: String = "test", nodeType: String = "Test") {
+    /// The work folder a resumable node may use (`--cache-dir` gives one in real runs).
+    public let workDirectory: URL?
+
+    public init(nodeID: String = "test", nodeType: String = "Test", workDirectory: URL? = nil) {
         self.nodeID = nodeID
         self.nodeType = nodeType
+        self.workDirectory = workDirectory
     }
 
     public func progress(step: Int, total: Int, unit: String) {

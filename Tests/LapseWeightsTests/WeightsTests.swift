@@ -37,6 +37,17 @@ struct WeightsTests {
         #expect(m.count == 3 && m.contains("extra") && !m.contains("head.weight"))
     }
 
+    /// Parts scoped out of one state dict add back together under their prefixes, the later part winning a clash.
+    @Test func addingReassemblesScopedParts() throws {
+        let w = weights
+        let body = w.scoped("body.0."), head = w.scoped("head.")
+        let joined = Weights(origin: "parts").adding(body, prefix: "body.0.").adding(head, prefix: "head.")
+        #expect(Set(joined.keys) == Set(w.keys))
+        #expect(joined.shape(of: "body.0.conv.weight") == w.shape(of: "body.0.conv.weight"))
+        let clash = joined.adding(Weights(["head.weight": Tensor(zeros: [7])]))
+        #expect(clash.count == joined.count && clash.shape(of: "head.weight") == [7])
+    }
+
     @Test func strictReportListsMissingUnexpectedAndCloseMatches() throws {
         let expected: [String: [Int]?] = ["body.0.convolution.weight": [4, 3, 3, 3], "body.0.conv.bias": [5], "head.weight": nil]
         let report = weights.report(expected: expected)
