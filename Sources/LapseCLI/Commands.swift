@@ -66,17 +66,16 @@ struct RunCommand: ParsableCommand {
         }
         let cache = cacheDirectory.map { ResultCache(directory: resolve($0, env)) }
         let options = ExecutionOptions(maxConcurrency: jobs, cache: cache, events: sink, cancellation: env.cancellation)
-        do {
-            _ = try Executor(registry: registry, options: options).run(graph)
+        // Only a JSON stream carries the ending as an event; the other renderers would print the error twice.
+        let executor = Executor(registry: registry, options: options)
+        switch executor.runReportingOutcome(graph, finalEvents: events == .json && !quiet ? sink : nil) {
+        case .succeeded:
             if console.isTerminal && !quiet && events != .json { console.err("\r\u{1B}[K") }
-        } catch is CancellationError {
-            if events == .json && !quiet { sink.handle(.error(nodeID: nil, message: "cancelled")) }
+        case .cancelled:
             console.err("\ncancelled\n")
             throw ExitCode(ExitStatus.cancelled)
-        } catch {
-            let id = (error as? NodeExecutionError)?.nodeID
-            if events == .json && !quiet { sink.handle(.error(nodeID: id, message: error.localizedDescription)) }
-            console.err("error: \(error.localizedDescription)\n")
+        case .failed(_, let message):
+            console.err("error: \(message)\n")
             throw ExitCode(ExitStatus.runtimeError)
         }
     }
@@ -219,75 +218,6 @@ struct GraphCommand: ParsableCommand {
         let graph = try graphOptions.validated(registry, env, checkInputFiles: false)
         let name = URL(fileURLWithPath: graphOptions.graph).deletingPathExtension().lastPathComponent
         env.console.out(graph.dot(name: name))
-    }
-}
-
-/// Machine-readable node schemas for `lapse nodes --json`.
-enum SchemaJSON {
-    static func render(_ entries: [NodeRegistry.Entry], single: Bool) -> String {
-        let objects = entries.map(schema)
-        let root: JSONValue = single ? objects[0] : JSONValue(.object([("version", int(1)), ("nodes", JSONValue(.array(objects)))]))
-        return pretty(root, indent: "")
-    }
-
-    static func schema(_ entry: NodeRegistry.Entry) -> JSONValue {
-        let s = entry.schema
-        let inputs: [JSONValue] = s.inputs.map { input in
-            var members: [(key: String, value: JSONValue)] = [
-                ("name", str(input.name)), ("type", str(input.type.name)), ("kind", str(input.type.isValue ? "value" : "data")),
-                ("required", JSONValue(.bool(input.isRequired))),
-            ]
-            if let value = input.defaultValue, let json = json(value) { members.append(("default", json)) }
-            if input.optional { members.append(("optional", JSONValue(.bool(true)))) }
-            if let min = input.min { members.append(("min", JSONValue(.number(min, integer: nil)))) }
-            if let max = input.max { members.append(("max", JSONValue(.number(max, integer: nil)))) }
-            if let allowed = input.allowed { members.append(("allowed", JSONValue(.array(allowed.map(str))))) }
-            members.append(("doc", str(input.doc)))
-            return JSONValue(.object(members))
-        }
-        let outputs: [JSONValue] = s.outputs.map {
-            JSONValue(.object([("name", str($0.name)), ("type", str($0.type.name)), ("doc", str($0.doc))]))
-        }
-        return JSONValue(.object([
-            ("type", str(s.type)), ("category", str(s.category)), ("summary", str(s.summary)), ("source", str(entry.source)),
-            ("output", JSONValue(.bool(s.isOutput))),
-            ("inputFileParams", JSONValue(.array(s.inputFileParams.map(str)))),
-            ("outputFileParams", JSONValue(.array(s.outputFileParams.map(str)))),
-            ("inputs", JSONValue(.array(inputs))), ("outputs", JSONValue(.array(outputs))),
-        ]))
-    }
-
-    static func str(_ s: String) -> JSONValue { JSONValue(.string(s)) }
-    static func int(_ i: Int) -> JSONValue { JSONValue(.number(Double(i), integer: i)) }
-
-    static func json(_ value: Value) -> JSONValue? {
-        switch value {
-        case .int(let i): int(i)
-        case .float(let d): JSONValue(.number(d, integer: nil))
-        case .bool(let b): JSONValue(.bool(b))
-        case .string(let s): str(s)
-        case .object: nil
-        }
-    }
-
-    static func literal(_ value: Value) -> String { json(value)?.jsonText ?? "(data)" }
-
-    static func number(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : String(x) }
-
-    static func pretty(_ value: JSONValue, indent: String) -> String {
-        let inner = indent + "  "
-        switch value.kind {
-        case .array(let items) where !items.isEmpty:
-            if items.allSatisfy({ if case .string = $0.kind { true } else { false } }) { return value.jsonText }
-            return "[\n" + items.map { inner + pretty($0, indent: inner) }.joined(separator: ",\n") + "\n\(indent)]"
-        case .object(let members) where !members.isEmpty:
-            return "{\n" + members.map { inner + JSONValue.quote($0.key) + ": " + pretty($0.value, indent: inner) }
-                .joined(separator: ",\n") + "\n\(indent)}"
-        case .number(let d, nil) where d == d.rounded() && abs(d) < 1e15:
-            return String(Int(d))
-        default:
-            return value.jsonText
-        }
     }
 }
 

@@ -149,10 +149,11 @@ struct Lapse: ParsableCommand {
           lapse validate upscale.json                 check a graph without running it
           lapse run upscale.json --set up.tile=128    run it with one parameter changed
           lapse graph upscale.json --dot | dot -Tpng -o graph.png   (dot is Graphviz: apt-get install graphviz)
+          lapse serve --workspace .                   HTTP API and web page on 127.0.0.1:8188 (docs/serve.md)
           lapse doctor                                the CPU and the OpenBLAS kernels in use
         """,
         version: "lapse \(LapseCLI.version)",
-        subcommands: [RunCommand.self, ValidateCommand.self, NodesCommand.self, GraphCommand.self, BatchCommand.self,
+        subcommands: [RunCommand.self, ValidateCommand.self, NodesCommand.self, GraphCommand.self, BatchCommand.self, ServeCommand.self,
                       DoctorCommand.self])
 }
 
@@ -198,11 +199,6 @@ struct GraphOptions: ParsableArguments {
 
     /// Parses, applies overrides and validates; prints every diagnostic and exits 2 when invalid.
     func validated(_ registry: NodeRegistry, _ env: CLIEnvironment, checkInputFiles: Bool = true) throws -> ValidatedGraph {
-        var parsedOverrides: [ParamOverride] = []
-        var problems: [String] = []
-        for text in overrides {
-            do { parsedOverrides.append(try ParamOverride.parse(text)) } catch { problems.append("error: \(error.localizedDescription)") }
-        }
         let url = resolve(graph, env)
         let data: Data
         do {
@@ -216,13 +212,12 @@ struct GraphOptions: ParsableArguments {
             throw ExitCode(ExitStatus.invalidGraph)
         }
         let validator = GraphValidator(registry: registry, baseDirectory: env.currentDirectory, checkInputFiles: checkInputFiles)
-        switch validator.validate(data: data, name: graph, overrides: parsedOverrides) {
-        case .success(let validated) where problems.isEmpty:
+        let problems: [String]
+        switch validator.validate(data: data, name: graph, overrideTexts: overrides) {
+        case .success(let validated):
             return validated
-        case .success:
-            break
         case .failure(let failure):
-            problems += failure.diagnostics.map(\.description)
+            problems = failure.diagnostics.map(\.description)
         }
         env.console.err(problems.map { TerminalText.escaped($0) }.joined(separator: "\n") + "\n")
         env.console.err("\(TerminalText.quoted(graph)): \(problems.count) error\(problems.count == 1 ? "" : "s")\n")
