@@ -29,6 +29,9 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // `lapse serve` (Sources/LapseServer) only; HummingbirdTesting is not used (it would add BoringSSL to the build).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // MARK: - System libraries
@@ -56,8 +59,12 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("avutil")]),
         .target(name: "LapseMedia", dependencies: ["LapseGraph", "LapseSupport", "LapseTensor", "CFFmpeg", "CPNG", "CMediaHelpers"],
                 swiftSettings: optimized),
+        // The HTTP job server behind `lapse serve`: jobs, queue, workspace confinement; knows no model.
+        .target(name: "LapseServer", dependencies: ["LapseGraph", .product(name: "Hummingbird", package: "hummingbird"),
+                                                   .product(name: "Logging", package: "swift-log")]),
         .target(name: "LapseCLI", dependencies: [
             "LapseGraph",
+            "LapseServer",
             "LapseTensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -108,9 +115,11 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "DiffusionTests", dependencies: ["DiffusionPlugin", "MagicTimePlugin", "MediaPlugin", "APISRPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "StreamingT2VTests", dependencies: ["StreamingT2VPlugin", "DiffusionPlugin", "MediaPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport"],
+        .testTarget(name: "StreamingT2VTests", dependencies: ["StreamingT2VPlugin", "DiffusionPlugin", "MediaPlugin", "APISRPlugin", "LapseWeights", "LapseTensor", "LapseGraph", "LapseTestSupport", "lapse"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "FuzzSmokeTests", dependencies: ["LapseFuzzing"]),
+        .testTarget(name: "LapseServerTests", dependencies: ["LapseServer", "LapseCLI", "LapseGraph", "LapseTestSupport",
+                                                            "MediaPlugin", "APISRPlugin"]),
         .testTarget(name: "LapseCLITests", dependencies: ["LapseCLI", "LapseGraph", "LapseTestSupport", "lapse"]),
     ]
 )
