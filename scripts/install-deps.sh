@@ -2,8 +2,9 @@
 # Installs the Debian packages Lapse builds against: OpenBLAS, FFmpeg's libraries (and the ffmpeg program, which tests
 # and benchmarks use as a reference), libpng, zlib and pkg-config. Skips apt entirely when everything is already there.
 set -euo pipefail
+# chromium: headless, for the test of lapse serve's web page (LapseServerTests skips it, saying why, without it).
 packages=(libopenblas-dev libavformat-dev libavcodec-dev libavfilter-dev libswscale-dev libavutil-dev libpng-dev
-          zlib1g-dev pkg-config ffmpeg unzip)
+          zlib1g-dev pkg-config ffmpeg unzip chromium)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
