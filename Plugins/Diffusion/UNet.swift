@@ -160,7 +160,8 @@ public struct UNet2DConditionModel: Sendable {
     let midResnets: [ResnetBlock2D]
     let midAttention: SpatialTransformer?
     let upBlocks: [UpBlock]
-    let normOut: NormLayer, convOut: Conv2DLayer
+    /// Absent in an encoder-only UNet (StreamingT2V's CAM branch), whose forward throws.
+    let normOut: NormLayer?, convOut: Conv2DLayer?
 
     /// Builds the UNet from diffusers-named weights, or from a whole LDM single-file checkpoint
     /// (`model.diffusion_model.…`, mapped by `diffusersWeights(from:config:)`). Extra tensors are ignored.
@@ -168,8 +169,9 @@ public struct UNet2DConditionModel: Sendable {
         try self.init(config: config, weights: all, component: "UNet2DConditionModel")
     }
 
-    /// `component` names the model in errors (the 3-D UNet builds its spatial layers through here).
-    init(config: UNet2DConditionConfig, weights all: Weights, component: String) throws {
+    /// `component` names the model in errors (the 3-D UNet builds its spatial layers through here); `encoderOnly`
+    /// reads no up path or output head (`encode` works, the forward throws).
+    init(config: UNet2DConditionConfig, weights all: Weights, component: String, encoderOnly: Bool = false) throws {
         try config.validate()
         self.config = config
         let read = DiffusionWeightReader(Self.diffusersWeights(from: all, config: config), component: component)
@@ -216,6 +218,12 @@ public struct UNet2DConditionModel: Sendable {
             midAttention = nil
         }
 
+        if encoderOnly {
+            upBlocks = []
+            normOut = nil
+            convOut = nil
+            return
+        }
         var ups: [UpBlock] = []
         let reversed = Array(ch.reversed())
         var previous = reversed[0]
@@ -369,6 +377,9 @@ public struct UNet2DConditionModel: Sendable {
     /// The up blocks and the output head, consuming `skips` from the end.
     func decode(_ mid: Tensor, skips: [Tensor], _ c: StepConditioning, temporal: (any UNetTemporalLayers)?, frames: Int,
                 hooks: UNetHooks?) throws -> Tensor {
+        guard let normOut, let convOut else {
+            throw DiffusionError.badInput(component: "UNet", reason: "built as an encoder only: it has no up path to run")
+        }
         let temb = c.activatedTimeEmbedding, ctx = c.context
         var h = mid, skips = skips
         for (i, block) in upBlocks.enumerated() {

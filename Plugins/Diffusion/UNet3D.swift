@@ -160,7 +160,8 @@ struct UNet3DTemporalLayers: UNetTemporalLayers {
     let midConvs: [TemporalConvLayer], midAttention: MotionModule
     let upConvs: [[TemporalConvLayer]], upAttentions: [[MotionModule]]
 
-    init(config: UNet3DConditionConfig, read: DiffusionWeightReader) throws {
+    /// `encoderOnly` reads no up-path layers.
+    init(config: UNet3DConditionConfig, read: DiffusionWeightReader, encoderOnly: Bool = false) throws {
         let ch = config.blockOutChannels, groups = config.normNumGroups, lpb = config.layersPerBlock
         func attention(_ prefix: String, _ channels: Int, headDim: Int) throws -> MotionModule {
             try MotionModule(read, prefix, channels: channels, heads: channels / headDim, groups: groups, layers: 1,
@@ -179,6 +180,11 @@ struct UNet3DTemporalLayers: UNetTemporalLayers {
         let top = ch[ch.count - 1]
         midConvs = try (0..<2).map { try conv("mid_block.temp_convs.\($0).", top) }
         midAttention = try attention("mid_block.temp_attentions.0.", top, headDim: config.headDim(ch.count - 1))
+        if encoderOnly {
+            upConvs = []
+            upAttentions = []
+            return
+        }
         let reversed = Array(ch.reversed())
         upConvs = try reversed.indices.map { i in try (0...lpb).map { try conv("up_blocks.\(i).temp_convs.\($0).", reversed[i]) } }
         upAttentions = try reversed.indices.map { i in
@@ -238,6 +244,18 @@ public struct UNet3DConditionModel: Sendable {
         self.config = config
         spatial = try UNet2DConditionModel(config: config.spatialConfig, weights: weights, component: "UNet3DConditionModel")
         temporal = try UNet3DTemporalLayers(config: config, read: DiffusionWeightReader(weights, component: "UNet3DConditionModel"))
+    }
+
+    /// The encoder half alone (conv_in, time embedding, transformer_in, down and mid blocks) from diffusers-named
+    /// weights that need hold nothing else: StreamingT2V's CAM branch, which only `encoderFeatures` runs (the forward
+    /// throws).
+    public init(encoderOf config: UNet3DConditionConfig, weights: Weights) throws {
+        try config.validate()
+        self.config = config
+        spatial = try UNet2DConditionModel(config: config.spatialConfig, weights: weights, component: "UNet3DConditionModel (encoder)",
+                                           encoderOnly: true)
+        temporal = try UNet3DTemporalLayers(config: config, read: DiffusionWeightReader(weights, component: "UNet3DConditionModel (encoder)"),
+                                            encoderOnly: true)
     }
 
     /// Noise prediction for `sample` `[B, C, F, h, w]` at one timestep for all videos, with text `context`

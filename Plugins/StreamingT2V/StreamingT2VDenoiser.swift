@@ -33,7 +33,8 @@ public struct StreamingT2VDenoiser: Sendable {
         }
         self.config = config
         base = try UNet3DConditionModel(config: config, weights: baseWeights)
-        cam = try StreamingT2VDenoiser.camEncoder(config: config, camWeights: camWeights, baseWeights: baseWeights)
+        // The CAM branch is the encoder half only (the checkpoint holds no up path for it).
+        cam = try UNet3DConditionModel(encoderOf: config, weights: camWeights)
         frameEmbedding = try ConditioningFrameEmbedding(weights: camWeights.scoped(StreamingT2VKeys.frameEmbedding))
         guard frameEmbedding.outChannels == config.blockOutChannels[0] else {
             throw DiffusionError.weightShape(component: "StreamingT2V (\(camWeights.origin))",
@@ -55,17 +56,6 @@ public struct StreamingT2VDenoiser: Sendable {
             mixing[path] = try AppearanceTokenMixing(weights: baseWeights.scoped(path + "."))
         }
         self.mixing = mixing
-    }
-
-    /// The CAM branch's encoder: the UNet's conv_in, time embedding, transformer_in, down and mid blocks from
-    /// `unet.*`. The UNet type also wants an up path, which the CAM never runs: the base model's tensors stand in
-    /// for it (the same storage, nothing copied).
-    static func camEncoder(config: UNet3DConditionConfig, camWeights: Weights, baseWeights: Weights) throws -> UNet3DConditionModel {
-        var merged = camWeights
-        for key in baseWeights.keys where key.hasPrefix("up_blocks.") || key.hasPrefix("conv_norm_out.") || key.hasPrefix("conv_out.") {
-            merged[key] = try baseWeights.tensor(key)
-        }
-        return try UNet3DConditionModel(config: config, weights: merged)
     }
 
     /// Text tokens of the context (77): what the token mixing reduces the context to.

@@ -125,6 +125,16 @@ struct StreamingT2VParityTests {
         #expect(preErr <= 1e-4)
     }
 
+    /// The CAM branch's weights hold no up path: it is built encoder-only, and a forward through it is refused.
+    @Test func theCAMEncoderHasNoForward() throws {
+        let cam = try UNet3DConditionModel(encoderOf: F.unetConfig(), weights: F.weights(["unet"]).scoped("unet."))
+        let latents = Tensor(zeros: [1, 4, 8, 4, 6]), text = Tensor(zeros: [1, 77, 32])
+        #expect(try cam.encoderFeatures(latents, timestep: 1, context: text).residuals.count == 6)
+        var message = ""
+        do { _ = try cam(latents, timestep: 1, context: text) } catch { message = error.localizedDescription }
+        #expect(message.contains("encoder only"), "\(message)")
+    }
+
     @Test func aPlainModelScopeCheckpointIsRefusedByName() throws {
         // Only base_model.*: no CAM branch.
         let plain = try F.weights(["base_model"])
