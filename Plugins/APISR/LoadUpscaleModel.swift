@@ -29,6 +29,14 @@ public enum UpscaleModelLoader {
         let network = try ArchitectureDetection.network(stateDict: dict, file: path, requested: architecture)
         return UpscaleModel(network: network, path: path)
     }
+
+    /// The files a load of `path` reads: the file, and the other half of an ncnn `.param` / `.bin` pair if present.
+    public static func files(for path: String) -> [String] {
+        let stem = (path as NSString).deletingPathExtension
+        let partner = path.hasSuffix(".param") ? stem + ".bin" : path.hasSuffix(".bin") ? stem + ".param" : nil
+        guard let partner, FileManager.default.fileExists(atPath: partner) else { return [path] }
+        return [path, partner]
+    }
 }
 
 /// `LoadUpscaleModel {path, arch: "auto"}` → `model`.
@@ -49,7 +57,10 @@ public struct LoadUpscaleModel: Node {
     public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
         let path = try inputs.string("path")
         let arch = try inputs.string("arch")
-        let model = try UpscaleModelLoader.load(path: path, architecture: arch)
+        // Kept between jobs of `lapse serve` (within its model memory budget); keyed by both files of an ncnn pair.
+        let model = try ModelCache.shared.value(kind: "UpscaleModel", files: UpscaleModelLoader.files(for: path), params: "arch=\(arch)") {
+            try UpscaleModelLoader.load(path: path, architecture: arch)
+        }
         let detail: String
         switch model.network {
         case let n as RRDBNetwork: detail = n.configuration.description

@@ -44,6 +44,11 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("max-body-bytes"), help: "Largest request body accepted, in bytes.")
     var maxBodyBytes = 8 << 20
 
+    @Option(name: .customLong("model-memory-mb"), help: ArgumentHelp(
+        "Memory for loaded models kept between jobs, in MiB (default: a quarter of the machine's memory; 0 keeps none).",
+        valueName: "MiB"))
+    var modelMemoryMB: Int?
+
     @Option(name: .customLong("cache-dir"), help: ArgumentHelp(
         "Keep node results here across jobs (as lapse run --cache-dir).", valueName: "dir"))
     var cacheDirectory: String?
@@ -55,6 +60,7 @@ struct ServeCommand: ParsableCommand {
         guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
         guard maxBodyBytes >= 1024 else { throw ValidationError("--max-body-bytes must be at least 1024") }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0…65535") }
+        guard (modelMemoryMB ?? 0) >= 0 else { throw ValidationError("--model-memory-mb must be 0 or more") }
     }
 
     func run() throws {
@@ -67,6 +73,7 @@ struct ServeCommand: ParsableCommand {
         options.maxJobs = maxJobs
         options.nodeConcurrency = jobs
         options.maxBodyBytes = maxBodyBytes
+        if let modelMemoryMB { options.modelMemoryBytes = modelMemoryMB << 20 }
         // Refused before anything else is set up, so a misconfiguration is reported at once.
         do { try options.check() } catch {
             console.err("error: \(error.localizedDescription)\n")

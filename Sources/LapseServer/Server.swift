@@ -33,6 +33,12 @@ public struct ServerOptions: Sendable {
     public var nodeConcurrency = 2
     /// Jobs waiting at most before submissions are refused with 503.
     public var maxQueued = 1000
+    /// Memory for loaded models kept between jobs (`ModelCache.shared`), in bytes; 0 keeps none, nil leaves the
+    /// process's cache as it is (tests running several servers in one process).
+    public var modelMemoryBytes: Int? = ServerOptions.defaultModelMemory
+
+    /// A quarter of the machine's memory: room for a few checkpoints beside the jobs' own working memory.
+    public static var defaultModelMemory: Int { Int(min(ProcessInfo.processInfo.physicalMemory / 4, UInt64(Int.max))) }
 
     public init() {}
 
@@ -65,6 +71,7 @@ public struct LapseHTTPServer: Sendable {
     /// Serves until `shutdown` is cancelled; `onListening` receives the bound port (useful with port 0). Running jobs
     /// are cancelled on the way out.
     public func run(shutdown: CancellationToken, onListening: @escaping @Sendable (Int) -> Void) async throws {
+        if let bytes = options.modelMemoryBytes { ModelCache.shared.setBudget(bytes) }
         let app = Application(
             router: makeRouter(),
             configuration: ApplicationConfiguration(address: .hostname(options.host, port: options.port), serverName: "lapse"),

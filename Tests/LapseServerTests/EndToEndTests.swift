@@ -113,3 +113,90 @@ private final class ExitBox: @unchecked Sendable {
     func set(_ value: Int32) { lock.lock(); stored = value; lock.unlock() }
     var value: Int32? { lock.lock(); defer { lock.unlock() }; return stored }
 }
+
+@Suite("lapse serve: models kept between jobs")
+struct ModelCacheServeTests {
+    @Test("a second job on the same checkpoint does not load it again; a changed file or parameter does")
+    func secondJobReusesModel() async throws {
+        let registry = try LapseCLI.registry(plugins: [MediaPlugin.self, APISRPlugin.self])
+        let workspace = try ServerEndToEndTests.upscaleWorkspace()
+        let server = try await TestServer.start(registry: registry, workspace: workspace) {
+            $0.modelMemoryBytes = max(ModelCache.shared.budgetBytes, 64 << 20)
+        }
+        defer { Task { await server.stop() } }
+        let model = server.workspace.appendingPathComponent("models/realesrgan/realesr-animevideov3-x4.param").path
+        // A small crop keeps each job short: the model load is what is counted.
+        let graph = """
+        {"version": 1, "nodes": {
+          "src": {"type": "LoadImage", "params": {"path": "samples/astronaut.png"}},
+          "small": {"type": "Resize", "inputs": {"frames": "src"}, "params": {"width": 32, "height": 32}},
+          "model": {"type": "LoadUpscaleModel", "params": {"path": "models/realesrgan/realesr-animevideov3-x4.param"}},
+          "up": {"type": "Upscale", "inputs": {"model": "model", "frames": "small"}},
+          "out": {"type": "SaveImage", "inputs": {"frames": "up"}, "params": {"path": "small_x4.png"}}
+        }}
+        """
+        #expect(ModelCache.shared.loadCount(file: model) == 0)
+        let first = try await server.submit(graph)
+        #expect(try await server.waitForEnd(first)["state"]?.stringValue == "done")
+        #expect(ModelCache.shared.loadCount(file: model) == 1)
+        let second = try await server.submit(graph)
+        #expect(try await server.waitForEnd(second)["state"]?.stringValue == "done")
+        #expect(ModelCache.shared.loadCount(file: model) == 1, "the second job loaded the checkpoint again")
+        // Same pixels from the kept model.
+        let a = try await server.request("GET", "/jobs/\(first)/outputs/small_x4.png").body
+        let b = try await server.request("GET", "/jobs/\(second)/outputs/small_x4.png").body
+        #expect(a == b && a.count > 100)
+        // Another parameter is another entry.
+        let srvgg = try await server.submit(#"{"graph": \#(graph), "set": ["model.arch=srvgg"]}"#)
+        #expect(try await server.waitForEnd(srvgg)["state"]?.stringValue == "done")
+        #expect(ModelCache.shared.loadCount(file: model) == 2)
+        // A rewritten file (new modification time) is loaded afresh.
+        let bin = model.replacingOccurrences(of: ".param", with: ".bin")
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(5)], ofItemAtPath: bin)
+        let third = try await server.submit(graph)
+        #expect(try await server.waitForEnd(third)["state"]?.stringValue == "done")
+        #expect(ModelCache.shared.loadCount(file: model) == 3)
+    }
+}
+
+@Suite("ModelCache")
+struct ModelCacheTests {
+    @Test("LRU within the budget; concurrent requests load once; a zero budget caches nothing")
+    func lru() throws {
+        let folder = try TestSupport.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let files = (0..<3).map { folder.appendingPathComponent("m\($0).bin").path }
+        for file in files { try Data(count: 1000).write(to: URL(fileURLWithPath: file)) }
+        let cache = ModelCache(budgetBytes: 2500)
+        let loads = LoadCounter()
+        func get(_ i: Int) throws -> Int { try cache.value(kind: "test", files: [files[i]]) { loads.add(); return i } }
+        #expect(try get(0) == 0 && get(1) == 1 && get(0) == 0)
+        #expect(loads.count == 2)
+        _ = try get(2)  // 3,000 bytes > 2,500: the least recently used (1) goes
+        #expect(cache.statistics.evictions == 1)
+        _ = try get(0)
+        #expect(loads.count == 3)
+        _ = try get(1)
+        #expect(loads.count == 4)
+
+        let shared = ModelCache(budgetBytes: 10_000)
+        let slowLoads = LoadCounter()
+        DispatchQueue.concurrentPerform(iterations: 8) { _ in
+            _ = try? shared.value(kind: "slow", files: [files[0]]) { slowLoads.add(); usleep(50_000); return 1 }
+        }
+        #expect(slowLoads.count == 1)
+        #expect(shared.statistics.hits == 7)
+
+        let off = ModelCache(budgetBytes: 0)
+        _ = try off.value(kind: "x", files: [files[0]]) { 1 }
+        _ = try off.value(kind: "x", files: [files[0]]) { 1 }
+        #expect(off.statistics.loads == 2 && off.statistics.entries == 0)
+    }
+}
+
+private final class LoadCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func add() { lock.lock(); value += 1; lock.unlock() }
+    var count: Int { lock.lock(); defer { lock.unlock() }; return value }
+}

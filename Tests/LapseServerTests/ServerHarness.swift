@@ -31,6 +31,7 @@ final class TestServer: @unchecked Sendable {
         var options = ServerOptions()
         options.port = 0
         options.maxJobs = maxJobs
+        options.modelMemoryBytes = nil  // the process-wide model cache is left to the test that measures it
         configure(&options)
         let queue = JobQueue(registry: registry, workspace: try Workspace(root: root), maxRunning: options.maxJobs)
         let server = try LapseHTTPServer(options: options, queue: queue)
