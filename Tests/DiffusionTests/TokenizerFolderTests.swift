@@ -14,6 +14,7 @@ import DiffusionPlugin
         }
         let pad_id: Int
         let cases: [Case]
+        let full_vocabulary_cases: [Case]
     }
 
     static let folder = DiffusionFixtures.url("tokenizer_folder")
@@ -35,6 +36,33 @@ import DiffusionPlugin
         #expect(mismatches.isEmpty, "\(mismatches.count) prompts differ:\n\(mismatches.prefix(6).joined(separator: "\n"))")
         // "!" is the padding token, so transformers matches it verbatim: one id, not the word-final "!</w>".
         #expect(tok.tokenize("!") == [file.pad_id])
+    }
+
+    @Test func wholeCLIPVocabularyFolderMatchesTransformersAndTheBuiltInTokenizer() throws {
+        // ModelScope's folder: CLIP's vocabulary in vocab.json/merges.txt with "!" padding, rebuilt from models/clip.
+        let builtIn = try CLIPTokenizer(vocabularyFile: DiffusionFixtures.clipVocabulary())
+        let text = String(decoding: try Inflate.gunzip([UInt8](Data(contentsOf: DiffusionFixtures.clipVocabulary()))), as: UTF8.self)
+        let merges = text.split(separator: "\n", omittingEmptySubsequences: false)[1...CLIPTokenizer.mergeCount]
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var vocab: [String: Int] = [:]
+        for id in 0..<builtIn.vocabularySize { vocab[try #require(builtIn.token(for: id))] = id }
+        try JSONSerialization.data(withJSONObject: vocab).write(to: dir.appendingPathComponent("vocab.json"))
+        try Data(("#version: 0.2\n" + merges.joined(separator: "\n") + "\n").utf8).write(to: dir.appendingPathComponent("merges.txt"))
+        for name in ["special_tokens_map.json", "tokenizer_config.json"] {
+            try FileManager.default.copyItem(at: Self.folder.appendingPathComponent(name), to: dir.appendingPathComponent(name))
+        }
+        let modelScope = try CLIPTokenizer(folder: dir)
+        #expect(modelScope.padID == 0 && modelScope.vocabularySize == 49408)
+        let file = try Self.cases()
+        #expect(file.full_vocabulary_cases.count == 20)
+        for c in file.full_vocabulary_cases {
+            #expect(modelScope.encode(c.prompt) == c.ids, "\(c.prompt.debugDescription)")
+            // Without "!" as a special token the folder tokenizes as CLIP's own vocabulary does.
+            if !c.prompt.contains("!") {
+                #expect(builtIn.encode(c.prompt, padID: 0) == c.ids, "\(c.prompt.debugDescription)")
+            }
+        }
     }
 
     /// A diffusers-style folder holding only `tokenizer/` (a copy of the fixture) or nothing.
