@@ -35,6 +35,19 @@ enum TinyStreamingT2V {
                 let data = try JSONSerialization.data(withJSONObject: try #require(manifest[key]))
                 try data.write(to: sub.appendingPathComponent("config.json"))
             }
+            // Stage 1's weights make the folder a runnable text-to-video-ms-1.7b look-alike: the base UNet without
+            // StreamingT2V's additions, and the checkpoint's (frozen, ms-1.7b's) text encoder and VAE.
+            let additions = ["cross_attention_merger_", "attn2.conv.", "attn2.conv_ln.", "attn2.alpha"]
+            let parts: [(String, String, Weights)] = [
+                ("unet", "diffusion_pytorch_model.safetensors", weights.scoped("base_model.")),
+                ("text_encoder", "model.safetensors", weights.scoped("text_encoder.")),
+                ("vae", "diffusion_pytorch_model.safetensors", weights.scoped("vae.")),
+            ]
+            for (folder, file, part) in parts {
+                var kept = Weights(origin: folder)
+                for key in part.keys where !additions.contains(where: { key.contains($0) }) { kept[key] = try part.tensor(key) }
+                try SafeTensors.write(kept, to: base.appendingPathComponent(folder).appendingPathComponent(file).path)
+            }
             let files = Files(checkpoint: checkpoint, base: base.path)
             cached = files
             return files
