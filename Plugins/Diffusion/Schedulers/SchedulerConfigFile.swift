@@ -19,9 +19,6 @@ public struct SchedulerConfigFile: Sendable {
         return nil
     }
 
-    /// Whether the file sets `key` (to anything, `null` included).
-    public func contains(_ key: String) -> Bool { members[key] != nil }
-
     /// Parses the text of a `scheduler_config.json` and type-checks every key any supported scheduler reads.
     /// `source` names the file in errors. Python's `Infinity`/`NaN` (diffusers writes `lambda_min_clipped` as
     /// `-Infinity`) are accepted.
