@@ -107,7 +107,9 @@ struct ServeCommand: ParsableCommand {
         }
         finished.wait()
         if let error = failure.error {
-            console.err("error: cannot serve on \(host):\(port): \(error.localizedDescription)\n")
+            // SwiftNIO's errors are not LocalizedError; their description holds the system's words ("Address already in use").
+            let reason = (error as? LocalizedError)?.errorDescription ?? String(describing: error)
+            console.err("error: cannot serve on \(host):\(port): \(reason)\n")
             throw ExitCode(ExitStatus.runtimeError)
         }
     }

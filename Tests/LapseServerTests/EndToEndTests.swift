@@ -78,6 +78,20 @@ struct ServeCommandTests {
         #expect(console.standardError.contains("LAPSE_TOKEN"))
     }
 
+    @Test("lapse serve on a port in use exits 1 with the system's reason")
+    func portInUse() async throws {
+        let server = try await TestServer.start()
+        defer { Task { await server.stop() } }
+        let console = CapturedConsole()
+        let env = CLIEnvironment(console: console, makeRegistry: { SyntheticNodes.registry() }, environment: [:],
+                                 currentDirectory: server.workspace)
+        let port = server.port
+        let status = try await HTTPTestClient.blocking { LapseCLI.run(["serve", "--port", String(port)], environment: env) }
+        #expect(status == ExitStatus.runtimeError)
+        #expect(console.standardError.contains("cannot serve on 127.0.0.1:\(port)") && console.standardError.contains("in use"),
+                "\(console.standardError)")
+    }
+
     @Test("lapse serve listens, answers with LAPSE_TOKEN required, and stops on cancellation")
     func servesAndStops() async throws {
         let workspace = try TestSupport.makeTemporaryDirectory()
