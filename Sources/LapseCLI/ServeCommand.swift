@@ -84,7 +84,8 @@ struct ServeCommand: ParsableCommand {
         do {
             let space = try Workspace(root: resolve(workspace ?? ".", env))
             let cache = cacheDirectory.map { ResultCache(directory: resolve($0, env)) }
-            let queue = JobQueue(registry: registry, workspace: space, maxRunning: maxJobs, nodeConcurrency: jobs, cache: cache)
+            let queue = JobQueue(registry: registry, workspace: space, maxRunning: maxJobs, nodeConcurrency: jobs,
+                                 maxQueued: options.maxQueued, cache: cache)
             server = try LapseHTTPServer(options: options, queue: queue)
         } catch {
             console.err("error: \(error.localizedDescription)\n")

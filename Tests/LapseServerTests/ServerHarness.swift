@@ -33,7 +33,8 @@ final class TestServer: @unchecked Sendable {
         options.maxJobs = maxJobs
         options.modelMemoryBytes = nil  // the process-wide model cache is left to the test that measures it
         configure(&options)
-        let queue = JobQueue(registry: registry, workspace: try Workspace(root: root), maxRunning: options.maxJobs)
+        let queue = JobQueue(registry: registry, workspace: try Workspace(root: root), maxRunning: options.maxJobs,
+                             maxQueued: options.maxQueued)
         let server = try LapseHTTPServer(options: options, queue: queue)
         let shutdown = CancellationToken()
         let port = PortBox()

@@ -354,6 +354,24 @@ struct ServerQueueTests {
         #expect(try await server.request("GET", "/jobs").json?["jobs"]?.arrayValue?.count == 50)
     }
 
+    @Test("a full queue answers 503 with a JSON error; cancelling makes room")
+    func queueFull() async throws {
+        let server = try await TestServer.start { $0.maxQueued = 2 }
+        defer { Task { await server.stop() } }
+        let running = try await server.submit(writeGraph(path: "a.txt", steps: 200_000))
+        while try await server.request("GET", "/jobs/\(running)").json?["state"]?.stringValue != "running" {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let waiting = try await server.submit(writeGraph(path: "b.txt"))
+        _ = try await server.submit(writeGraph(path: "c.txt"))
+        let refused = try await server.request("POST", "/jobs", body: writeGraph(path: "d.txt"))
+        #expect(refused.status == 503)
+        #expect(refused.json?["error"]?["message"]?.stringValue?.contains("queue is full") == true)
+        #expect(try await server.request("DELETE", "/jobs/\(waiting)").status == 202)
+        _ = try await server.submit(writeGraph(path: "d.txt"))
+        #expect(try await server.request("DELETE", "/jobs/\(running)").status == 202)
+    }
+
     @Test("--max-jobs 2 runs two jobs at once")
     func twoAtOnce() async throws {
         let server = try await TestServer.start(maxJobs: 2)
