@@ -15,5 +15,6 @@ public enum DiffusionPlugin: NodePlugin {
         LoadCheckpoint.self, LoadMotionModule.self, ApplyMotionModule.self, EmptyLatentVideo.self, Sample.self,
         VAEDecode.self, VAEEncode.self,
         ApplyLoRA.self,
+        LoadLatent.self, SaveLatent.self, LoadConditioning.self, PredictNoise.self,
     ]
 }

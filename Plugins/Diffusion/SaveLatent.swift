@@ -1,0 +1,29 @@
+import Foundation
+import LapseGraph
+import LapseWeights
+
+/// `SaveLatent {path}` ← `latent`: writes the latents as float32 under the key `latent` of a safetensors file
+/// (atomically), with the frame rate in its metadata, for `LoadLatent` or `safetensors.torch.load_file`.
+public struct SaveLatent: Node {
+    public static let schema = NodeSchema(
+        type: "SaveLatent", category: "video/diffusion/parity",
+        summary: "Writes latents [B, C, F, h, w] to a .safetensors file (key \"latent\", float32)",
+        inputs: [
+            InputSpec("latent", .latent, doc: "latents to save"),
+            InputSpec("path", .string, doc: "destination .safetensors file (replaced atomically)"),
+        ],
+        isOutput: true,
+        outputFileParams: ["path"])
+
+    public init() {}
+
+    public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
+        let latent = try inputs.object("latent", as: LatentValue.self)
+        let path = try inputs.string("path")
+        guard !path.isEmpty else { throw NodeError.invalidValue(port: "path", reason: "empty: give the .safetensors file to write") }
+        try SafeTensors.write([(name: "latent", tensor: latent.tensor)],
+                              metadata: [LoadLatent.frameRateKey: String(latent.frameRate)], dtype: .f32, to: path)
+        context.log("wrote latents \(latent.tensor.shape) to \(path)")
+        return .none
+    }
+}
