@@ -97,6 +97,7 @@ public final class ModelCache: Sendable {
 
     private let state: Mutex<State>
 
+    /// A cache keeping at most `budgetBytes` of models (0: none).
     public init(budgetBytes: Int) {
         state = Mutex(State(budget: max(0, budgetBytes)))
     }
@@ -112,6 +113,7 @@ public final class ModelCache: Sendable {
         }
     }
 
+    /// Counters since the cache was made.
     public var statistics: Statistics { state.withLock { $0.statistics } }
 
     /// How many times a loader ran for requests reading `path` (symbolic links resolved).

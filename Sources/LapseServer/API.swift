@@ -80,8 +80,7 @@ struct API: Sendable {
         var texts = request.uri.queryParameters.getAll("set")
         var overrides: [ParamOverride] = []
         var graph = json
-        if case .object = json.kind, let wrapped = json["graph"] {
-            guard case .object(let members) = json.kind else { preconditionFailure() }
+        if case .object(let members) = json.kind, let wrapped = json["graph"] {
             for (key, _) in members where key != "graph" && key != "set" {
                 throw APIError(.badRequest, "unknown key \"\(key)\" in the request; expected \"graph\" and optionally \"set\"")
             }

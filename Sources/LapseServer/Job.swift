@@ -14,7 +14,9 @@ public enum JobState: String, Sendable {
 public struct NodeProgress: Sendable {
     /// `pending`, `running`, `done`, `cached` or `failed`.
     public var state = "pending"
+    /// The node's type name.
     public var type: String
+    /// The last progress report: `step` of `total` `unit`s (0 of 0 before any).
     public var step = 0
     public var total = 0
     public var unit = "step"
@@ -29,15 +31,19 @@ public struct JobOutput: Sendable {
     public var name: String
     /// The absolute path on disk.
     public var path: String
+    /// The size when the job ended.
     public var bytes: Int
 }
 
 /// One submitted graph: its validated form, its state, per-node progress, event log and outputs.
 public final class Job: Sendable {
+    /// 32 hex digits from the system's secure generator.
     public let id: String
+    /// The validated graph, file paths already made absolute and confined to the workspace.
     public let graph: ValidatedGraph
     /// Relative output paths of the job resolve here.
     public let folder: URL
+    /// When the job was submitted.
     public let created = Date()
     let token = CancellationToken()
     /// Absolute output paths the graph names outside the job's folder (still inside the workspace).

@@ -5,7 +5,9 @@ import Synchronization
 /// The server's jobs: a first-in first-out queue of which at most `maxRunning` run at once (one by default, since a
 /// model node already uses every core), the finished ones kept for clients to read.
 public final class JobQueue: Sendable {
+    /// The node types jobs may use.
     public let registry: NodeRegistry
+    /// The folders jobs may read and write.
     public let workspace: Workspace
     /// Jobs running at once (`--max-jobs`).
     public let maxRunning: Int
@@ -29,6 +31,7 @@ public final class JobQueue: Sendable {
     /// Signalled whenever a job finishes (tests and shutdown wait on it).
     private let idle = Mutex<[CheckedContinuation<Void, Never>]>([])
 
+    /// An empty queue; `cache` keeps node results across jobs (`--cache-dir`).
     public init(registry: NodeRegistry, workspace: Workspace, maxRunning: Int = 1, nodeConcurrency: Int = 2,
                 maxQueued: Int = 1000, keepFinished: Int = 1000, cache: ResultCache? = nil) {
         self.registry = registry

@@ -21,7 +21,9 @@ public enum ServerError: LocalizedError, Sendable {
 
 /// How `lapse serve` runs.
 public struct ServerOptions: Sendable {
+    /// Address to listen on; anything but a loopback address needs `token`.
     public var host = "127.0.0.1"
+    /// Port to listen on; 0 picks a free one.
     public var port = 8188
     /// Required unless `host` is a loopback address; checked on every request when set.
     public var token: String?
@@ -40,6 +42,7 @@ public struct ServerOptions: Sendable {
     /// A quarter of the machine's memory: room for a few checkpoints beside the jobs' own working memory.
     public static var defaultModelMemory: Int { Int(min(ProcessInfo.processInfo.physicalMemory / 4, UInt64(Int.max))) }
 
+    /// The defaults of `lapse serve`.
     public init() {}
 
     /// True for addresses only this machine can reach.
@@ -62,6 +65,7 @@ public struct LapseHTTPServer: Sendable {
     public let options: ServerOptions
     public let queue: JobQueue
 
+    /// A server over `queue`; refuses options that would expose it without a token.
     public init(options: ServerOptions, queue: JobQueue) throws {
         try options.check()
         self.options = options
