@@ -86,7 +86,8 @@ public struct Sample: Node {
         }
 
         let model = try unet.makeModel()
-        context.log("\(unet.motion == nil ? "image UNet per frame" : "video UNet"): \(batch)×\(frames) frames of "
+        let kindOfUNet = unet.unet3D != nil ? "text-to-video UNet3D" : unet.motion == nil ? "image UNet per frame" : "video UNet"
+        context.log("\(kindOfUNet): \(batch)×\(frames) frames of "
                     + "\(shape[3] * 8)×\(shape[4] * 8), \(steps - start) \(kind.rawValue) steps (scheduler config \(file.source), "
                     + "\(config.betaSchedule.rawValue) betas), guidance \(guidance), seed \(seed)")
         // The same draws diffusers makes: prepare_latents' randn first, then (ancestral / η > 0) one randn per step.
@@ -111,7 +112,14 @@ public struct Sample: Node {
                 let parts = chunk(prediction, 2, axis: 0)
                 eps = parts[0] + guidance * (parts[1] - parts[0])
             }
-            latents = try scheduler.step(modelOutput: eps, stepIndex: i, sample: latents, generator: generator)
+            if unet.unet3D != nil, scheduler.usesNoise {
+                // diffusers' TextToVideoSDPipeline folds the frames into the batch for the scheduler step, so its
+                // per-step noise is drawn frame-major, [B·F, C, h, w].
+                let noise = permute(generator.randn([batch, frames, shape[1], shape[3], shape[4]]), [0, 2, 1, 3, 4])
+                latents = try scheduler.step(modelOutput: eps, stepIndex: i, sample: latents, noise: noise)
+            } else {
+                latents = try scheduler.step(modelOutput: eps, stepIndex: i, sample: latents, generator: generator)
+            }
             context.progress(step: i - start + 1, total: total, unit: "step")
         }
         return NodeOutputs(["latent": .object(LatentValue(tensor: latents, frameRate: input.frameRate))])

@@ -263,6 +263,17 @@ struct UNet3DTests {
         print("UNet3D pipeline: latents max abs \(latentError), frames max abs \(frameError)")
         #expect(latentError <= 1e-3)
         #expect(frameError <= 1e-3)
+
+        // η = 1: the pipeline draws each step's noise frame-major, and Sample must draw the same numbers.
+        let stochastic = try Sample().run(NodeInputs([
+            "unet": unetValue, "positive": positive, "negative": negative, "latent": latent,
+            "seed": .int(seed), "steps": .int(steps), "guidance": .float(guidance), "scheduler": .string("ddim"), "eta": .float(1),
+            "beta_schedule": .string("auto"), "scheduler_config": .string("auto"), "denoise": .float(1),
+        ]), context: ctx)
+        let eta1 = try NodeInputs(stochastic.values).object("latent", as: LatentValue.self).tensor
+        let eta1Error = maxAbsDiff(eta1, try UNet3DFixtures.io("pipe_eta1_latents"))
+        print("UNet3D pipeline, η = 1: latents max abs \(eta1Error)")
+        #expect(eta1Error <= 1e-3)
     }
 
     @Test("folders with only fp16 variant files or .bin files load", arguments: [
