@@ -416,3 +416,21 @@ struct ServerQueueTests {
         #expect(try await server.request("GET", "/jobs").status == 200)
     }
 }
+
+@Suite("Workspace")
+struct WorkspaceTests {
+    @Test("read-only model folders may be read, never written; missing folders and .. resolve as the kernel will")
+    func readOnlyFolders() throws {
+        let root = try TestSupport.makeTemporaryDirectory(), models = try TestSupport.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: root); try? FileManager.default.removeItem(at: models) }
+        let space = try Workspace(root: root, readOnlyFolders: [models])
+        let job = space.jobFolder("j")
+        let model = Workspace.canonical(models.path) + "/m.bin"
+        #expect(try space.resolve(model, isOutput: false, jobFolder: job).get() == model)
+        #expect(throws: Workspace.Refusal.self) { try space.resolve(model, isOutput: true, jobFolder: job).get() }
+        #expect(try space.resolve("a/b/../c.png", isOutput: true, jobFolder: job).get() == space.root.path + "/jobs/j/a/c.png")
+        #expect(try space.resolve("frames/f_%05d.png", isOutput: false, jobFolder: job).get() == space.root.path + "/frames/f_%05d.png")
+        #expect(throws: Workspace.Refusal.self) { try space.resolve("x\u{0}.png", isOutput: false, jobFolder: job).get() }
+        #expect(throws: ServerError.self) { try Workspace(root: root.appendingPathComponent("missing")) }
+    }
+}
