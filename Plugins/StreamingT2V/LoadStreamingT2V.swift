@@ -44,6 +44,14 @@ public struct LoadStreamingT2V: Node {
                 ? "no base model weights (base_model.*)"
                 : "no CAM weights (unet.*): this looks like a plain text-to-video checkpoint; give it to LoadCheckpoint instead")
         }
+        // What no component claims: open_clip's unused text tower (expected) or a different model's tensors.
+        let claimed = [StreamingT2VKeys.baseModel, StreamingT2VKeys.cam, StreamingT2VKeys.resampler,
+                       StreamingT2VKeys.imageEncoder, "text_encoder.", "vae."]
+        let stray = all.keys.filter { key in !claimed.contains { key.hasPrefix($0) } }
+        if !stray.isEmpty {
+            context.log("\((path as NSString).lastPathComponent): \(stray.count) tensors belong to no StreamingT2V component (ignored), e.g. "
+                        + stray.prefix(3).joined(separator: ", "))
+        }
         let unetConfig = UNet3DConditionConfig.inferred(from: baseWeights, base: folder.unet)
         let visionConfig = try imageEncoderConfig.isEmpty ? OpenCLIPVisionConfig.vitH14 : Self.visionConfig(imageEncoderConfig)
 

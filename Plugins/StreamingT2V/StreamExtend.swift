@@ -165,7 +165,12 @@ public struct StreamExtend: Node {
                     try context.checkCancellation()
                     context.progress(step: done * steps + step + 1, total: generatedChunks * steps, unit: "step")
                 })
-                if let store { try store.save(pixels, index: index, generator: rng) }
+                if let store {
+                    // The work folder is an optimisation: failing to write it must not fail the video.
+                    do { try store.save(pixels, index: index, generator: rng) } catch {
+                        context.log("warning: could not keep chunk \(index) in the work folder (\(error.localizedDescription)); a restart will generate it again")
+                    }
+                }
                 emit(pixels, from: contextFrames)
                 previous = pixels
                 done = index
