@@ -25,9 +25,12 @@ struct DiffusionWeightReader {
     }
 
     /// A linear weight `[out, in]`, also accepted as a 1×1 convolution `[out, in, 1, 1]` (how LDM stores the VAE's
-    /// attention projections and how SD1.x stores `proj_in`/`proj_out`), returned as `[out, in]`.
+    /// attention projections and how SD1.x stores `proj_in`/`proj_out`) or a width-1 `Conv1d` `[out, in, 1]` (how
+    /// MS-Vid2Vid-XL stores its temporal transformers' `proj_in`/`proj_out`), returned as `[out, in]`.
     func linearWeight(_ name: String, out: Int, in inputs: Int) throws -> Tensor {
-        if weights.shape(of: name) == [out, inputs, 1, 1] { return try weights.tensor(name).reshaped([out, inputs]) }
+        if let shape = weights.shape(of: name), shape == [out, inputs, 1, 1] || shape == [out, inputs, 1] {
+            return try weights.tensor(name).reshaped([out, inputs])
+        }
         return try self(name, [out, inputs])
     }
 }
@@ -38,17 +41,23 @@ struct Conv2DLayer: Sendable {
     let bias: Tensor?
     let stride: Int
     let padding: Int
+    /// Padding of the height when it differs from the width's (MS-Vid2Vid-XL's downsamplers pad (2, 1)).
+    let verticalPadding: Int?
 
     init(_ read: DiffusionWeightReader, _ prefix: String, in inputs: Int, out: Int, kernel: Int, stride: Int = 1,
-         padding: Int? = nil) throws {
+         padding: Int? = nil, verticalPadding: Int? = nil) throws {
         weight = try read(prefix + "weight", [out, inputs, kernel, kernel])
         bias = try read(prefix + "bias", [out])
         self.stride = stride
         self.padding = padding ?? kernel / 2
+        self.verticalPadding = verticalPadding == self.padding ? nil : verticalPadding
     }
 
     func callAsFunction(_ x: Tensor, activation: Activation? = nil) -> Tensor {
-        conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, activation: activation)
+        if let verticalPadding {
+            return conv2d(x, weight: weight, bias: bias, stride: stride, padding: (vertical: verticalPadding, horizontal: padding), activation: activation)
+        }
+        return conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, activation: activation)
     }
 }
 
@@ -231,8 +240,14 @@ struct SpatialTransformer: Sendable {
 /// sizes line up as diffusers' `upsample_size` does.
 struct Upsample2DLayer: Sendable {
     let conv: Conv2DLayer
+    /// Rows dropped at the top and at the bottom after a plain nearest ×2, ignoring the target size
+    /// (MS-Vid2Vid-XL's `Upsample` drops one each: 13 → 24 rows); 0 keeps diffusers' behaviour.
+    var cropRows = 0
 
     func callAsFunction(_ x: Tensor, height: Int, width: Int) -> Tensor {
-        conv(resize(x, height: height, width: width, mode: .nearest))
+        guard cropRows > 0 else { return conv(resize(x, height: height, width: width, mode: .nearest)) }
+        let rows = 2 * x.shape[2]
+        let doubled = resize(x, height: rows, width: 2 * x.shape[3], mode: .nearest)
+        return conv(slice(doubled, axis: 2, start: cropRows, end: rows - cropRows))
     }
 }

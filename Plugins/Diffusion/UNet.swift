@@ -170,8 +170,10 @@ public struct UNet2DConditionModel: Sendable {
     }
 
     /// `component` names the model in errors (the 3-D UNet builds its spatial layers through here); `encoderOnly`
-    /// reads no up path or output head (`encode` works, the forward throws).
-    init(config: UNet2DConditionConfig, weights all: Weights, component: String, encoderOnly: Bool = false) throws {
+    /// reads no up path or output head (`encode` works, the forward throws); `resampling` changes how the samplers
+    /// pad and crop (MS-Vid2Vid-XL).
+    init(config: UNet2DConditionConfig, weights all: Weights, component: String, encoderOnly: Bool = false,
+         resampling: UNetResampling = .diffusers) throws {
         try config.validate()
         self.config = config
         let read = DiffusionWeightReader(Self.diffusersWeights(from: all, config: config), component: component)
@@ -200,7 +202,8 @@ public struct UNet2DConditionModel: Sendable {
             }
             if i < ch.count - 1 {
                 block.downsampler = try Conv2DLayer(read, p + "downsamplers.0.conv.", in: output, out: output, kernel: 3,
-                                                    stride: 2, padding: config.downsamplePadding)
+                                                    stride: 2, padding: config.downsamplePadding,
+                                                    verticalPadding: resampling.downsampleVerticalPadding)
             }
             downs.append(block)
         }
@@ -243,7 +246,8 @@ public struct UNet2DConditionModel: Sendable {
                 }
             }
             if i < ch.count - 1 {
-                block.upsampler = Upsample2DLayer(conv: try Conv2DLayer(read, p + "upsamplers.0.conv.", in: out, out: out, kernel: 3))
+                block.upsampler = Upsample2DLayer(conv: try Conv2DLayer(read, p + "upsamplers.0.conv.", in: out, out: out, kernel: 3),
+                                                  cropRows: resampling.upsampleCropRows)
             }
             ups.append(block)
             previous = out
@@ -394,10 +398,28 @@ public struct UNet2DConditionModel: Sendable {
             }
             if let up = block.upsampler, let next = skips.last {
                 h = up(h, height: next.shape[2], width: next.shape[3])
+                guard h.shape[2] == next.shape[2], h.shape[3] == next.shape[3] else {
+                    throw DiffusionError.badInput(component: "UNet",
+                                                  reason: "up block \(i) upsamples to \(h.shape[2])×\(h.shape[3]) but its skip is \(next.shape[2])×\(next.shape[3]); the latent size does not survive this UNet's down/up path")
+                }
             }
         }
         return convOut(normOut.group(h, activation: .silu))
     }
+}
+
+/// How a UNet's downsamplers pad and its upsamplers size their output.
+struct UNetResampling: Sendable, Equatable {
+    /// Height padding of the stride-2 downsampling convs when it differs from `downsample_padding`.
+    var downsampleVerticalPadding: Int?
+    /// Rows cropped at the top and the bottom after nearest ×2 (0: resize to the skip's size, as diffusers does).
+    var upsampleCropRows = 0
+
+    /// diffusers' samplers.
+    static let diffusers = UNetResampling()
+    /// MS-Vid2Vid-XL's: `Downsample` pads (2, 1), `Upsample` doubles and crops one row top and bottom (90 → 46 →
+    /// 24 → 13 → 24 → 46 → 90 latent rows).
+    static let vid2vid = UNetResampling(downsampleVerticalPadding: 2, upsampleCropRows: 1)
 }
 
 /// Where a temporal layer sits among a UNet's spatial layers: block and layer indices as diffusers numbers them.

@@ -160,8 +160,9 @@ struct UNet3DTemporalLayers: UNetTemporalLayers {
     let midConvs: [TemporalConvLayer], midAttention: MotionModule
     let upConvs: [[TemporalConvLayer]], upAttentions: [[MotionModule]]
 
-    /// `encoderOnly` reads no up-path layers.
-    init(config: UNet3DConditionConfig, read: DiffusionWeightReader, encoderOnly: Bool = false) throws {
+    /// `encoderOnly` reads no up-path layers; `transformerInHeads` heads of `attention_head_dim` make
+    /// `transformer_in`'s inner width (diffusers hard-codes 8; MS-Vid2Vid-XL's `num_heads`).
+    init(config: UNet3DConditionConfig, read: DiffusionWeightReader, encoderOnly: Bool = false, transformerInHeads: Int = 8) throws {
         let ch = config.blockOutChannels, groups = config.normNumGroups, lpb = config.layersPerBlock
         func attention(_ prefix: String, _ channels: Int, headDim: Int) throws -> MotionModule {
             try MotionModule(read, prefix, channels: channels, heads: channels / headDim, groups: groups, layers: 1,
@@ -170,7 +171,8 @@ struct UNet3DTemporalLayers: UNetTemporalLayers {
         func conv(_ prefix: String, _ channels: Int) throws -> TemporalConvLayer {
             try TemporalConvLayer(read, prefix, channels: channels, groups: groups)
         }
-        transformerIn = try MotionModule(read, "transformer_in.", channels: ch[0], innerDim: 8 * config.headDim(0), heads: 8,
+        transformerIn = try MotionModule(read, "transformer_in.", channels: ch[0], innerDim: transformerInHeads * config.headDim(0),
+                                         heads: transformerInHeads,
                                          groups: groups, layers: 1, maxLength: nil, normMode: .acrossFrames)
         downConvs = try ch.indices.map { i in try (0..<lpb).map { try conv("down_blocks.\(i).temp_convs.\($0).", ch[i]) } }
         downAttentions = try ch.indices.map { i in
@@ -240,10 +242,19 @@ public struct UNet3DConditionModel: Sendable {
     /// Builds the model from diffusers-named weights (`down_blocks.0.temp_convs.0.conv1.2.weight`, …); extra
     /// tensors are ignored.
     public init(config: UNet3DConditionConfig, weights: Weights) throws {
+        try self.init(config: config, weights: weights, component: "UNet3DConditionModel")
+    }
+
+    /// The same with the variations of models that share this topology (MS-Vid2Vid-XL): their samplers and the
+    /// heads of `transformer_in`; `component` names the model in errors.
+    init(config: UNet3DConditionConfig, weights: Weights, component: String, resampling: UNetResampling = .diffusers,
+         transformerInHeads: Int = 8) throws {
         try config.validate()
         self.config = config
-        spatial = try UNet2DConditionModel(config: config.spatialConfig, weights: weights, component: "UNet3DConditionModel")
-        temporal = try UNet3DTemporalLayers(config: config, read: DiffusionWeightReader(weights, component: "UNet3DConditionModel"))
+        spatial = try UNet2DConditionModel(config: config.spatialConfig, weights: weights, component: component,
+                                           resampling: resampling)
+        temporal = try UNet3DTemporalLayers(config: config, read: DiffusionWeightReader(weights, component: component),
+                                            transformerInHeads: transformerInHeads)
     }
 
     /// The encoder half alone (conv_in, time embedding, transformer_in, down and mid blocks) from diffusers-named

@@ -249,6 +249,18 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, 
                           activation: activation, op: "conv2d")
 }
 
+/// Zero-padded 2-D convolution with different padding along the height and the width (PyTorch's
+/// `nn.Conv2d(padding=(vertical, horizontal))`), bias and optional activation fused into the output pass.
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: (vertical: Int, horizontal: Int),
+                   activation: Activation? = nil) -> Tensor {
+    precondition(x.rank == 4 && weight.rank == 4, "conv2d: input \(x.shape) / weight \(weight.shape) must be rank 4")
+    precondition(stride >= 1 && padding.vertical >= 0 && padding.horizontal >= 0, "conv2d: invalid stride/padding")
+    let vy = ConvAxis(input: x.shape[2], kernel: weight.shape[2], stride: stride, padding: padding.vertical, dilation: 1)
+    let vx = ConvAxis(input: x.shape[3], kernel: weight.shape[3], stride: stride, padding: padding.horizontal, dilation: 1)
+    return Kernels.conv2d(x, weight: weight, bias: bias, vertical: vy, horizontal: vx, groups: 1,
+                          activation: activation, op: "conv2d")
+}
+
 /// Zero-padded 2-D convolution followed by a per-channel PReLU (`slopes`: one per output channel, or one for all),
 /// fused into the convolution's output pass where the algorithm allows, so the activation costs no extra sweep
 /// over the feature map (SRVGG runs PReLU after every conv).
