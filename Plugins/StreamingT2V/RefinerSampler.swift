@@ -361,7 +361,8 @@ public struct RefinerSampler: Sendable {
         // sample_dpmpp_2m_sde: x = noise·σ₀ (the noised latents times σ_ve(t0)), then per step i:
         // x₀ = model(x·c_in), c_in = 1/sqrt(σᵢ² + 1); to σᵢ₊₁ = 0 the step returns x₀.
         let sigmas = solverSigmas
-        var x = noised * sigmas[0]
+        // At a pure-noise start (σ₀ = ∞) the first step reads the raw noisy latents instead.
+        var x = sigmas[0].isFinite ? noised * sigmas[0] : noised
         var oldDenoised: Tensor?
         var hLast: Float = 0
         for i in 0..<(sigmas.count - 1) {
