@@ -65,56 +65,15 @@ public struct VAEDecode: Node {
         return (Int((fps * 1001).rounded()), 1001)
     }
 
-    /// One latent `[1, C, h, w]` decoded whole, or in `tile`-sized latent tiles overlapping by a quarter whose
-    /// pixels are blended with linear ramps across the overlaps (tiles see less context than the whole frame, so
-    /// seams are softened, not exact).
+    /// One latent `[1, C, h, w]` decoded whole, or with `TiledMap` in tiles of at most `tile` latent pixels that
+    /// overlap by a quarter: each tile's core is surrounded by `tile / 8` latent pixels of context, and neighbouring
+    /// pixels are cross-faded with complementary linear ramps across the whole overlap. The VAE's mid-block attends
+    /// over the whole frame, so a tile sees less than the whole frame and seams are softened, not exact.
     static func decode(_ latent: Tensor, model: AutoencoderKL, tile: Int, factor f: Int) throws -> Tensor {
         let h = latent.shape[2], w = latent.shape[3]
         guard tile > 0, tile < h || tile < w else { return try model.decode(latent) }
-        let overlap = max(tile / 4, 1)
-        func origins(_ n: Int) -> [Int] {
-            guard tile < n else { return [0] }
-            var starts: [Int] = []
-            var p = 0
-            while p + tile < n { starts.append(p); p += tile - overlap }
-            starts.append(n - tile)
-            return starts
-        }
-        let H = h * f, W = w * f
-        var channels = 0
-        var sum: [Float] = [], weight = [Float](repeating: 0, count: H * W)
-        let ramp = Float(overlap * f)
-        for y0 in origins(h) {
-            for x0 in origins(w) {
-                let th = min(tile, h), tw = min(tile, w)
-                let piece = slice(slice(latent, axis: 2, start: y0, end: y0 + th), axis: 3, start: x0, end: x0 + tw)
-                let out = try model.decode(piece)
-                if channels == 0 {
-                    channels = out.shape[1]
-                    sum = [Float](repeating: 0, count: channels * H * W)
-                }
-                let ph = th * f, pw = tw * f, py = y0 * f, px = x0 * f
-                // Ramps only on sides that touch another tile, so frame borders keep full weight.
-                func edge(_ i: Int, _ n: Int, _ atStart: Bool, _ atEnd: Bool) -> Float {
-                    var v: Float = 1
-                    if !atStart { v = min(v, (Float(i) + 0.5) / ramp) }
-                    if !atEnd { v = min(v, (Float(n - i) - 0.5) / ramp) }
-                    return v
-                }
-                let wy = (0..<ph).map { edge($0, ph, py == 0, py + ph == H) }
-                let wx = (0..<pw).map { edge($0, pw, px == 0, px + pw == W) }
-                out.withUnsafeBufferPointer { o in
-                    for c in 0..<channels {
-                        for y in 0..<ph {
-                            let src = (c * ph + y) * pw, dst = (c * H + py + y) * W + px
-                            for x in 0..<pw { sum[dst + x] += o[src + x] * wy[y] * wx[x] }
-                        }
-                    }
-                }
-                for y in 0..<ph { for x in 0..<pw { weight[(py + y) * W + px + x] += wy[y] * wx[x] } }
-            }
-        }
-        for c in 0..<channels { for i in 0..<(H * W) { sum[c * H * W + i] /= weight[i] } }
-        return Tensor(shape: [1, channels, H, W], data: sum)
+        let context = max(tile / 8, 1)
+        let tiler = TiledMap(scale: f, context: context, blend: 2 * context, tile: tile - 2 * context)
+        return try tiler.apply(latent) { try model.decode($0) }
     }
 }
