@@ -54,6 +54,8 @@ func run() throws {
         var tiles = 0
         let start = DispatchTime.now().uptimeNanoseconds
         let out = try upscaler.upscale(image, progress: { _, total in tiles = total })
+        let machine = MachineInfo.current
+        print("cpu: \(machine.cpuModel), OpenBLAS core: \(machine.openBLASCore)")
         print(String(format: "lapse %@ x%d %dx%d -> %dx%d, tile 0 / max_memory_mb %d: core %d px, %d tiles, %.1f s, peak RSS %.0f MiB",
                      network.architecture, network.scale, width, height, out.shape[3], out.shape[2], mb, core, tiles,
                      seconds(since: start), peakRSSMiB()))
