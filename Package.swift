@@ -91,7 +91,7 @@ let package = Package(
                           path: "Benchmarks/apisr/GRLBenchmark", swiftSettings: optimized),
         .executableTarget(name: "UpscaleBenchmark", dependencies: ["APISRPlugin", "LapseTensor"],
                           path: "Benchmarks/apisr/UpscaleBenchmark", swiftSettings: optimized),
-        .executableTarget(name: "UNetBenchmark", dependencies: ["DiffusionPlugin", "LapseWeights", "LapseTensor"],
+        .executableTarget(name: "UNetBenchmark", dependencies: ["DiffusionPlugin", "StreamingT2VPlugin", "LapseWeights", "LapseTensor"],
                           path: "Benchmarks/diffusion/UNetBenchmark", swiftSettings: optimized),
 
         // MARK: - Fuzzing (Tools/fuzz: the families, the lapse-fuzz driver; FuzzSmokeTests runs a short pass in CI)

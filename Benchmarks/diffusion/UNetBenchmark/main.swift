@@ -2,6 +2,7 @@ import Foundation
 import DiffusionPlugin
 import LapseTensor
 import LapseWeights
+import StreamingT2VPlugin
 
 /// Times SD1.5 UNet forwards on the weights Benchmarks/diffusion/unet.sh and motion.sh prepare.
 ///
@@ -17,6 +18,12 @@ import LapseWeights
 ///         ModelScope UNet3DConditionModel, driven by Benchmarks/diffusion/unet3d.sh: prints the machine line and
 ///         "ready", then runs one forward (`sample`, `context`, timestep 500 from the io file) per "run" line on
 ///         standard input, answering "time <seconds>"; at end of input prints agreement with the io file's `eps`.
+///     UNetBenchmark streamingt2v <unet-config.json> <streaming_t2v.safetensors> [pairs=3]
+///         StreamingT2V's stage-2 step (`StreamingT2VDenoiser.predictNoise`: CAM + mergers + APM token mixing) vs the
+///         plain UNet3DConditionModel on the same `base_model.*` weights, CFG batch 2 × 16 frames, latent 32×32,
+///         timestep 500, seeded inputs (TorchGenerator 0: latents, 77 text tokens, 16 APM tokens, 8 conditioning
+///         frames 256² in [-1, 1]); timed interleaved A B A B so machine load hits both alike. Driven by
+///         Benchmarks/streamingt2v/stage2.sh.
 let args = CommandLine.arguments
 
 /// Peak resident set size so far (Linux reports `ru_maxrss` in KiB), in GiB.
@@ -126,10 +133,9 @@ func runMotion() throws {
     }
 }
 
-func runUNet3D() throws {
-    guard args.count == 5 else { fail("usage: UNetBenchmark unet3d <config.json> <weights.safetensors> <io.safetensors>", code: 2) }
-    // As `lapse` does: when OpenBLAS did not recognise the CPU and fell back to generic kernels, restart once with
-    // OPENBLAS_CORETYPE naming the best core the CPU supports (standard input, the driver's pipe, carries over).
+/// As `lapse` does: when OpenBLAS did not recognise the CPU and fell back to generic kernels, restart once with
+/// OPENBLAS_CORETYPE naming the best core the CPU supports (standard input, the driver's pipe, carries over).
+func restartWithBestOpenBLASCore() -> MachineInfo {
     let machine = MachineInfo.current
     if ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil, machine.openBLASFellBack, let best = machine.bestOpenBLASCore {
         setenv("OPENBLAS_CORETYPE", best, 1)
@@ -137,6 +143,12 @@ func runUNet3D() throws {
         execv("/proc/self/exe", argv)
         fail("could not restart with OPENBLAS_CORETYPE=\(best)", code: 1)
     }
+    return machine
+}
+
+func runUNet3D() throws {
+    guard args.count == 5 else { fail("usage: UNetBenchmark unet3d <config.json> <weights.safetensors> <io.safetensors>", code: 2) }
+    let machine = restartWithBestOpenBLASCore()
     say("lapse: \(machine.summary)")
     let config = try UNet3DConditionConfig.decode(json: Data(contentsOf: URL(fileURLWithPath: args[2])))
     let loadStart = Date()
@@ -160,8 +172,51 @@ func runUNet3D() throws {
     }
 }
 
+func runStreamingT2V() throws {
+    guard args.count == 4 || args.count == 5, let pairs = Int(args.count == 5 ? args[4] : "3"), pairs >= 1 else {
+        fail("usage: UNetBenchmark streamingt2v <unet-config.json> <streaming_t2v.safetensors> [pairs]", code: 2)
+    }
+    let machine = restartWithBestOpenBLASCore()
+    say("lapse: \(machine.summary)")
+    let config = try UNet3DConditionConfig.decode(json: Data(contentsOf: URL(fileURLWithPath: args[2])))
+    let loadStart = Date()
+    let weights = try Weights.load(args[3])
+    let denoiser = try StreamingT2VDenoiser(weights: weights, config: config)
+    // The plain step: the same base weights; the checkpoint's mergers and mixing tensors beside them go unread.
+    let plain = try UNet3DConditionModel(config: config, weights: weights.scoped("base_model."))
+    let d = config.crossAttentionDim
+    let generator = TorchGenerator(seed: 0)
+    let latents = generator.randn([2, config.inChannels, 16, 32, 32])
+    let text = generator.randn([2, 77, d])
+    let appearance = generator.randn([2, 16, d])
+    let conditioningFrames = generator.rand([8, 3, 256, 256]) * 2 - 1
+    say(String(format: "lapse: load %.2f s, RSS %.2f GiB, latents %@, context 77 + 16 tokens of %d, 8 conditioning frames 256²",
+               Date().timeIntervalSince(loadStart), currentRSS(), "\(latents.shape)", d))
+    var withCAM: [Double] = [], without: [Double] = []
+    var a = latents, b = latents
+    for i in 0..<pairs {
+        var start = Date()
+        a = try denoiser.predictNoise(latents: latents, timestep: 500, text: text, appearance: appearance,
+                                      conditioningFrames: conditioningFrames)
+        withCAM.append(Date().timeIntervalSince(start))
+        start = Date()
+        b = try plain(latents, timestep: 500, context: text)
+        without.append(Date().timeIntervalSince(start))
+        say(String(format: "pair %d: StreamingT2V step %.3f s, plain UNet3D step %.3f s, overhead %+.1f%% (peak RSS %.2f GiB)",
+                   i + 1, withCAM[i], without[i], 100 * (withCAM[i] / without[i] - 1), peakRSS()))
+    }
+    let ratios = zip(withCAM, without).map { $0 / $1 }.sorted()
+    let median = { (x: [Double]) in x.sorted()[x.count / 2] }
+    let finite = a.scalars.allSatisfy { $0.isFinite } && b.scalars.allSatisfy { $0.isFinite }
+    say(String(format: "median over %d pairs: StreamingT2V %.3f s, plain %.3f s, CAM + APM overhead %.3f s per step (%+.1f%%, median ratio %.3f); outputs %@ finite",
+               pairs, median(withCAM), median(without), median(withCAM) - median(without),
+               100 * (ratios[ratios.count / 2] - 1), ratios[ratios.count / 2], "\(a.shape)", finite ? "all" : "NOT all"))
+}
+
 do {
-    if args.count > 1, args[1] == "motion" {
+    if args.count > 1, args[1] == "streamingt2v" {
+        try runStreamingT2V()
+    } else if args.count > 1, args[1] == "motion" {
         try runMotion()
     } else if args.count > 1, args[1] == "unet3d" {
         try runUNet3D()
