@@ -282,6 +282,7 @@ public protocol NodeContext: Sendable {
 
 extension NodeContext {
     public var workDirectory: URL? { nil }
+
     public func progress(step: Int, total: Int) { progress(step: step, total: total, unit: "step") }
 
     public func checkCancellation() throws {

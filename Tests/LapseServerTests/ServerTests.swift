@@ -408,7 +408,9 @@ struct ServerQueueTests {
             }
             #expect(seen.contains("text/event-stream"))
         }
-        #expect(try await server.request("GET", "/jobs/\(id)").json?["state"]?.stringValue == "running")
+        // Neither failed nor cancelled by the dropped streams (how far it got meanwhile depends on the machine's load).
+        let state = try await server.request("GET", "/jobs/\(id)").json?["state"]?.stringValue
+        #expect(["queued", "running", "done"].contains(state ?? "none"), "state \(state ?? "none") after the streams dropped")
         let job = try await server.waitForEnd(id)
         #expect(job["state"]?.stringValue == "done")
         #expect(try await server.request("GET", "/jobs/\(id)/outputs/out/result.txt").status == 200)
