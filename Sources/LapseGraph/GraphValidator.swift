@@ -205,7 +205,9 @@ public struct GraphValidator {
                 if (try? InputFile.checkName(file)) == nil {
                     report(path, "the path contains a NUL character", value.location)
                 } else if kind == .missing {
-                    report(path, "input file not found: \"\(file)\"" + (file.hasPrefix("/") ? "" : " (relative paths resolve against \(baseDirectory.path))"), value.location)
+                    // Loaders read model files users download by hand: say where the list of them is.
+                    let models = schema.category == "loaders" ? "; the model files and where to get them: docs/models.md" : ""
+                    report(path, "input file not found: \"\(file)\"" + (file.hasPrefix("/") ? "" : " (relative paths resolve against \(baseDirectory.path))") + models, value.location)
                 } else if kind != .regular && kind != .directory {
                     // Opening a FIFO blocks until a writer comes; devices never end. Folders are diffusers models.
                     report(path, "\"\(file)\" is \(kind.description), not a regular file", value.location)

@@ -52,6 +52,15 @@ struct StreamingT2VGraphTests {
                 .validate(data: data, name: graph)
             if case .failure(let failure) = result { Issue.record("\(graph): \(failure)") }
         }
+        // Without the downloads, each missing model file points to the list of them.
+        let data = try Data(contentsOf: Self.repoRoot.appendingPathComponent("graphs/streamingt2v-preview.json"))
+        let missing = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("no-models-\(UUID().uuidString)")
+        guard case .failure(let failure) = GraphValidator(registry: registry, baseDirectory: missing)
+            .validate(data: data, name: "streamingt2v-preview.json") else {
+            Issue.record("missing model files passed validation"); return
+        }
+        let lines = failure.diagnostics.map(\.description)
+        #expect(lines.count == 3 && lines.allSatisfy { $0.contains("input file not found") && $0.contains("docs/models.md") }, "\(lines)")
     }
 
     /// Prompt → ModelScope stage 1 → StreamExtend → mp4, every node real, on the tiny set.
