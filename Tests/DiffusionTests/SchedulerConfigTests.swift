@@ -145,7 +145,10 @@ struct SchedulerConfigCase: Decodable, CustomTestStringConvertible {
             let magic = try Self.sampled(unet, ["scheduler_config": .string("magictime"), "beta_schedule": .string("auto")], scheduler: kind)
             // graphs/magictime.json's explicit setting, as before the parameter existed.
             let before = try Self.sampled(unet, ["beta_schedule": .string("linear")], scheduler: kind)
-            #expect(auto == magic && defaults == magic && before == magic, "\(kind)")
+            // Equal up to summation order: when other tests run at the same time, OpenBLAS may split a GEMM over a
+            // different number of threads, which moves results by ~1e-5. Another schedule moves them by far more.
+            let worst = [auto, defaults, before].map { zip($0, magic).map { abs($0 - $1) }.max() ?? 0 }.max() ?? 0
+            #expect(worst <= 1e-4, "\(kind): max abs difference \(worst)")
         }
     }
 

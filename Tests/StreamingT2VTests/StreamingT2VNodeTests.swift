@@ -151,14 +151,16 @@ struct StreamingT2VNodeTests {
         let context = TestNodeContext(workDirectory: work)
         let resumed = try collect(StreamExtend().run(try extendInputs(loaded: loaded), context: context))
         #expect(context.logs.contains { $0.contains("chunk 1/2: taken from the work folder") })
-        #expect(resumed.map { $0.image.scalars.map(\.bitPattern) } == reference.map { $0.image.scalars.map(\.bitPattern) })
+        // In this process other suites run GEMMs at the same time, which may change OpenBLAS's thread split and so the
+        // last bits; the lapse-process test in StreamingT2VGraphTests checks bit-identity.
+        #expect(Self.maxDifference(resumed, reference) <= 1e-4)
 
         let chunk2 = work.appendingPathComponent("chunk-00002.safetensors")
         try Data("not a safetensors file".utf8).write(to: chunk2)
         let repaired = TestNodeContext(workDirectory: work)
         let again = try collect(StreamExtend().run(try extendInputs(loaded: loaded), context: repaired))
         #expect(repaired.logs.contains { $0.contains("damaged chunk file") })
-        #expect(again.map { $0.image.scalars.map(\.bitPattern) } == reference.map { $0.image.scalars.map(\.bitPattern) })
+        #expect(Self.maxDifference(again, reference) <= 1e-4)
     }
 
     @Test func invalidLengthsAreRefusedAtValidationWithTheNearestValidOnes() throws {
@@ -201,6 +203,12 @@ struct StreamingT2VNodeTests {
         let few = Frames(frames: (0..<5).map { Frame(image: Tensor(zeros: [3, 32, 32]), index: $0) })
         #expect(message { try collect(StreamExtend().run(try extendInputs(loaded: loaded, frames: few), context: TestNodeContext())) }
             .contains("needs at least 8"))
+    }
+
+    /// The largest pixel difference between two frame lists of the same length and sizes (infinity otherwise).
+    static func maxDifference(_ a: [Frame], _ b: [Frame]) -> Float {
+        guard a.count == b.count, zip(a, b).allSatisfy({ $0.image.shape == $1.image.shape }) else { return .infinity }
+        return zip(a, b).map { zip($0.image.scalars, $1.image.scalars).map { abs($0 - $1) }.max() ?? 0 }.max() ?? 0
     }
 
     private func collect(_ outputs: NodeOutputs) throws -> [Frame] {
