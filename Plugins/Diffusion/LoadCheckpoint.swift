@@ -57,6 +57,26 @@ public enum DiffusionNodeError: LocalizedError, Sendable {
     }
 }
 
+/// The block layout diffusers-named UNet weights reveal, the same for the 2-D and the 3-D UNet (their spatial
+/// tensors share names): block widths, layers per block and which blocks have attention.
+struct UNetBlockLayout {
+    var widths: [Int]
+    var layersPerBlock: Int
+    var downHasAttention: [Bool]
+    var upHasAttention: [Bool]
+
+    /// `nil` when the weights have no down block.
+    init?(_ weights: Weights) {
+        widths = []
+        while let s = weights.shape(of: "down_blocks.\(widths.count).resnets.0.conv1.weight") { widths.append(s[0]) }
+        guard !widths.isEmpty else { return nil }
+        layersPerBlock = 0
+        while weights.contains("down_blocks.0.resnets.\(layersPerBlock).conv1.weight") { layersPerBlock += 1 }
+        downHasAttention = widths.indices.map { weights.contains("down_blocks.\($0).attentions.0.proj_in.weight") }
+        upHasAttention = widths.indices.map { weights.contains("up_blocks.\($0).attentions.0.proj_in.weight") }
+    }
+}
+
 extension UNet2DConditionConfig {
     /// `base` with the sizes the diffusers-named `weights` reveal: input/output channels, block widths, layers per
     /// block, which blocks have attention, the mid block and the cross-attention width. Head counts stay `base`'s.
@@ -65,20 +85,11 @@ extension UNet2DConditionConfig {
         guard let convIn = weights.shape(of: "conv_in.weight"), convIn.count == 4 else { return c }
         c.inChannels = convIn[1]
         if let out = weights.shape(of: "conv_out.weight") { c.outChannels = out[0] }
-        var widths: [Int] = []
-        while let s = weights.shape(of: "down_blocks.\(widths.count).resnets.0.conv1.weight") { widths.append(s[0]) }
-        guard !widths.isEmpty else { return c }
-        var layers = 0
-        while weights.contains("down_blocks.0.resnets.\(layers).conv1.weight") { layers += 1 }
-        let n = widths.count
-        c.blockOutChannels = widths
-        c.layersPerBlock = layers
-        c.downBlockTypes = (0..<n).map {
-            weights.contains("down_blocks.\($0).attentions.0.proj_in.weight") ? "CrossAttnDownBlock2D" : "DownBlock2D"
-        }
-        c.upBlockTypes = (0..<n).map {
-            weights.contains("up_blocks.\($0).attentions.0.proj_in.weight") ? "CrossAttnUpBlock2D" : "UpBlock2D"
-        }
+        guard let layout = UNetBlockLayout(weights) else { return c }
+        c.blockOutChannels = layout.widths
+        c.layersPerBlock = layout.layersPerBlock
+        c.downBlockTypes = layout.downHasAttention.map { $0 ? "CrossAttnDownBlock2D" : "DownBlock2D" }
+        c.upBlockTypes = layout.upHasAttention.map { $0 ? "CrossAttnUpBlock2D" : "UpBlock2D" }
         c.midBlockType = weights.contains("mid_block.resnets.0.conv1.weight") ? "UNetMidBlock2DCrossAttn" : nil
         let attention = weights.keys.first { $0.hasSuffix("transformer_blocks.0.attn2.to_k.weight") }
         if let attention, let s = weights.shape(of: attention), s.count == 2 { c.crossAttentionDim = s[1] }

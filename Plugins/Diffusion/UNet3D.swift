@@ -317,19 +317,11 @@ extension UNet3DConditionConfig {
         guard let convIn = weights.shape(of: "conv_in.weight"), convIn.count == 4 else { return c }
         c.inChannels = convIn[1]
         if let out = weights.shape(of: "conv_out.weight") { c.outChannels = out[0] }
-        var widths: [Int] = []
-        while let s = weights.shape(of: "down_blocks.\(widths.count).resnets.0.conv1.weight") { widths.append(s[0]) }
-        guard !widths.isEmpty else { return c }
-        var layers = 0
-        while weights.contains("down_blocks.0.resnets.\(layers).conv1.weight") { layers += 1 }
-        c.blockOutChannels = widths
-        c.layersPerBlock = layers
-        c.downBlockTypes = widths.indices.map {
-            weights.contains("down_blocks.\($0).attentions.0.proj_in.weight") ? "CrossAttnDownBlock3D" : "DownBlock3D"
-        }
-        c.upBlockTypes = widths.indices.map {
-            weights.contains("up_blocks.\($0).attentions.0.proj_in.weight") ? "CrossAttnUpBlock3D" : "UpBlock3D"
-        }
+        guard let layout = UNetBlockLayout(weights) else { return c }
+        c.blockOutChannels = layout.widths
+        c.layersPerBlock = layout.layersPerBlock
+        c.downBlockTypes = layout.downHasAttention.map { $0 ? "CrossAttnDownBlock3D" : "DownBlock3D" }
+        c.upBlockTypes = layout.upHasAttention.map { $0 ? "CrossAttnUpBlock3D" : "UpBlock3D" }
         if let key = weights.keys.first(where: { $0.hasSuffix("attentions.0.transformer_blocks.0.attn2.to_k.weight") && !$0.contains("temp_") }),
            let s = weights.shape(of: key), s.count == 2 {
             c.crossAttentionDim = s[1]
