@@ -78,7 +78,7 @@ let package = Package(
         .target(name: "DiffusionPlugin", dependencies: ["LapseGraph", "LapseSupport", "LapseWeights", "LapseTensor", "CZlib"], path: "Plugins/Diffusion",
                 swiftSettings: optimized),
         .target(name: "MagicTimePlugin", dependencies: ["DiffusionPlugin", "LapseGraph", "LapseWeights"], path: "Plugins/MagicTime"),
-        .target(name: "StreamingT2VPlugin", dependencies: ["DiffusionPlugin", "LapseGraph", "LapseWeights", "LapseTensor"],
+        .target(name: "StreamingT2VPlugin", dependencies: ["DiffusionPlugin", "LapseGraph", "LapseMedia", "LapseWeights", "LapseTensor"],
                 path: "Plugins/StreamingT2V", swiftSettings: optimized),
 
         // MARK: - Example external plugin (built as a shared library, loaded at run time)

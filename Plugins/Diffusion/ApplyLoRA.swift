@@ -86,8 +86,8 @@ extension LoRAMerge {
     public static func apply(_ lora: LoRAFile, to unet: UNetValue, strength: Float) throws -> (UNetValue, Int) {
         // SD LoRA formats name the 2-D UNet's modules (LDM/kohya numbering, 2-D block layout); merging them into a
         // ModelScope 3-D UNet would silently hit the wrong layers.
-        if unet.unet3D != nil {
-            throw LoRAError.missingInput(node: lora.path, reason: "LoRAs for ModelScope's UNet3DConditionModel are not supported: "
+        if unet.unet3D != nil || unet.vid2vid != nil {
+            throw LoRAError.missingInput(node: lora.path, reason: "LoRAs for \(unet.kindDescription) are not supported: "
                                          + "the LoRA formats read here target Stable Diffusion's 2-D UNet; link only `clip`, or use an SD checkpoint")
         }
         var out = unet

@@ -24,8 +24,8 @@ public struct ApplyMotionModule: Node {
 
     /// Motion modules are trained for one base: their widths and count per block must be the UNet's.
     static func checkCompatible(unet: UNetValue, motion: MotionWeights) throws {
-        if unet.unet3D != nil {
-            throw DiffusionNodeError.motionMismatch(reason: "ModelScope's UNet3DConditionModel has its own temporal layers; "
+        if unet.unet3D != nil || unet.vid2vid != nil {
+            throw DiffusionNodeError.motionMismatch(reason: "the \(unet.kindDescription) has its own temporal layers; "
                 + "AnimateDiff motion modules attach only to Stable Diffusion 1.x UNets")
         }
         let u = unet.config, m = motion.config

@@ -11,7 +11,7 @@ public enum DiffusionPlugin: NodePlugin {
 
     /// Every node type of the family; adding a node adds one line here.
     static let nodeTypes: [any Node.Type] = [
-        LoadCLIP.self, TextEncode.self,
+        Text.self, LoadCLIP.self, TextEncode.self,
         LoadCheckpoint.self, LoadMotionModule.self, ApplyMotionModule.self, EmptyLatentVideo.self, Sample.self,
         VAEDecode.self, VAEEncode.self,
         ApplyLoRA.self,

@@ -55,6 +55,10 @@ public struct UNetValue: Sendable {
     /// spatial layers (`UNet3DConditionConfig.spatialConfig`: same tensor names, channels, context width), which is
     /// what `Sample`'s checks read. `nil` for SD UNets.
     public var unet3D: UNet3DConditionConfig?
+    /// Set when `weights` are MS-Vid2Vid-XL's generator (`Vid2VidSDUNet`, modelscope names), StreamingT2V's refiner;
+    /// `config` then describes its spatial layers as for `unet3D`. Such a UNet predicts v on the
+    /// logsnr_cosine_interp schedule: `RefineVideo` samples it, `PredictNoise` evaluates it, `Sample` refuses it.
+    public var vid2vid: Vid2VidUNetConfig?
 
     /// Pairs a configuration with diffusers-named UNet weights.
     public init(config: UNet2DConditionConfig, weights: Weights, motion: MotionWeights? = nil) {
@@ -70,10 +74,24 @@ public struct UNetValue: Sendable {
         self.unet3D = unet3D
     }
 
+    /// MS-Vid2Vid-XL's generator from modelscope-named weights (`input_blocks.1.0.in_layers.2.weight`, …).
+    public init(vid2vid: Vid2VidUNetConfig, weights: Weights) {
+        self.config = vid2vid.unet3D.spatialConfig
+        self.weights = weights
+        self.vid2vid = vid2vid
+    }
+
+    /// The kind of network on the port, for log lines and errors.
+    public var kindDescription: String {
+        if vid2vid != nil { return "MS-Vid2Vid-XL UNet" }
+        if unet3D != nil { return "ModelScope UNet3D" }
+        return motion == nil ? "image UNet per frame" : "video UNet"
+    }
+
     /// The spatial UNet built from `weights` (an SD UNet; a 3-D UNet is built by `makeModel()`).
     public func makeUNet() throws -> UNet2DConditionModel {
-        if unet3D != nil {
-            throw DiffusionError.badConfig(component: "UNet3DConditionModel", field: "_class_name",
+        if unet3D != nil || vid2vid != nil {
+            throw DiffusionError.badConfig(component: vid2vid != nil ? "Vid2VidSDUNet" : "UNet3DConditionModel", field: "_class_name",
                                            reason: "a 3-D UNet is not an image UNet; build it with makeModel()")
         }
         return try UNet2DConditionModel(config: config, weights: weights)
@@ -82,6 +100,7 @@ public struct UNetValue: Sendable {
     /// The runnable denoiser: the 3-D UNet, a video UNet when motion modules are attached, else the image UNet
     /// applied per frame.
     public func makeModel() throws -> VideoDenoiser {
+        if let vid2vid { return .vid2vid(try Vid2VidUNet(config: vid2vid, weights: weights)) }
         if let unet3D { return .unet3D(try UNet3DConditionModel(config: unet3D, weights: weights)) }
         let unet = try makeUNet()
         if let motion { return .video(try UNetMotionModel(unet: unet, motion: try motion.makeAdapter())) }
@@ -96,10 +115,14 @@ public enum VideoDenoiser: Sendable {
     case video(UNetMotionModel)
     /// ModelScope's text-to-video UNet.
     case unet3D(UNet3DConditionModel)
+    /// MS-Vid2Vid-XL's generator (StreamingT2V's refiner).
+    case vid2vid(Vid2VidUNet)
 
     /// Noise prediction for `sample` `[B, C, F, h, w]`, one timestep for all, text `context` `[B, S, D]`.
     public func callAsFunction(_ sample: Tensor, timestep: Float, context: Tensor) throws -> Tensor {
         switch self {
+        case .vid2vid(let model):
+            return try model(sample, timestep: timestep, context: context)
         case .unet3D(let model):
             return try model(sample, timestep: timestep, context: context)
         case .video(let model):

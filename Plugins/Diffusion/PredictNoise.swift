@@ -4,8 +4,8 @@ import LapseTensor
 
 /// `PredictNoise {timestep}` ← `unet`, `positive`, `latent` → `latent`.
 ///
-/// One raw evaluation of the UNet on its port — the SD image UNet per frame, AnimateDiff's video UNet or
-/// ModelScope's UNet3D, as `Sample` would call it — with no guidance, no scheduler input scaling and no step: the
+/// One raw evaluation of the UNet on its port — the SD image UNet per frame, AnimateDiff's video UNet,
+/// ModelScope's UNet3D or MS-Vid2Vid-XL's generator, as `Sample` / `RefineVideo` would call it — with no guidance, no scheduler input scaling and no step: the
 /// output is whatever the model predicts (ε, or v for v-prediction models), `[B, out_channels, F, h, w]`. This is
 /// the node-level parity tool: save the reference's UNet input and `prompt_embeds`, load them with `LoadLatent` /
 /// `LoadConditioning`, and compare this node's `SaveLatent` output with the reference's `unet(...).sample`.
@@ -14,7 +14,7 @@ public struct PredictNoise: Node {
         type: "PredictNoise", category: "video/diffusion/parity",
         summary: "One raw UNet evaluation (ε or v, no guidance, no scheduler) on latents at a timestep",
         inputs: [
-            InputSpec("unet", .unet, doc: "UNet (image, with motion modules, or ModelScope 3-D)"),
+            InputSpec("unet", .unet, doc: "UNet (image, with motion modules, ModelScope 3-D, or MS-Vid2Vid-XL from LoadVid2VidModel)"),
             InputSpec("positive", .conditioning, doc: "embeddings [1 or B, tokens, width] the UNet cross-attends to"),
             InputSpec("latent", .latent, doc: "the UNet's input [B, C, F, h, w], already scaled as the model expects"),
             InputSpec("timestep", .float, min: 0, max: 1000,
@@ -45,8 +45,7 @@ public struct PredictNoise: Node {
         let embeddings = try Sample.batched(positive.embeddings, batch: batch, port: "positive", width: unet.config.crossAttentionDim)
         try context.checkCancellation()
         let model = try unet.makeModel()
-        let kind = unet.unet3D != nil ? "ModelScope UNet3D" : unet.motion == nil ? "image UNet per frame" : "video UNet"
-        context.log("\(kind): one evaluation of \(shape) at timestep \(timestep), conditioning \(embeddings.shape)")
+        context.log("\(unet.kindDescription): one evaluation of \(shape) at timestep \(timestep), conditioning \(embeddings.shape)")
         let prediction = try model(input.tensor, timestep: Float(timestep), context: embeddings)
         context.progress(step: 1, total: 1, unit: "step")
         return NodeOutputs(["latent": .object(LatentValue(tensor: prediction, frameRate: input.frameRate))])

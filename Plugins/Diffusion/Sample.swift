@@ -44,6 +44,10 @@ public struct Sample: Node {
 
     public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
         let unet = try inputs.object("unet", as: UNetValue.self)
+        if unet.vid2vid != nil {
+            // Its v-prediction on the logsnr_cosine_interp schedule fits none of Sample's schedulers.
+            throw NodeError.invalidValue(port: "unet", reason: "the MS-Vid2Vid-XL UNet (LoadVid2VidModel) is sampled by RefineVideo, not Sample")
+        }
         let positive = try inputs.object("positive", as: Conditioning.self)
         let negative = try inputs.object("negative", as: Conditioning.self)
         let input = try inputs.object("latent", as: LatentValue.self)
@@ -86,8 +90,7 @@ public struct Sample: Node {
         }
 
         let model = try unet.makeModel()
-        let kindOfUNet = unet.unet3D != nil ? "text-to-video UNet3D" : unet.motion == nil ? "image UNet per frame" : "video UNet"
-        context.log("\(kindOfUNet): \(batch)×\(frames) frames of "
+        context.log("\(unet.kindDescription): \(batch)×\(frames) frames of "
                     + "\(shape[3] * 8)×\(shape[4] * 8), \(steps - start) \(kind.rawValue) steps (scheduler config \(file.source), "
                     + "\(config.betaSchedule.rawValue) betas), guidance \(guidance), seed \(seed)")
         // The same draws diffusers makes: prepare_latents' randn first, then (ancestral / η > 0) one randn per step.

@@ -98,6 +98,10 @@ public final class SeededRefinerNoise: RefinerNoiseSource {
     /// Noise from `TorchGenerator(seed: seed)`.
     public init(seed: UInt64) { generator = TorchGenerator(seed: seed) }
 
+    /// Noise drawn from `generator` from its current state on, so a caller's earlier draws (RefineVideo's posterior
+    /// noise) and these share one seeded stream without repeating it.
+    public init(generator: TorchGenerator) { self.generator = generator }
+
     public func startNoise(shape: [Int]) throws -> Tensor { generator.randn(shape) }
     public func stepNoise(step: Int, shape: [Int]) throws -> Tensor { generator.randn(shape) }
 }

@@ -1,7 +1,8 @@
 import LapseGraph
 
 /// Registers the StreamingT2V family: what StreamingT2V adds on top of the shared diffusion nodes (DiffusionPlugin) —
-/// the CAM branch and its cross-attention mergers, the appearance preserver (APM), and the autoregressive extension.
+/// the CAM branch and its cross-attention mergers, the appearance preserver (APM), the autoregressive extension, and
+/// the MS-Vid2Vid-XL refiner (stage 3).
 public enum StreamingT2VPlugin: NodePlugin {
     public static let name = "StreamingT2VPlugin"
 

@@ -174,6 +174,17 @@ public enum NodeError: LocalizedError, Sendable {
     }
 }
 
+/// What a node puts on a declared output it cannot fill in this run, e.g. a loader's optional component whose
+/// file was left empty: the graph still validates and runs, and only a node that reads the value fails, with
+/// `reason` (which should say which param to set).
+public struct UnavailableOutput: Sendable {
+    /// Why the value is missing and how to provide it.
+    public let reason: String
+
+    /// An output that fails its readers with `reason`.
+    public init(reason: String) { self.reason = reason }
+}
+
 /// Resolved inputs of one node execution: literals, defaults and upstream outputs by port name.
 public struct NodeInputs: Sendable {
     public private(set) var values: [String: Value]
@@ -214,7 +225,12 @@ public struct NodeInputs: Sendable {
     }
 
     /// A data value of a specific Swift type, e.g. `try inputs.object("model", as: UpscaleModel.self)`.
+    ///
+    /// An `UnavailableOutput` on the port fails here with its reason, so a node never sees it.
     public func object<T>(_ port: String, as type: T.Type) throws -> T {
+        if case .object(let any) = try value(port), let unavailable = any as? UnavailableOutput {
+            throw NodeError.invalidValue(port: port, reason: unavailable.reason)
+        }
         guard case .object(let any) = try value(port), let typed = any as? T else {
             throw NodeError.wrongInputType(port: port, expected: String(describing: T.self), actual: describe(port))
         }

@@ -180,6 +180,25 @@ public enum FrameOps {
         return out
     }
 
+    /// `image` `[C, h, w]` placed at (`x`, `y`) on a zero canvas of `width`×`height` (what lies outside is cut).
+    public static func place(_ image: Tensor, onCanvasWidth width: Int, height: Int, x: Int, y: Int) -> Tensor {
+        let channels = image.shape[0], inH = image.shape[1], inW = image.shape[2]
+        var out = Tensor(zeros: [channels, height, width])
+        let x0 = max(0, x), x1 = min(width, x + inW)
+        guard x0 < x1 else { return out }
+        image.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for c in 0..<channels {
+                    for row in max(0, y)..<min(height, y + inH) {
+                        let input = src.baseAddress! + (c * inH + row - y) * inW + (x0 - x)
+                        (dst.baseAddress! + (c * height + row) * width + x0).update(from: input, count: x1 - x0)
+                    }
+                }
+            }
+        }
+        return out
+    }
+
     /// Pads right and bottom so both sides become multiples of `multipleOf` (what tiled or strided models need).
     public static func pad(_ image: Tensor, multipleOf: Int, mode: PadMode) -> Tensor {
         let channels = image.shape[0], inH = image.shape[1], inW = image.shape[2]
