@@ -102,7 +102,7 @@ let package = Package(
         .executableTarget(name: "lapse-fuzz", dependencies: ["LapseFuzzing"], path: "Tools/fuzz/lapse-fuzz"),
 
         // MARK: - Tests
-        .target(name: "LapseTestSupport", dependencies: ["LapseGraph", "LapseTensor"], path: "Tests/LapseTestSupport"),
+        .target(name: "LapseTestSupport", dependencies: ["LapseGraph", "LapseTensor", "LapseWeights"], path: "Tests/LapseTestSupport"),
         .testTarget(name: "LapseGraphTests", dependencies: ["LapseGraph", "LapseTestSupport"]),
         .testTarget(name: "LapseTensorTests", dependencies: ["LapseTensor", "LapseTestSupport"], resources: [.copy("Fixtures")]),
         // Tensor-engine benchmark (run through Benchmarks/tensor/bench.py, which times PyTorch in the same run).

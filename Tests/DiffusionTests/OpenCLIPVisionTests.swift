@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import LapseTestSupport
 import LapseTensor
 import LapseWeights
 import DiffusionPlugin
@@ -19,13 +20,7 @@ import DiffusionPlugin
         let manifest = try #require(try DiffusionFixtures.json("openclip_vision_manifest.json") as? [String: Any])
         let config = try OpenCLIPVisionConfig.decode(
             json: JSONSerialization.data(withJSONObject: try #require(manifest["config"])))
-        let generator = TorchGenerator(seed: UInt64(try #require(manifest["seed"] as? Int)))
-        var weights = Weights(origin: "openclip-vision-tiny")
-        for row in try #require(manifest["tensors"] as? [[Any]]) {
-            let shape = try #require(row[1] as? [Int])
-            let scale = Float(try #require(row[2] as? Double)), offset = Float(try #require(row[3] as? Double))
-            weights[try #require(row[0] as? String)] = (generator.rand(shape) * 2 - 1) * scale + offset
-        }
+        let weights = try SeededWeights.make(section: manifest, origin: "openclip-vision-tiny")
         return Fixture(config: config, weights: weights, manifest: manifest,
                        io: try CheckpointFile.open(DiffusionFixtures.url("openclip_vision_io.safetensors").path))
     }

@@ -26,13 +26,11 @@ enum MagicTimeTinyModels {
     /// Regenerates seeded rows `[name, shape, scale, offset, single-file name, single-file shape]` under their
     /// single-file names (bit-identical to the script's `torch.rand` draws).
     static func seeded(_ section: [String: Any], into weights: inout Weights) throws {
-        let generator = TorchGenerator(seed: UInt64(try #require(section["seed"] as? Int)))
-        for row in try #require(section["tensors"] as? [[Any]]) {
-            let shape = try #require(row[1] as? [Int])
-            let scale = Float(try #require(row[2] as? Double)), offset = Float(try #require(row[3] as? Double))
-            let values = (generator.rand(shape) * 2 - 1) * scale + offset
-            weights[try #require(row[4] as? String)] = values.reshaped(try #require(row[5] as? [Int]))
+        let seeded = try SeededWeights.make(rows: try #require(section["tensors"] as? [[Any]]),
+                                            seed: try #require(section["seed"] as? Int)) { row in
+            (row[4] as? String).flatMap { name in (row[5] as? [Int]).map { (name, $0) } }
         }
+        for key in seeded.keys { weights[key] = try seeded.tensor(key) }
     }
 
     static func write() throws -> Paths {

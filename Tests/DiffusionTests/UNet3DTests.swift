@@ -18,14 +18,7 @@ enum UNet3DFixtures {
 
     /// Seeded rows `[name, shape, scale, offset, …]` regenerated under their diffusers/transformers names.
     static func seeded(_ section: [String: Any], seed: Int? = nil) throws -> Weights {
-        let generator = TorchGenerator(seed: UInt64(try seed ?? #require(section["seed"] as? Int)))
-        var weights = Weights(origin: "seeded")
-        for row in try #require(section["tensors"] as? [[Any]]) {
-            let shape = try #require(row[1] as? [Int])
-            let scale = Float(try #require(row[2] as? Double)), offset = Float(try #require(row[3] as? Double))
-            weights[try #require(row[0] as? String)] = (generator.rand(shape) * 2 - 1) * scale + offset
-        }
-        return weights
+        try SeededWeights.make(section: section, seed: seed)
     }
 
     static func configJSON(_ name: String) throws -> Data {

@@ -19,15 +19,7 @@ enum Vid2VidFixtures {
 
     /// The module's state dict, in its order, under its names.
     static func weights() throws -> Weights {
-        let m = try manifest()
-        let generator = TorchGenerator(seed: UInt64(try #require(m["seed"] as? Int)))
-        var weights = Weights(origin: "vid2vid-tiny")
-        for row in try #require(m["tensors"] as? [[Any]]) {
-            let shape = try #require(row[1] as? [Int])
-            let scale = Float(try #require(row[2] as? Double)), offset = Float(try #require(row[3] as? Double))
-            weights[try #require(row[0] as? String)] = (generator.rand(shape) * 2 - 1) * scale + offset
-        }
-        return weights
+        try SeededWeights.make(section: try manifest(), origin: "vid2vid-tiny")
     }
 
     static func io(_ name: String) throws -> Tensor {

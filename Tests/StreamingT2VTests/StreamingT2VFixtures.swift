@@ -1,6 +1,7 @@
 import DiffusionPlugin
 import Foundation
 import LapseTensor
+import LapseTestSupport
 import LapseWeights
 import Testing
 
@@ -43,14 +44,7 @@ enum StreamingT2VFixtures {
             if let cached {
                 section = cached
             } else {
-                let entry = try #require(all[name] as? [String: Any])
-                let generator = TorchGenerator(seed: UInt64(try #require(entry["seed"] as? Int)))
-                var w = Weights(origin: name)
-                for row in try #require(entry["tensors"] as? [[Any]]) {
-                    let shape = try #require(row[1] as? [Int])
-                    let scale = Float(try #require(row[2] as? Double)), offset = Float(try #require(row[3] as? Double))
-                    w[try #require(row[0] as? String)] = (generator.rand(shape) * 2 - 1) * scale + offset
-                }
+                let w = try SeededWeights.make(section: try #require(all[name] as? [String: Any]), origin: name)
                 lock.lock()
                 weightCache[name] = w
                 lock.unlock()
