@@ -11,5 +11,6 @@ public enum StreamingT2VPlugin: NodePlugin {
     }
 
     /// Every node type of the family; adding a node adds one line here.
-    static let nodeTypes: [any Node.Type] = [LoadStreamingT2V.self, EncodeAppearance.self, StreamExtend.self]
+    static let nodeTypes: [any Node.Type] = [LoadStreamingT2V.self, EncodeAppearance.self, StreamExtend.self,
+                                                 LoadVid2VidModel.self, RefineVideo.self]
 }

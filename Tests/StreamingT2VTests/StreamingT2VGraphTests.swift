@@ -46,7 +46,8 @@ struct StreamingT2VGraphTests {
 
     @Test func graphsValidateWithTheirDefaults() throws {
         let registry = try Self.registry()
-        for graph in ["streamingt2v-preview.json", "streamingt2v-preview-then-upscale.json"] {
+        for graph in ["streamingt2v-preview.json", "streamingt2v-preview-then-upscale.json", "streamingt2v.json",
+                      "streamingt2v-then-upscale.json"] {
             let data = try Data(contentsOf: Self.repoRoot.appendingPathComponent("graphs/\(graph)"))
             let result = GraphValidator(registry: registry, baseDirectory: Self.repoRoot, checkInputFiles: false)
                 .validate(data: data, name: graph)
@@ -78,6 +79,30 @@ struct StreamingT2VGraphTests {
         let decoded = try Self.decode(output)
         #expect(decoded.count == 32)
         #expect(decoded.first.map { [$0.width, $0.height] } == [32, 32])
+    }
+
+    /// Prompt → stage 1 → StreamExtend → RefineVideo → mp4: `graphs/streamingt2v.json` with every node real, on the
+    /// tiny sets of both models (the refiner's canvas shrunk to what its tiny UNet and 2× VAE take).
+    @Test func fullGraphRunsEndToEnd() throws {
+        let dir = try TestSupport.makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let output = dir.appendingPathComponent("streamingt2v.mp4").path
+        let refiner = try TinyRefiner.files()
+        let sets = try Self.overrides(output: output, length: 24) + [
+            "v2v.unet=\(refiner.unet)", "v2v.text_encoder=\(refiner.textEncoder)", "v2v.vae=\(refiner.vae)",
+            "v2v.config=\(refiner.config)", "refine.width=40", "refine.height=28", "refine.steps=2", "refine.chunk=16",
+            "refine.overlap=8", "prompt.text=a tiny red fox",
+        ]
+        let data = try Data(contentsOf: Self.repoRoot.appendingPathComponent("graphs/streamingt2v.json"))
+        let registry = try Self.registry()
+        let validated = try GraphValidator(registry: registry, baseDirectory: Self.repoRoot)
+            .validate(data: data, name: "streamingt2v.json", overrides: try sets.map { try ParamOverride.parse($0) }).get()
+        let summary = try Executor(registry: registry).run(validated)
+        #expect(Set(summary.executed).isSuperset(of: ["prompt", "stage1", "extend", "v2v", "refine_text", "refine_prompt", "refine", "save"]))
+        let decoded = try Self.decode(output)
+        #expect(decoded.count == 24)
+        // 32² frames fit the 40×28 canvas as 28², and the bars are cropped off again.
+        #expect(decoded.first.map { [$0.width, $0.height] } == [28, 28])
     }
 
     /// `lapse run … --cache-dir D` killed with SIGKILL after its first finished chunk continues from there when run
