@@ -1,14 +1,15 @@
 import LapseGraph
 import LapseMedia
 
-/// `SaveVideo {path, fps, codec, crf, preset, audio_from}` ← `frames`: streaming encode through libav.
+/// `SaveVideo {path, fps, codec, crf, preset, audio_from, pix_fmt, overwrite}` ← `frames`: streaming encode through
+/// libav; the path may be a template with `{stem}` (the input file's name) and `{n}` (the next free number).
 struct SaveVideoNode: Node {
     static let schema = NodeSchema(
         type: "SaveVideo", category: "media/io",
         summary: "Encodes frames: mp4/H.264 (libx264, yuv420p BT.709), webm/VP9, GIF (palettegen/paletteuse), lossless mkv/FFV1.",
         inputs: [
             InputSpec("frames", .frames, doc: "frames to encode (all of one size)"),
-            InputSpec("path", .string, doc: "output file; the extension picks the container"),
+            InputSpec("path", .string, doc: "output file; the extension picks the container. {stem} = the input file's name without extension, {n} = the lowest number whose file does not exist yet (e.g. out/{stem}_x2.mp4)"),
             InputSpec("fps", .float, default: .float(0), min: 0, max: 1000,
                       doc: "frame rate, 0 = the stream's own rate, or 8 when it has none (default 0)"),
             InputSpec("codec", .string, default: .string("auto"), allowed: VideoEncodingOptions.codecs,
@@ -20,13 +21,15 @@ struct SaveVideoNode: Node {
                       doc: "copy the audio stream of this media file into the output; \"source\" = the file the frames were decoded from (kept when it has audio, skipped with a note when it has none); \"\" = no audio (default)"),
             InputSpec("pix_fmt", .string, default: .string("auto"), allowed: ["auto", "yuv420p", "yuv444p"],
                       doc: "chroma layout for h264/vp9: auto (= yuv420p, odd sizes padded by one edge pixel) or yuv444p"),
+            NodeSchema.overwriteInput,
         ],
-        isOutput: true, outputFileParams: ["path"])
+        isOutput: true, outputFileParams: ["path"], checkParameters: NodeSchema.outputPathCheck(["path"]))
 
     func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
-        let path = try inputs.string("path")
-        let fps = try inputs.float("fps")
         let frames = try inputs.frames("frames")
+        let target = try MediaIO.outputTarget(try inputs.string("path"), for: frames, overwrite: try inputs.overwrite())
+        let path = target.path
+        let fps = try inputs.float("fps")
         var audio = try inputs.string("audio_from")
         if audio == "source" {
             // Upstream nodes keep the decoded file in the stream info, so a graph can keep a video's sound without
@@ -43,7 +46,7 @@ struct SaveVideoNode: Node {
         let options = VideoEncodingOptions(codec: try inputs.string("codec"), crf: try inputs.int("crf"),
                                            preset: try inputs.string("preset"), pixelFormat: try inputs.string("pix_fmt"),
                                            fps: fps > 0 ? fps : nil, audioFrom: audio.isEmpty ? nil : audio)
-        let notes = try MediaIO.saveVideo(frames, path: path, options: options,
+        let notes = try MediaIO.saveVideo(frames, path: path, options: options, replacing: target.replacing,
                                           progress: context.frameProgress)
         for note in notes { context.log("\(path): \(note)") }
         context.log("wrote \(path)")

@@ -100,16 +100,18 @@ public enum MediaIO {
     ///
     /// The files are written under temporary names and renamed into place together once the last one is complete,
     /// so a failure or Ctrl-C part way leaves none of them (the temporaries are tracked for the CLI's cleanup).
-    /// The path is checked before any frame is pulled, so a bad path fails before upstream work starts.
+    /// The path is checked before any frame is pulled, so a bad path fails before upstream work starts. With
+    /// `replacing` false an existing file at any of the paths is an error (`OutputPathError.exists`).
     /// - Returns: the paths written.
     @discardableResult
-    public static func saveImages(_ frames: Frames, path: String, bitDepth: Int = 8, progress: FrameProgress? = nil) throws -> [String] {
+    public static func saveImages(_ frames: Frames, path: String, bitDepth: Int = 8, replacing: Bool = true,
+                                  progress: FrameProgress? = nil) throws -> [String] {
         guard bitDepth == 8 || bitDepth == 16 else {
             throw MediaError.invalidArgument("\(TerminalText.quoted(path)): bit_depth must be 8 or 16, got \(bitDepth)")
         }
         try checkImageOutputPath(path)
         let pattern = try SequencePattern(path)
-        try AtomicFile.prepare(pattern?.path(for: 1) ?? path)
+        try AtomicFile.prepare(pattern?.path(for: 1) ?? path, replacing: replacing)
         let source = try frames.makeSource()
         guard let first = try source.next() else { throw MediaError.noFrames(path: path) }
         var pending: Frame? = try source.next()
@@ -122,7 +124,7 @@ public enum MediaIO {
         var number = 1
         while let frame = current {
             let target = pattern?.path(for: number) ?? path
-            try PNGCodec.write(frame, to: target, bitDepth: bitDepth, group: group)
+            try PNGCodec.write(frame, to: target, bitDepth: bitDepth, group: group, replacing: replacing)
             try progress?(number, total)
             number += 1
             current = pending
@@ -150,15 +152,16 @@ public enum MediaIO {
     }
 
     /// Encodes frames into a video file (see `VideoEncodingOptions`), streaming, through a temporary file that is
-    /// renamed into place only when everything succeeded.
+    /// renamed into place only when everything succeeded. With `replacing` false an existing file at `path` is an
+    /// error (`OutputPathError.exists`), before the first frame and again when the file is moved into place.
     /// - Returns: notes worth logging (e.g. padding of odd sizes).
     @discardableResult
     public static func saveVideo(_ frames: Frames, path: String, options: VideoEncodingOptions = VideoEncodingOptions(),
-                                 progress: FrameProgress? = nil) throws -> [String] {
+                                 replacing: Bool = true, progress: FrameProgress? = nil) throws -> [String] {
         var notes: [String] = []
         // Before URL(fileURLWithPath:), which would cut or percent-encode a NUL instead of refusing it.
         try InputFile.checkName(path)
-        try AtomicFile.write(to: URL(fileURLWithPath: path)) { temp in
+        try AtomicFile.write(to: URL(fileURLWithPath: path), replacing: replacing) { temp in
             let encoder = try VideoEncoder(path: path, tempPath: temp.path, options: options, streamRate: frames.info.frameRate)
             let source = try frames.makeSource()
             let total = frames.info.frameCount ?? 0
@@ -175,6 +178,21 @@ public enum MediaIO {
 
 extension Int {
     fileprivate var double: Double { Double(self) }
+}
+
+extension MediaIO {
+    /// The file a saver of `frames` writes for its `path` param, a plain path or an `OutputPathTemplate`: `{stem}`
+    /// is the stem of the file the frames were decoded from (`FrameStreamInfo.sourceStem`), `{n}` the lowest free
+    /// number, judged for an image sequence (`sequence`, a path with `%05d`) by its first file. `overwrite` false, or
+    /// `{n}`, makes the target one that must not be replaced.
+    public static func outputTarget(_ path: String, for frames: Frames, overwrite: Bool, sequence: Bool = false) throws -> OutputTarget {
+        try InputFile.checkName(path)
+        let template = try OutputPathTemplate(path)
+        return try template.target(stem: frames.info.sourceStem, overwrite: overwrite) { candidate in
+            guard sequence, let pattern = try? SequencePattern(candidate) else { return candidate }
+            return pattern.path(for: 1)
+        }
+    }
 }
 
 /// A printf-style frame-number pattern in a path (`%d`, `%05d`), substituted without calling printf.

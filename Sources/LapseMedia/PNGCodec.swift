@@ -28,8 +28,10 @@ public enum PNGCodec {
     }
 
     /// Writes one frame as PNG (8 or 16 bits per sample, the frame's own channel count), atomically; with a `group`,
-    /// the file stays staged in it until the group commits (image sequences).
-    public static func write(_ frame: Frame, to path: String, bitDepth: Int, group: AtomicFileGroup? = nil) throws {
+    /// the file stays staged in it until the group commits (image sequences). With `replacing` false an existing
+    /// file at `path` is an error.
+    public static func write(_ frame: Frame, to path: String, bitDepth: Int, group: AtomicFileGroup? = nil,
+                             replacing: Bool = true) throws {
         guard bitDepth == 8 || bitDepth == 16 else {
             throw MediaError.invalidArgument("\(TerminalText.quoted(path)): PNG bit depth must be 8 or 16, got \(bitDepth)")
         }
@@ -46,6 +48,10 @@ public enum PNGCodec {
             guard status == 0 else { throw MediaError.cannotWrite(path: path, reason: "PNG: " + String(nulTerminated: message)) }
         }
         let url = URL(fileURLWithPath: path)
-        if let group { try group.write(to: url, encode) } else { try AtomicFile.write(to: url, encode) }
+        if let group {
+            try group.write(to: url, replacing: replacing, encode)
+        } else {
+            try AtomicFile.write(to: url, replacing: replacing, encode)
+        }
     }
 }

@@ -185,7 +185,7 @@ public final class JobQueue: Sendable {
     }
 
     /// The files a job wrote: every regular file under its folder, and each output path it named elsewhere in the
-    /// workspace (frame-number patterns expanded) that was modified since the job started.
+    /// workspace (frame-number patterns and `{stem}`/`{n}` templates matched) that was modified since the job started.
     static func outputs(of job: Job, since started: Date, workspace: Workspace) -> [JobOutput] {
         var found: [JobOutput] = []
         var seen = Set<String>()
@@ -206,10 +206,12 @@ public final class JobQueue: Sendable {
         }
         for path in job.outsideOutputs {
             let name = String(path.dropFirst(workspace.root.path.count + 1))
-            if Workspace.isSequencePattern(path) {
+            let template = try? OutputPathTemplate(path)
+            if Workspace.isSequencePattern(path) || template?.isTemplate == true {
                 let folder = (path as NSString).deletingLastPathComponent
                 let pattern = (path as NSString).lastPathComponent
-                let matcher = sequenceMatcher(pattern)
+                // A `{stem}`/`{n}` template names files only known once the saver ran: match its file name.
+                let matcher = template?.isTemplate == true ? template!.matchesFileName : sequenceMatcher(pattern)
                 let entries = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
                 for entry in entries.sorted() where matcher(entry) {
                     let full = folder + "/" + entry

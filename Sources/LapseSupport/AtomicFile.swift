@@ -13,23 +13,26 @@ import Darwin
 /// - only a regular file is ever replaced: a FIFO, a device, a socket or a folder at the path is refused;
 /// - a symbolic link is kept and its target is written (atomically, next to the target), so `out.mp4 → /disk/out.mp4`
 ///   keeps pointing where the user pointed it;
-/// - a missing folder is made (as ComfyUI's and chaiNNer's savers do); a path with a NUL character is refused.
+/// - a missing folder is made (as ComfyUI's and chaiNNer's savers do); a path with a NUL character is refused;
+/// - with `replacing: false` nothing at the path is ever replaced, not even a regular file: the finished file is
+///   linked into place, which fails when the name was taken meanwhile (`OutputPathError.exists`).
 ///
 /// The temporary name keeps the destination's extension, because encoders such as FFmpeg pick the container from it.
 public enum AtomicFile {
     private static let pending = Mutex<Set<String>>([])
 
     /// Calls `body` with a temporary URL next to `destination`; renames it to `destination` when `body` returns,
-    /// removes it when `body` throws (including `CancellationError`).
+    /// removes it when `body` throws (including `CancellationError`). With `replacing` false an existing
+    /// `destination` is an error, checked before `body` runs and again when the file is moved into place.
     @discardableResult
-    public static func write<R>(to destination: URL, _ body: (URL) throws -> R) throws -> R {
-        let target = try prepare(destination.path)
+    public static func write<R>(to destination: URL, replacing: Bool = true, _ body: (URL) throws -> R) throws -> R {
+        let target = try prepare(destination.path, replacing: replacing)
         let temp = temporaryURL(for: target)
         track(temp.path)
         defer { untrack(temp.path) }
         do {
             let result = try body(temp)
-            try commit(temp: temp.path, to: target.path)
+            try commit(temp: temp.path, to: target.path, replacing: replacing)
             return result
         } catch {
             unlink(temp.path)
@@ -38,8 +41,8 @@ public enum AtomicFile {
     }
 
     /// Writes `data` atomically.
-    public static func write(_ data: Data, to destination: URL) throws {
-        try write(to: destination) { temp in
+    public static func write(_ data: Data, to destination: URL, replacing: Bool = true) throws {
+        try write(to: destination, replacing: replacing) { temp in
             do {
                 try data.write(to: temp)
             } catch {
@@ -50,10 +53,12 @@ public enum AtomicFile {
 
     /// Checks `path` as an output and returns the file to replace: the path itself, or a symlink's final target.
     /// Creates the folder when missing. Throws before any work starts, so a run does not compute for nothing.
+    /// With `replacing` false anything at `path` (a file, a link, even a dangling one) is refused.
     @discardableResult
-    public static func prepare(_ path: String) throws -> URL {
+    public static func prepare(_ path: String, replacing: Bool = true) throws -> URL {
         try InputFile.checkName(path)
         guard !path.isEmpty else { throw FileAccessError.write(path: path, reason: "the path is empty") }
+        if !replacing, FileKind(path: path, followLinks: false) != .missing { throw OutputPathError.exists(path: path) }
         let target = try URL(fileURLWithPath: finalTarget(of: path))
         let kind = FileKind(path: target.path)
         guard kind == .missing || kind == .regular else {
@@ -105,11 +110,26 @@ public enum AtomicFile {
     }
 
     /// Moves a finished temporary file over `target`, re-checking the target (it may have changed while we wrote).
-    static func commit(temp: String, to target: String) throws {
+    /// With `replacing` false the file is hard-linked into place, which the kernel refuses atomically when the name
+    /// exists; on a file system without hard links a check right before the rename stands in.
+    static func commit(temp: String, to target: String, replacing: Bool = true) throws {
         guard FileKind(path: temp) == .regular else {
             throw FileAccessError.write(path: target, reason: "nothing was written")
         }
         let kind = FileKind(path: target, followLinks: false)
+        if !replacing {
+            guard kind == .missing else { throw OutputPathError.exists(path: target) }
+            if link(temp, target) == 0 {
+                unlink(temp)
+                return
+            }
+            let code = errno
+            if code == EEXIST { throw OutputPathError.exists(path: target) }
+            guard code == EPERM || code == EOPNOTSUPP || code == EMLINK || code == EXDEV else {
+                throw FileAccessError.rename(from: temp, to: target, reason: String(cString: strerror(code)))
+            }
+            guard FileKind(path: target, followLinks: false) == .missing else { throw OutputPathError.exists(path: target) }
+        }
         guard kind == .missing || kind == .regular else {
             throw FileAccessError.notRegularFile(path: target, kind: kind.description)
         }
@@ -144,16 +164,17 @@ public enum AtomicFile {
 /// place by `commit()` once the last one is written. Until then an interrupted or failed run leaves none of them;
 /// `discard()` (or deinit without commit) removes the temporaries.
 public final class AtomicFileGroup: @unchecked Sendable {
-    private var staged: [(temp: String, target: String)] = []
+    private var staged: [(temp: String, target: String, replacing: Bool)] = []
 
     public init() {}
 
-    /// Calls `body` with a temporary URL for `destination`, keeping the file staged until `commit()`.
-    public func write<R>(to destination: URL, _ body: (URL) throws -> R) throws -> R {
-        let target = try AtomicFile.prepare(destination.path)
+    /// Calls `body` with a temporary URL for `destination`, keeping the file staged until `commit()`; with
+    /// `replacing` false an existing `destination` is an error, now and at `commit()`.
+    public func write<R>(to destination: URL, replacing: Bool = true, _ body: (URL) throws -> R) throws -> R {
+        let target = try AtomicFile.prepare(destination.path, replacing: replacing)
         let temp = AtomicFile.temporaryURL(for: target)
         AtomicFile.track(temp.path)
-        staged.append((temp.path, target.path))
+        staged.append((temp.path, target.path, replacing))
         return try body(temp)
     }
 
@@ -163,16 +184,17 @@ public final class AtomicFileGroup: @unchecked Sendable {
     /// Renames every staged file into place.
     public func commit() throws {
         defer { discard() }
-        while !staged.isEmpty {
-            let (temp, target) = staged.removeFirst()
-            try AtomicFile.commit(temp: temp, to: target)
+        // Removed from `staged` only once in place, so a failed move's temporary is removed by `discard()` too.
+        while let (temp, target, replacing) = staged.first {
+            try AtomicFile.commit(temp: temp, to: target, replacing: replacing)
+            staged.removeFirst()
             AtomicFile.untrack(temp)
         }
     }
 
     /// Removes every staged temporary file.
     public func discard() {
-        for (temp, _) in staged {
+        for (temp, _, _) in staged {
             unlink(temp)
             AtomicFile.untrack(temp)
         }

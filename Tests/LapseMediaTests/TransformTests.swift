@@ -79,9 +79,9 @@ struct TransformTests {
         let registry = NodeRegistry()
         try MediaPlugin.register(into: registry)
         let expected: [String: [String]] = [
-            "LoadImage": ["path"], "SaveImage": ["frames", "path", "bit_depth"],
+            "LoadImage": ["path"], "SaveImage": ["frames", "path", "bit_depth", "overwrite"],
             "LoadVideo": ["path", "start", "max_frames", "every_nth", "fps"],
-            "SaveVideo": ["frames", "path", "fps", "codec", "crf", "preset", "audio_from"],
+            "SaveVideo": ["frames", "path", "fps", "codec", "crf", "preset", "audio_from", "overwrite"],
             "Filter": ["frames", "graph"], "Resize": ["frames", "width", "height", "mode"],
             "Crop": ["frames", "x", "y", "width", "height"], "Pad": ["frames", "multiple_of", "mode"],
             "FrameRange": ["frames", "start", "count", "step"], "ConcatFrames": ["first", "second"],
