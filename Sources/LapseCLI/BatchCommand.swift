@@ -10,7 +10,8 @@ struct BatchCommand: ParsableCommand {
         discussion: """
         MANIFEST is JSON Lines, one item a line: {"id": "clip-007", "set": {"prompt.text": "a rose blooming"}}.
         Item k (from 0) belongs to shard k mod N. Each item's outputs go under OUT/<id>/ (savers' relative paths
-        are placed there) and OUT/<id>/.done is written last; an item already done for the same graph and overrides
+        are placed there; relative input paths are looked for as lapse run looks for them, --models-dir included)
+        and OUT/<id>/.done is written last; an item already done for the same graph and overrides
         is skipped, a half-written one is redone. Workers on one shard never run an item twice (OUT/<id>.lock, with
         a heartbeat; a stale lock is taken over). Without --shard, the shard comes from JOB_COMPLETION_INDEX
         (Kubernetes; with --shards N or LAPSE_SHARD_COUNT) or SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT.
@@ -46,6 +47,7 @@ struct BatchCommand: ParsableCommand {
     @Flag(help: "Also print each node's start, finish or cache hit for every item.")
     var verbose = false
 
+    @OptionGroup var models: ModelsOptions
     @OptionGroup var plugins: PluginOptions
 
     func validate() throws {
@@ -67,14 +69,19 @@ struct BatchCommand: ParsableCommand {
                 return
             }
             let registry = try plugins.registry(env)
-            let graphData = try InputFile.read(resolve(paths[0], env).path)
+            let graphURL = resolve(paths[0], env)
+            let graphData = try InputFile.read(graphURL.path)
+            // Relative input paths: the graph's folder, the current directory, the models folders, as in `lapse run`.
+            let searchPath = InputSearchPath(graphFolder: graphURL.deletingLastPathComponent(),
+                                             currentDirectory: env.currentDirectory, modelsFolders: try models.folders(env))
             let shard = try BatchShard.resolve(option: shard, count: shards, environment: env.environment)
             let staleAfter = env.environment["LAPSE_BATCH_STALE_SECONDS"].flatMap(Double.init) ?? 60
             let console = env.console
             let runner = BatchRunner(graphPath: paths[0], graphData: graphData, items: items, shard: shard,
                                      outputDirectory: out, retries: retries, registry: registry,
                                      cache: ResultCache(directory: cacheDirectory.map { resolve($0, env) }),
-                                     baseDirectory: env.currentDirectory, cancellation: env.cancellation,
+                                     baseDirectory: env.currentDirectory, inputSearchPath: searchPath,
+                                     cancellation: env.cancellation,
                                      staleAfter: staleAfter,
                                      events: verbose ? PlainLogRenderer { console.err($0) } : QuietRenderer(),
                                      log: { console.err(TerminalText.escaped($0) + "\n") })

@@ -28,9 +28,11 @@ struct RunCommand: ParsableCommand {
           lapse run upscale.json --set src.path=clip.mp4 --set up.tile=128
           lapse run upscale.json --cache-dir ~/.cache/lapse      # re-runs only what changed
           lapse run upscale.json --events json | jq .
+          lapse run upscale.json --models-dir ~/models           # model paths also looked up in ~/models
         """)
 
     @OptionGroup var graphOptions: GraphOptions
+    @OptionGroup var models: ModelsOptions
     @OptionGroup var plugins: PluginOptions
 
     @Option(name: .customLong("cache-dir"), help: ArgumentHelp(
@@ -53,7 +55,7 @@ struct RunCommand: ParsableCommand {
     func run() throws {
         let env = self.env
         let registry = try plugins.registry(env)
-        let graph = try graphOptions.validated(registry, env)
+        let graph = try graphOptions.validated(registry, env, modelsFolders: try models.folders(env))
         let console = env.console
         let sink: any RunEventSink
         switch (quiet, events) {
@@ -88,20 +90,23 @@ struct ValidateCommand: ParsableCommand {
         abstract: "Check a graph without running anything; report every problem, one per line.",
         discussion: """
         Checks JSON syntax, node types, ports, links, types, literal values, ranges, cycles, output nodes and that
-        input files exist (relative paths resolve against the current directory). Exit status 0 when valid, 2 when not.
+        input files exist. A relative input path is looked for in the graph file's folder, then the current directory,
+        then each --models-dir and LAPSE_MODELS folder (docs/models.md). Exit status 0 when valid, 2 when not.
 
         Examples:
           lapse validate upscale.json
           lapse validate upscale.json --set up.tile=4096
+          LAPSE_MODELS=~/models:/shared/models lapse validate magictime.json
         """)
 
     @OptionGroup var graphOptions: GraphOptions
+    @OptionGroup var models: ModelsOptions
     @OptionGroup var plugins: PluginOptions
 
     func run() throws {
         let env = self.env
         let registry = try plugins.registry(env)
-        let graph = try graphOptions.validated(registry, env)
+        let graph = try graphOptions.validated(registry, env, modelsFolders: try models.folders(env))
         let running = graph.requiredOrder.count
         env.console.out("\(graphOptions.graph): valid (\(graph.nodes.count) node\(graph.nodes.count == 1 ? "" : "s"), \(running) to run)\n")
     }

@@ -184,6 +184,44 @@ struct PluginOptions: ParsableArguments {
     }
 }
 
+/// `--models-dir`: folders where relative input paths are looked for after the graph's folder and the current
+/// directory (docs/models.md).
+struct ModelsOptions: ParsableArguments {
+    @Option(name: .customLong("models-dir"), help: ArgumentHelp(
+        "A folder where relative model and input paths are looked for after the graph's folder and the current directory; repeatable, searched in order. LAPSE_MODELS adds more (colon-separated). See docs/models.md.",
+        valueName: "dir"))
+    var modelsDirectories: [String] = []
+
+    /// The `--models-dir` folders, then `LAPSE_MODELS`'s, absolute (relative ones against the current directory). A
+    /// `--models-dir` that is not a folder is an error; a `LAPSE_MODELS` entry that is not one is skipped with a
+    /// warning, as a search path set once for every run should not stop one.
+    func folders(_ env: CLIEnvironment) throws -> [URL] {
+        var folders: [URL] = []
+        for given in modelsDirectories {
+            let url = resolve(given, env)
+            guard FileKind(path: url.path) == .directory else {
+                env.console.err("error: --models-dir \(TerminalText.quoted(given)): \(Self.notAFolder(url.path))\n")
+                throw ExitCode(ExitStatus.usage)
+            }
+            folders.append(url)
+        }
+        for given in InputSearchPath.environmentFolders(env.environment) {
+            let url = resolve(given, env)
+            guard FileKind(path: url.path) == .directory else {
+                env.console.err("warning: \(InputSearchPath.environmentVariable) entry \(TerminalText.quoted(given)): \(Self.notAFolder(url.path)); skipped\n")
+                continue
+            }
+            folders.append(url)
+        }
+        return folders
+    }
+
+    private static func notAFolder(_ path: String) -> String {
+        let kind = FileKind(path: path)
+        return kind == .missing ? "no such folder (\(TerminalText.quoted(path)))" : "\(TerminalText.quoted(path)) is \(kind.description), not a folder"
+    }
+}
+
 /// Options naming a graph and its overrides.
 struct GraphOptions: ParsableArguments {
     /// Graph files are small JSON documents; a larger file is a mistake (or an attack), refused before reading.
@@ -197,8 +235,10 @@ struct GraphOptions: ParsableArguments {
         valueName: "id.param=value"))
     var overrides: [String] = []
 
-    /// Parses, applies overrides and validates; prints every diagnostic and exits 2 when invalid.
-    func validated(_ registry: NodeRegistry, _ env: CLIEnvironment, checkInputFiles: Bool = true) throws -> ValidatedGraph {
+    /// Parses, applies overrides and validates; prints every diagnostic and exits 2 when invalid. Relative input
+    /// paths are looked for in the graph file's folder, the current directory, then `modelsFolders`.
+    func validated(_ registry: NodeRegistry, _ env: CLIEnvironment, checkInputFiles: Bool = true,
+                   modelsFolders: [URL] = []) throws -> ValidatedGraph {
         let url = resolve(graph, env)
         let data: Data
         do {
@@ -211,7 +251,9 @@ struct GraphOptions: ParsableArguments {
             env.console.err("error: cannot read the graph file: \(error.localizedDescription)\n")
             throw ExitCode(ExitStatus.invalidGraph)
         }
-        let validator = GraphValidator(registry: registry, baseDirectory: env.currentDirectory, checkInputFiles: checkInputFiles)
+        let searchPath = InputSearchPath(graphFolder: url.deletingLastPathComponent(), currentDirectory: env.currentDirectory,
+                                         modelsFolders: modelsFolders)
+        let validator = GraphValidator(registry: registry, searchPath: searchPath, checkInputFiles: checkInputFiles)
         let problems: [String]
         switch validator.validate(data: data, name: graph, overrideTexts: overrides) {
         case .success(let validated):

@@ -12,13 +12,16 @@ struct ServeCommand: ParsableCommand {
         Endpoints (docs/serve.md, docs/serve.openapi.yaml): POST /jobs, GET /jobs, GET /jobs/ID, DELETE /jobs/ID,
         GET /jobs/ID/events, GET /jobs/ID/outputs/NAME, GET /nodes, POST /validate, and a web page at /.
         Jobs run one at a time by default (--max-jobs runs more at once); the rest wait in a first-in first-out queue.
-        Every file a job reads or writes must resolve inside the workspace (symbolic links followed): relative input
-        paths resolve against it, relative output paths against the job's own folder, WORKSPACE/jobs/ID/.
+        Every file a job reads or writes must resolve inside the workspace or a models folder (symbolic links
+        followed; models folders are read-only): a relative input path is looked for in the workspace, then in each
+        --models-dir and LAPSE_MODELS folder (docs/models.md); relative output paths resolve against the job's own
+        folder, WORKSPACE/jobs/ID/.
         Listening on an address other than localhost requires a token (--token or LAPSE_TOKEN), which every request
         must then send as "Authorization: Bearer TOKEN".
 
         Examples:
           lapse serve --workspace .
+          lapse serve --workspace . --models-dir /shared/models
           LAPSE_TOKEN=$(openssl rand -hex 16) lapse serve --host 0.0.0.0 --port 8188
           curl -s localhost:8188/jobs -d @graphs/upscale-image.json
         """)
@@ -53,6 +56,7 @@ struct ServeCommand: ParsableCommand {
         "Keep node results here across jobs (as lapse run --cache-dir).", valueName: "dir"))
     var cacheDirectory: String?
 
+    @OptionGroup var models: ModelsOptions
     @OptionGroup var plugins: PluginOptions
 
     func validate() throws {
@@ -80,9 +84,10 @@ struct ServeCommand: ParsableCommand {
             throw ExitCode(ExitStatus.usage)
         }
         let registry = try plugins.registry(env)
+        let modelsFolders = try models.folders(env)
         let server: LapseHTTPServer
         do {
-            let space = try Workspace(root: resolve(workspace ?? ".", env))
+            let space = try Workspace(root: resolve(workspace ?? ".", env), readOnlyFolders: modelsFolders)
             let cache = cacheDirectory.map { ResultCache(directory: resolve($0, env)) }
             let queue = JobQueue(registry: registry, workspace: space, maxRunning: maxJobs, nodeConcurrency: jobs,
                                  maxQueued: options.maxQueued, cache: cache)

@@ -300,7 +300,7 @@ final class BatchItemLock: @unchecked Sendable {
 ///
 /// An item with a valid `.done` for the same graph and overrides is skipped. Otherwise the worker takes the item's
 /// lock, empties its folder (a half-written item is redone from scratch), runs the graph with the item's overrides
-/// (relative output paths land in the item's folder; relative input paths still resolve against `baseDirectory`),
+/// (relative output paths land in the item's folder; relative input paths are looked for in `inputSearchPath`),
 /// retries up to `retries` times, and writes `.done` last and atomically. One `ResultCache` serves every item, so a
 /// model loaded for one item is reused by the next.
 public final class BatchRunner {
@@ -313,6 +313,8 @@ public final class BatchRunner {
     public let registry: NodeRegistry
     public let cache: ResultCache
     public let baseDirectory: URL
+    /// Where relative input paths are looked for (by default `baseDirectory` only).
+    public let inputSearchPath: InputSearchPath
     public let cancellation: CancellationToken
     /// Seconds without a heartbeat after which another worker's lock is taken over.
     public let staleAfter: Double
@@ -323,6 +325,7 @@ public final class BatchRunner {
 
     public init(graphPath: String, graphData: Data, items: [BatchItem], shard: BatchShard, outputDirectory: URL,
                 retries: Int, registry: NodeRegistry, cache: ResultCache, baseDirectory: URL,
+                inputSearchPath: InputSearchPath? = nil,
                 cancellation: CancellationToken = CancellationToken(), staleAfter: Double = 60,
                 events: any RunEventSink = QuietRenderer(), log: @escaping @Sendable (String) -> Void) {
         self.graphPath = graphPath
@@ -334,6 +337,7 @@ public final class BatchRunner {
         self.registry = registry
         self.cache = cache
         self.baseDirectory = baseDirectory
+        self.inputSearchPath = inputSearchPath ?? InputSearchPath([.init(baseDirectory, role: .currentDirectory)])
         self.cancellation = cancellation
         self.staleAfter = staleAfter
         self.events = events
@@ -436,24 +440,11 @@ public final class BatchRunner {
     }
 
     /// Validates and runs the graph for one item with the process's folder set to the item's folder, so relative
-    /// output paths land there; relative input paths are made absolute first. Returns the run's cache keys.
+    /// output paths land there; validation gives nodes their input files as absolute paths, found through
+    /// `inputSearchPath` before the folder changes, as in `lapse run`. Returns the run's cache keys.
     private func execute(_ item: BatchItem, document: GraphDocument, in folder: URL) throws -> Set<String> {
-        let (applied, diagnostics) = document.applying(item.overrides)
-        var overridden = applied
-        // Input files named relatively resolve against the batch's base folder, as in `lapse run`.
-        var absolute: [ParamOverride] = []
-        for node in overridden.nodes {
-            guard let type = node.type, let entry = registry.entry(for: type) else { continue }
-            for name in entry.schema.inputFileParams {
-                if case .string(let path)? = node.param(name)?.kind, !path.hasPrefix("/"),
-                   entry.schema.inputs.first(where: { $0.name == name })?.namesFile(path) ?? !path.isEmpty {
-                    absolute.append(ParamOverride(nodeID: node.id, param: name,
-                                                  value: JSONValue(.string(baseDirectory.appendingPathComponent(path).path))))
-                }
-            }
-        }
-        (overridden, _) = overridden.applying(absolute)
-        let validator = GraphValidator(registry: registry, baseDirectory: baseDirectory)
+        let (overridden, diagnostics) = document.applying(item.overrides)
+        let validator = GraphValidator(registry: registry, searchPath: inputSearchPath)
         let graph: ValidatedGraph
         switch validator.validate(overridden, preceding: diagnostics) {
         case .success(let validated): graph = validated

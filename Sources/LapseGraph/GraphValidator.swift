@@ -15,7 +15,7 @@ public struct ResolvedNode: Sendable {
     public let literals: [String: Value]
     /// Linked inputs, sorted by port.
     public let links: [Input]
-    /// Input file identities are hashed into cache keys; these are the literal input paths.
+    /// Input file identities are hashed into cache keys; these are the input paths, absolute.
     public let inputFiles: [String]
 
     public var schema: NodeSchema { entry.schema }
@@ -47,16 +47,30 @@ public struct ValidatedGraph: Sendable {
 /// Checks a graph against the registry before anything runs, collecting every problem at once.
 public struct GraphValidator {
     public let registry: NodeRegistry
-    /// Relative input paths resolve against this directory (the current directory for the CLI).
-    public var baseDirectory: URL
-    /// Checks that files named by `inputFileParams` exist.
+    /// Where relative input paths are looked for. A file found there is given to its node as an absolute path, so
+    /// nodes read what validation checked whatever the process's current directory is.
+    public var searchPath: InputSearchPath
+    /// Checks that files named by `inputFileParams` exist (and looks relative ones up in `searchPath`).
     public var checkInputFiles: Bool
 
+    /// The first folder of `searchPath`; setting it makes it the only folder searched.
+    public var baseDirectory: URL {
+        get { searchPath.folders.first?.url ?? URL(fileURLWithPath: FileManager.default.currentDirectoryPath) }
+        set { searchPath = InputSearchPath([.init(newValue, role: .currentDirectory)]) }
+    }
+
+    /// A validator whose relative input paths resolve against `baseDirectory` only.
     public init(registry: NodeRegistry,
                 baseDirectory: URL = URL(fileURLWithPath: FileManager.default.currentDirectoryPath),
                 checkInputFiles: Bool = true) {
+        self.init(registry: registry, searchPath: InputSearchPath([.init(baseDirectory, role: .currentDirectory)]),
+                  checkInputFiles: checkInputFiles)
+    }
+
+    /// A validator whose relative input paths are looked for in `searchPath`'s folders, in order.
+    public init(registry: NodeRegistry, searchPath: InputSearchPath, checkInputFiles: Bool = true) {
         self.registry = registry
-        self.baseDirectory = baseDirectory
+        self.searchPath = searchPath
         self.checkInputFiles = checkInputFiles
     }
 
@@ -197,22 +211,27 @@ public struct GraphValidator {
             literals[name] = literal
             // An empty path means "none" (optional files such as ApplyMagicAdapter's adapters).
             if checkInputFiles, schema.inputFileParams.contains(name), case .string(let file) = literal, spec.namesFile(file) {
-                let url = file.hasPrefix("/") ? URL(fileURLWithPath: file) : baseDirectory.appendingPathComponent(file)
                 // An image-sequence pattern (`frames/f_%05d.png`) names no single file: its folder must exist, and the
                 // loader reports a sequence with no frames.
-                let checked = GraphValidator.isSequencePattern(file) ? url.deletingLastPathComponent() : url
-                let kind = FileKind(path: checked.path)
+                let found = searchPath.locate(file)
+                let checked = found.map { GraphValidator.isSequencePattern(file) ? ($0 as NSString).deletingLastPathComponent : $0 }
+                let kind = checked.map { FileKind(path: $0) } ?? .missing
                 if (try? InputFile.checkName(file)) == nil {
                     report(path, "the path contains a NUL character", value.location)
                 } else if kind == .missing {
-                    // Loaders read model files users download by hand: say where the list of them is.
+                    // Loaders read model files users download by hand: say where the list of them is; for a relative
+                    // path, say every place it was looked for and where that search is described.
                     let models = schema.category == "loaders" ? "; the model files and where to get them: docs/models.md" : ""
-                    report(path, "input file not found: \"\(file)\"" + (file.hasPrefix("/") ? "" : " (relative paths resolve against \(baseDirectory.path))") + models, value.location)
+                    let places = file.hasPrefix("/") ? models
+                        : " (looked in \(searchPath.places(for: file)))" + (models.isEmpty ? "; where input files are looked for: docs/models.md" : models)
+                    report(path, "input file not found: \"\(file)\"" + places, value.location)
                 } else if kind != .regular && kind != .directory {
                     // Opening a FIFO blocks until a writer comes; devices never end. Folders are diffusers models.
                     report(path, "\"\(file)\" is \(kind.description), not a regular file", value.location)
-                } else {
-                    inputFiles.append(url.standardizedFileURL.path)
+                } else if let found {
+                    inputFiles.append(URL(fileURLWithPath: found).standardizedFileURL.path)
+                    // The node opens what was found here, not the relative path against its process's folder.
+                    literals[name] = .string(found)
                 }
             }
         }

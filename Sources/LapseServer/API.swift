@@ -114,7 +114,7 @@ struct API: Sendable {
 
     /// Validates a submission for a job that would write into `jobFolder`.
     func validated(_ submission: Submission, jobFolder: URL) -> Result<ValidatedGraph, ValidationFailure> {
-        let validator = GraphValidator(registry: registry, baseDirectory: workspace.root, checkInputFiles: true)
+        let validator = GraphValidator(registry: registry, searchPath: workspace.inputSearchPath, checkInputFiles: true)
         let workspace = self.workspace, registry = self.registry
         return validator.validate(json: submission.graph, overrides: submission.overrides, preceding: submission.problems) { document in
             workspace.confine(document, registry: registry, jobFolder: jobFolder)

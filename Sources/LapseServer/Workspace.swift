@@ -4,9 +4,10 @@ import LapseGraph
 /// The folders a server job may touch, and the rule that keeps every file a job reads or writes inside them.
 ///
 /// Paths are resolved the way the kernel will resolve them (symbolic links followed), so neither `..` nor a link
-/// inside the workspace that points elsewhere lets a graph reach other files. Relative input paths resolve against
-/// the workspace, relative output paths against the job's own folder (`jobs/ID/` in the workspace), so two jobs of
-/// the same graph never overwrite each other's outputs.
+/// inside the workspace that points elsewhere lets a graph reach other files. A relative input path is looked for
+/// in the workspace, then in each models folder (`inputSearchPath`, the search `lapse run` does too); relative output
+/// paths resolve against the job's own folder (`jobs/ID/` in the workspace), so two jobs of the same graph never
+/// overwrite each other's outputs.
 public struct Workspace: Sendable {
     /// The workspace folder, symbolic links resolved.
     public let root: URL
@@ -25,6 +26,11 @@ public struct Workspace: Sendable {
             }
             return URL(fileURLWithPath: path)
         }
+    }
+
+    /// Where relative input paths are looked for: the workspace, then the models folders.
+    public var inputSearchPath: InputSearchPath {
+        InputSearchPath([.init(root, role: .workspace)] + readOnlyFolders.map { .init($0, role: .modelsFolder) })
     }
 
     /// The folder a job's relative output paths resolve against.
@@ -60,6 +66,9 @@ public struct Workspace: Sendable {
                     continue
                 }
                 guard !text.isEmpty else { continue }  // an empty path means "none" (optional files)
+                // A relative input found in no folder is left to validation, which refuses the job listing every
+                // place it looked; nothing of it is read.
+                if !isOutput, !text.hasPrefix("/"), inputSearchPath.locate(text) == nil { continue }
                 switch resolve(text, isOutput: isOutput, jobFolder: jobFolder) {
                 case .success(let absolute):
                     let value = JSONValue(.string(absolute), at: location ?? TextPosition(line: 1, column: 1))
@@ -81,11 +90,19 @@ public struct Workspace: Sendable {
         public var message: String
     }
 
-    /// The absolute path a job will use for `text`, or why it may not.
+    /// The absolute path a job will use for `text`, or why it may not. A relative input is the first match of
+    /// `inputSearchPath` (the workspace's when there is none).
     public func resolve(_ text: String, isOutput: Bool, jobFolder: URL) -> Result<String, Refusal> {
         if text.utf8.contains(0) { return .failure(Refusal(message: "the path contains a NUL character")) }
-        let base = isOutput ? jobFolder : root
-        let absolute = text.hasPrefix("/") ? text : base.path + "/" + text
+        let absolute: String
+        if text.hasPrefix("/") {
+            absolute = text
+        } else if isOutput {
+            absolute = jobFolder.path + "/" + text
+        } else {
+            // Joined as text: `..` is resolved below as the kernel will, after symbolic links.
+            absolute = inputSearchPath.locate(text) ?? root.path + "/" + text
+        }
         let allowed = isOutput ? [root] : [root] + readOnlyFolders
         let where_ = isOutput ? "the workspace \(root.path)" :
             (readOnlyFolders.isEmpty ? "the workspace \(root.path)" : "the workspace \(root.path) or the models folders (\(readOnlyFolders.map(\.path).joined(separator: ", ")))")

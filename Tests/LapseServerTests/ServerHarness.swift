@@ -25,15 +25,16 @@ final class TestServer: @unchecked Sendable {
     }
 
     /// Starts a server; `configure` adjusts options (token, body cap, …) before it starts.
-    static func start(registry: NodeRegistry = SyntheticNodes.registry(), workspace: URL? = nil, maxJobs: Int = 1,
-                      configure: (inout ServerOptions) -> Void = { _ in }) async throws -> TestServer {
+    static func start(registry: NodeRegistry = SyntheticNodes.registry(), workspace: URL? = nil, modelsFolders: [URL] = [],
+                      maxJobs: Int = 1, configure: (inout ServerOptions) -> Void = { _ in }) async throws -> TestServer {
         let root = try workspace ?? TestSupport.makeTemporaryDirectory()
         var options = ServerOptions()
         options.port = 0
         options.maxJobs = maxJobs
         options.modelMemoryBytes = nil  // the process-wide model cache is left to the test that measures it
         configure(&options)
-        let queue = JobQueue(registry: registry, workspace: try Workspace(root: root), maxRunning: options.maxJobs,
+        let queue = JobQueue(registry: registry, workspace: try Workspace(root: root, readOnlyFolders: modelsFolders),
+                             maxRunning: options.maxJobs,
                              maxQueued: options.maxQueued)
         let server = try LapseHTTPServer(options: options, queue: queue)
         let shutdown = CancellationToken()
