@@ -185,6 +185,27 @@ public struct AutoencoderKL: Sendable {
         return (concat(means, axis: 0), concat(logVars, axis: 0))
     }
 
+    /// Diffusion latents drawn from the posterior with the caller's `noise` (same shape as `mean`):
+    /// `scaling_factor · (mean + exp(½ · logvar) · noise)`, log-variance clamped to [-30, 20] as LDM's
+    /// `DiagonalGaussianDistribution` clamps it. This is `get_first_stage_encoding(encode(x))` with the
+    /// `torch.randn` inside `posterior.sample()` replaced by `noise`, so a caller draws it from its own seeded
+    /// generator (StreamingT2V's refiner encodes one frame at a time, each frame drawing its own noise).
+    public func sampleLatents(mean: Tensor, logVariance: Tensor, noise: Tensor) throws -> Tensor {
+        guard mean.rank == 4, mean.shape[1] == config.latentChannels, logVariance.shape == mean.shape, noise.shape == mean.shape else {
+            throw DiffusionError.badInput(component: "AutoencoderKL.sampleLatents",
+                                          reason: "mean, log-variance and noise must all be [N, \(config.latentChannels), h, w], got \(mean.shape), \(logVariance.shape), \(noise.shape)")
+        }
+        let std = exp(clamp(logVariance, min: -30, max: 20) * 0.5)
+        return (mean + std * noise) * Float(config.scalingFactor)
+    }
+
+    /// Encodes images `[N, in, H, W]` in [-1, 1] and samples their posterior with `noise` `[N, latent, H/f, W/f]`
+    /// (`sampleLatents`): scaled diffusion latents, as LDM's `get_first_stage_encoding(encode(x))`.
+    public func encodeSampling(_ images: Tensor, noise: Tensor) throws -> Tensor {
+        let posterior = try encode(images)
+        return try sampleLatents(mean: posterior.mean, logVariance: posterior.logVariance, noise: noise)
+    }
+
     /// Images `[N, out, H, W]` (about [-1, 1], not clamped) from unscaled latents `[N, latent, h, w]` — divide
     /// diffusion latents by `scaling_factor` first.
     public func decode(_ latents: Tensor) throws -> Tensor {

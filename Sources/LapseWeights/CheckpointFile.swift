@@ -130,11 +130,26 @@ public final class CheckpointFile: @unchecked Sendable {
     /// True when the checkpoint holds a tensor named `key`.
     public func contains(_ key: String) -> Bool { entries[key] != nil }
 
+    /// How many times `tensor(_:)` has read each key since the file was opened. Lets a caller prove that a loader
+    /// which takes one component out of a whole checkpoint (the VAE of an LDM file) never read the others' data.
+    public var readCounts: [String: Int] {
+        readLock.lock()
+        defer { readLock.unlock() }
+        return reads
+    }
+
+    // Models read their tensors from several threads; the counts are guarded.
+    private let readLock = NSLock()
+    private var reads: [String: Int] = [:]
+
     /// Reads one tensor as float32: zero-copy for aligned contiguous F32, converted otherwise.
     public func tensor(_ key: String) throws -> Tensor {
         guard let entry = entries[key] else {
             throw WeightsError.missingTensor(file: path, name: key, suggestions: closeMatches(for: key, in: keys))
         }
+        readLock.lock()
+        reads[key, default: 0] += 1
+        readLock.unlock()
         switch entry.source {
         case .materialized(let t): return t
         case .mapped(let loc):
