@@ -24,6 +24,15 @@ import StreamingT2VPlugin
 ///         timestep 500, seeded inputs (TorchGenerator 0: latents, 77 text tokens, 16 APM tokens, 8 conditioning
 ///         frames 256² in [-1, 1]); timed interleaved A B A B so machine load hits both alike. Driven by
 ///         Benchmarks/streamingt2v/stage2.sh.
+///     UNetBenchmark vid2vid <generator.safetensors> <io.safetensors>
+///         One StreamingT2V refiner solver evaluation: MS-Vid2Vid-XL's generator (`Vid2VidUNet`, sizes read from the
+///         modelscope-named weights, head width 64) run twice, on `latents` [1, 4, F, h, w] at timestep `t` with the
+///         `positive` and then the `negative` [1, 77, 1024] context (CFG as two passes, as the refiner does).
+///         Driven by Benchmarks/streamingt2v/refiner_step.sh: prints the machine line and "ready", answers each
+///         "run" line on standard input with "time <both> <positive> <negative>" (seconds). An untimed positive
+///         pass first (the weights' first touch) is compared with the io file's `eps` (PyTorch's output).
+///     UNetBenchmark machine
+///         Prints the machine line (CPU, vector extensions, OpenBLAS core in use) and exits.
 let args = CommandLine.arguments
 
 /// Peak resident set size so far (Linux reports `ru_maxrss` in KiB), in GiB.
@@ -213,8 +222,46 @@ func runStreamingT2V() throws {
                100 * (ratios[ratios.count / 2] - 1), ratios[ratios.count / 2], "\(a.shape)", finite ? "all" : "NOT all"))
 }
 
+func runVid2Vid() throws {
+    guard args.count == 4 else { fail("usage: UNetBenchmark vid2vid <generator.safetensors> <io.safetensors>", code: 2) }
+    let machine = restartWithBestOpenBLASCore()
+    say("lapse: \(machine.summary)")
+    let loadStart = Date()
+    let model = try Vid2VidUNet(weights: try Weights.load(args[2]))
+    let io = try Weights.load(args[3])
+    let latents = try io.tensor("latents"), positive = try io.tensor("positive"), negative = try io.tensor("negative")
+    let t = try io.tensor("t").scalars[0]
+    say(String(format: "lapse: load %.2f s, RSS %.2f GiB, latents %@, timestep %.0f", Date().timeIntervalSince(loadStart),
+               currentRSS(), "\(latents.shape)", t))
+    // One untimed positive pass, as PyTorch gets: the first touch of the mapped weights, and the output to compare.
+    let warmStart = Date()
+    let out = try model(latents, timestep: t, context: positive)
+    say(String(format: "lapse: warm-up pass %.1f s", Date().timeIntervalSince(warmStart)))
+    if io.contains("eps") {
+        let a = out.scalars, b = try io.tensor("eps").scalars
+        var maxDiff: Float = 0, maxRef: Float = 0
+        for i in a.indices { maxDiff = max(maxDiff, abs(a[i] - b[i])); maxRef = max(maxRef, abs(b[i])) }
+        say(String(format: "lapse: agreement vs torch (positive pass) max|Δ| %.3e (%.3e of max|out|)", maxDiff, maxDiff / maxRef))
+    }
+    say("ready")
+    while let line = readLine() {
+        guard line == "run" else { continue }
+        let start = Date()
+        _ = try model(latents, timestep: t, context: positive)
+        let middle = Date()
+        _ = try model(latents, timestep: t, context: negative)
+        let end = Date()
+        say(String(format: "time %.4f %.4f %.4f", end.timeIntervalSince(start), middle.timeIntervalSince(start), end.timeIntervalSince(middle)))
+    }
+    say(String(format: "lapse: peak RSS %.2f GiB", peakRSS()))
+}
+
 do {
-    if args.count > 1, args[1] == "streamingt2v" {
+    if args.count > 1, args[1] == "machine" {
+        say("lapse: \(restartWithBestOpenBLASCore().summary)")
+    } else if args.count > 1, args[1] == "vid2vid" {
+        try runVid2Vid()
+    } else if args.count > 1, args[1] == "streamingt2v" {
         try runStreamingT2V()
     } else if args.count > 1, args[1] == "motion" {
         try runMotion()
