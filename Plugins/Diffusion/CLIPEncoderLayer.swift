@@ -28,11 +28,3 @@ struct CLIPEncoderLayer: Sendable {
         return r + fc2(activate(fc1(norm2.layer(r)), activation))
     }
 }
-
-extension LinearLayer {
-    /// A linear layer over tensors already read and checked (e.g. one third of a fused `in_proj_weight`).
-    init(weight: Tensor, bias: Tensor?) {
-        self.weight = weight
-        self.bias = bias
-    }
-}

@@ -13,13 +13,29 @@ import LapseSupport
 /// Loaded from a transformers tokenizer folder, the special tokens (BOS, EOS, unknown, padding) come from its
 /// `special_tokens_map.json` / `tokenizer_config.json`; like transformers, every special token is matched verbatim in
 /// the text, so with ModelScope's and SD2's padding token `!` a literal `!` becomes id 0 rather than `!</w>`.
+///
+/// Built with `init(openCLIPVocabularyFile:)` it follows `open_clip.tokenize` instead (see `TextRules.openCLIP`).
 public struct CLIPTokenizer: Sendable {
-    /// Id of `<|startoftext|>` (BOS).
+    /// Whose text handling `tokenize` and `encode` reproduce.
+    public enum TextRules: Sendable {
+        /// transformers' `CLIPTokenizer` (the tokenizers-backed fast one): specials `<|startoftext|>` /
+        /// `<|endoftext|>` matched verbatim anywhere, NFC, whitespace collapsed, lowercased.
+        case transformers
+        /// open_clip's `SimpleTokenizer` with its default `clean='lower'` (`open_clip.tokenize`, as Stable Diffusion
+        /// 2 and ModelScope's `FrozenOpenCLIPEmbedder` call it): specials `<start_of_text>` / `<end_of_text>`, matched
+        /// only where a new piece starts (they are alternatives of the split pattern); the text is cleaned first by
+        /// ftfy and `html.unescape`, which are reproduced in part (see `OpenCLIPTextCleaning`); padding is id 0.
+        case openCLIP
+    }
+
+    /// Whose text handling this tokenizer reproduces.
+    public let textRules: TextRules
+    /// Id of `<|startoftext|>` (BOS; open_clip's `<start_of_text>`, the same id).
     public let startOfTextID: Int
-    /// Id of `<|endoftext|>` (EOS, also the padding token of SD1.5 pipelines).
+    /// Id of `<|endoftext|>` (EOS, also the padding token of SD1.5 pipelines; open_clip's `<end_of_text>`).
     public let endOfTextID: Int
     /// Id `encode` pads with: EOS for CLIP's own vocabulary, the folder's `pad_token` otherwise (`!`, id 0, for
-    /// ModelScope and SD2).
+    /// ModelScope and SD2), and 0 under open_clip's rules (`torch.zeros` filled up to the ids).
     public let padID: Int
     /// Number of entries in the vocabulary (49408 for CLIP).
     public var vocabularySize: Int { tokens.count }
@@ -41,6 +57,17 @@ public struct CLIPTokenizer: Sendable {
 
     /// Loads the vocabulary from CLIP's `bpe_simple_vocab_16e6.txt.gz` (gzip) or an already decompressed copy.
     public init(vocabularyFile url: URL) throws {
+        try self.init(mergesText: Self.vocabularyText(url), source: url.path)
+    }
+
+    /// The same vocabulary file read as open_clip reads it: `<start_of_text>` / `<end_of_text>` take ids 49406 and
+    /// 49407, prompts are cleaned and split as `open_clip.tokenize` does, and `encode` pads with 0.
+    public init(openCLIPVocabularyFile url: URL) throws {
+        try self.init(mergesText: Self.vocabularyText(url), source: url.path, rules: .openCLIP)
+    }
+
+    /// The text of a `bpe_simple_vocab_16e6.txt(.gz)` file.
+    private static func vocabularyText(_ url: URL) throws -> String {
         let data: [UInt8]
         do {
             data = [UInt8](try Data(contentsOf: url))
@@ -61,7 +88,7 @@ public struct CLIPTokenizer: Sendable {
         guard let string = String(validating: text, as: UTF8.self) else {
             throw DiffusionError.fileUnreadable(path: url.path, reason: "vocabulary is not valid UTF-8")
         }
-        try self.init(mergesText: string, source: url.path)
+        return string
     }
 
     /// Builds the vocabulary from the text of CLIP's merges file (first line a header, then one `a b` merge a line).
@@ -69,6 +96,12 @@ public struct CLIPTokenizer: Sendable {
     /// The vocabulary is built exactly as CLIP does: the 256 byte characters, the same with `</w>`, one entry per
     /// merge (the two halves joined), then `<|startoftext|>` and `<|endoftext|>`.
     public init(mergesText: String, source: String = "<merges text>") throws {
+        try self.init(mergesText: mergesText, source: source, rules: .transformers)
+    }
+
+    /// The vocabulary of a merges text, with the special tokens of `rules` (open_clip names them `<start_of_text>`
+    /// and `<end_of_text>`; the ids are the same).
+    private init(mergesText: String, source: String, rules: TextRules) throws {
         let lines = mergesText.split(separator: "\n", omittingEmptySubsequences: false)
         guard lines.count >= Self.mergeCount + 1 else {
             throw DiffusionError.badVocabulary(path: source,
@@ -87,12 +120,13 @@ public struct CLIPTokenizer: Sendable {
             pairs.append((String(parts[0]), String(parts[1])))
             tokens.append(String(parts[0]) + String(parts[1]))
         }
-        tokens += ["<|startoftext|>", "<|endoftext|>"]
+        let specials = rules == .openCLIP ? SpecialTokens.openCLIP : SpecialTokens()
+        tokens += [specials.bos, specials.eos]
         // Python's dict(zip(vocab, range)) keeps the last id of a repeated string; do the same.
         var ids: [String: Int32] = [:]
         ids.reserveCapacity(tokens.count)
         for (i, t) in tokens.enumerated() { ids[t] = Int32(i) }
-        try self.init(tokens: tokens, ids: ids, pairs: pairs, specials: SpecialTokens(), source: source)
+        try self.init(tokens: tokens, ids: ids, pairs: pairs, specials: specials, source: source, rules: rules)
     }
 
     /// The special-token strings of a tokenizer (transformers' `CLIPTokenizer` defaults unless a folder says otherwise).
@@ -101,10 +135,14 @@ public struct CLIPTokenizer: Sendable {
         var eos = "<|endoftext|>"
         var unk = "<|endoftext|>"
         var pad = "<|endoftext|>"
+
+        /// open_clip's: no unknown or padding token (it pads with id 0, whatever that token is).
+        static let openCLIP = SpecialTokens(bos: "<start_of_text>", eos: "<end_of_text>", unk: "", pad: "")
     }
 
     /// The shared set-up: merge table by id, byte-symbol ids and special tokens, each checked against `ids`.
-    private init(tokens: [String], ids: [String: Int32], pairs: [(String, String)], specials: SpecialTokens, source: String) throws {
+    private init(tokens: [String], ids: [String: Int32], pairs: [(String, String)], specials: SpecialTokens, source: String,
+                 rules: TextRules = .transformers) throws {
         var merges: [UInt64: (rank: Int32, merged: Int32)] = [:]
         merges.reserveCapacity(pairs.count)
         for (rank, (a, b)) in pairs.enumerated() {
@@ -137,9 +175,10 @@ public struct CLIPTokenizer: Sendable {
         self.byteIDs = byteIDs
         self.byteFinalIDs = byteFinalIDs
         self.byteOfCharacter = byteOfCharacter
+        textRules = rules
         startOfTextID = try id(specials.bos, "bos")
         endOfTextID = try id(specials.eos, "eos")
-        padID = try id(specials.pad, "pad")
+        padID = rules == .openCLIP ? 0 : try id(specials.pad, "pad")
         var list: [(text: String, id: Int)] = []
         for (token, role) in [(specials.bos, "bos"), (specials.eos, "eos"), (specials.unk, "unk"), (specials.pad, "pad")]
         where !token.isEmpty && !list.contains(where: { $0.text == token }) {
@@ -227,11 +266,23 @@ public struct CLIPTokenizer: Sendable {
     /// Token ids of `text` without BOS/EOS and without truncation.
     public func tokenize(_ text: String) -> [Int] {
         var ids: [Int] = []
+        if textRules == .openCLIP {
+            // open_clip's pattern has the specials as its first alternatives; its BPE cache returns them whole.
+            let literals = specials.map { (Array($0.text.unicodeScalars), [$0.text]) }
+            for piece in CLIPTokenizer.pieces(of: OpenCLIPTextCleaning.clean(text), literals: literals) {
+                if let special = specials.first(where: { $0.text == piece }) {
+                    ids.append(special.id)
+                } else {
+                    bpe(Array(piece.utf8), into: &ids)
+                }
+            }
+            return ids
+        }
         for segment in splitSpecials(text) {
             switch segment {
             case .special(let id): ids.append(id)
             case .text(let span):
-                for piece in CLIPTokenizer.pieces(of: CLIPTokenizer.normalize(span)) {
+                for piece in CLIPTokenizer.pieces(of: CLIPTokenizer.normalize(span), literals: CLIPTokenizer.byteLevelSpecials) {
                     bpe(Array(piece.utf8), into: &ids)
                 }
             }
@@ -240,7 +291,8 @@ public struct CLIPTokenizer: Sendable {
     }
 
     /// The fixed-length input of a CLIP text encoder: BOS, the ids truncated to `maxLength - 2`, EOS, then padding
-    /// with `padID` (default: the tokenizer's own, EOS as the SD1.5 / AnimateDiff pipelines pad) up to `maxLength`.
+    /// with `padID` (default: the tokenizer's own, EOS as the SD1.5 / AnimateDiff pipelines pad, 0 under open_clip's
+    /// rules) up to `maxLength`. open_clip truncates the same way (it cuts to `maxLength` and puts EOS last).
     public func encode(_ text: String, maxLength: Int = 77, padID: Int? = nil) -> [Int] {
         precondition(maxLength >= 2, "maxLength must leave room for BOS and EOS")
         var ids = [startOfTextID]
@@ -341,9 +393,15 @@ public struct CLIPTokenizer: Sendable {
         }
     }
 
-    /// The pre-tokenizer: CLIP's split pattern (leftmost, first alternative wins), then the ByteLevel GPT-2 split,
-    /// which only changes the special literals (lowercased into existence, e.g. from `<|ENDOFTEXT|>`).
-    static func pieces(of text: String.UnicodeScalarView) -> [String] {
+    /// How transformers' ByteLevel GPT-2 split, after CLIP's pattern, cuts the special literals (lowercased into
+    /// existence, e.g. from `<|ENDOFTEXT|>`): `<|`, the name, `|>`.
+    static let byteLevelSpecials: [([Unicode.Scalar], [String])] = ["startoftext", "endoftext"].map {
+        (Array("<|\($0)|>".unicodeScalars), ["<|", $0, "|>"])
+    }
+
+    /// The pre-tokenizer: CLIP's split pattern (leftmost, first alternative wins), with `literals` (a special
+    /// token's text, and the pieces it yields) tried first where a piece starts.
+    static func pieces(of text: String.UnicodeScalarView, literals: [([Unicode.Scalar], [String])]) -> [String] {
         let s = Array(text)
         var pieces: [String] = []
         var i = 0
@@ -352,15 +410,13 @@ public struct CLIPTokenizer: Sendable {
             v.append(contentsOf: s[a..<b])
             return String(v)
         }
-        func hasLiteral(_ literal: String, at i: Int) -> Bool {
-            let l = Array(literal.unicodeScalars)
-            return i + l.count <= s.count && Array(s[i..<(i + l.count)]) == l
-        }
+        func hasLiteral(_ literal: String, at i: Int) -> Bool { has(Array(literal.unicodeScalars), at: i) }
+        func has(_ l: [Unicode.Scalar], at i: Int) -> Bool { i + l.count <= s.count && s[i..<(i + l.count)].elementsEqual(l) }
         while i < s.count {
             let c = s[i]
-            if c == "<", let name = ["startoftext", "endoftext"].first(where: { hasLiteral("<|\($0)|>", at: i) }) {
-                pieces += ["<|", name, "|>"]
-                i += name.unicodeScalars.count + 4
+            if let (literal, out) = literals.first(where: { $0.0.first == c && has($0.0, at: i) }) {
+                pieces += out
+                i += literal.count
             } else if c == "'", i + 1 < s.count, "stmd".unicodeScalars.contains(s[i + 1]) {
                 pieces.append(piece(i, i + 2))
                 i += 2

@@ -210,7 +210,15 @@ public struct OpenCLIPVisionModel: Sendable {
             throw DiffusionError.weightShape(component: component, key: bad.name, expected: bad.expected, actual: bad.actual)
         }
         self.config = config
-        let read = DiffusionWeightReader(weights, component: "OpenCLIPVisionModel")
+        // nn.MultiheadAttention's fused projection: rows q, k, v, each cut as a view of the fused tensor.
+        var split = weights
+        for i in 0..<config.layers {
+            let a = "visual.transformer.resblocks.\(i).attn."
+            for (fused, suffix) in [("in_proj_weight", "weight"), ("in_proj_bias", "bias")] {
+                split = try split.splittingRows(of: a + fused, into: ["q", "k", "v"].map { a + $0 + "_proj." + suffix })
+            }
+        }
+        let read = DiffusionWeightReader(split, component: "OpenCLIPVisionModel")
         let d = config.width, p = config.patchSize, f = config.mlpWidth, eps: Float = 1e-5
         patchWeight = try read("visual.conv1.weight", [d, 3, p, p]).reshaped([d, 3 * p * p])
         classEmbedding = try read("visual.class_embedding", [d]).reshaped([1, 1, d])
@@ -219,17 +227,11 @@ public struct OpenCLIPVisionModel: Sendable {
         let activation: Activation = config.quickGELU ? .quickGELU : .gelu
         blocks = try (0..<config.layers).map { i in
             let b = "visual.transformer.resblocks.\(i)."
-            // nn.MultiheadAttention's fused projection: rows q, k, v; each third is a view, not a copy.
-            let inWeight = try read(b + "attn.in_proj_weight", [3 * d, d])
-            let inBias = try read(b + "attn.in_proj_bias", [3 * d])
-            func third(_ t: Tensor, _ k: Int, _ shape: [Int]) -> Tensor {
-                Tensor(shape: shape, storage: t.storage, offset: t.offset + k * Tensor.elementCount(shape))
-            }
             return CLIPEncoderLayer(
                 norm1: try NormLayer(read, b + "ln_1.", channels: d, eps: eps),
-                query: LinearLayer(weight: third(inWeight, 0, [d, d]), bias: third(inBias, 0, [d])),
-                key: LinearLayer(weight: third(inWeight, 1, [d, d]), bias: third(inBias, 1, [d])),
-                value: LinearLayer(weight: third(inWeight, 2, [d, d]), bias: third(inBias, 2, [d])),
+                query: try LinearLayer(read, b + "attn.q_proj.", in: d, out: d),
+                key: try LinearLayer(read, b + "attn.k_proj.", in: d, out: d),
+                value: try LinearLayer(read, b + "attn.v_proj.", in: d, out: d),
                 output: try LinearLayer(read, b + "attn.out_proj.", in: d, out: d),
                 norm2: try NormLayer(read, b + "ln_2.", channels: d, eps: eps),
                 fc1: try LinearLayer(read, b + "mlp.c_fc.", in: d, out: f),

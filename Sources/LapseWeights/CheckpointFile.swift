@@ -130,8 +130,9 @@ public final class CheckpointFile: @unchecked Sendable {
     /// True when the checkpoint holds a tensor named `key`.
     public func contains(_ key: String) -> Bool { entries[key] != nil }
 
-    /// How many times `tensor(_:)` has read each key since the file was opened. Lets a caller prove that a loader
-    /// which takes one component out of a whole checkpoint (the VAE of an LDM file) never read the others' data.
+    /// How many times `tensor(_:)` or `tensor(_:rows:)` has read each key since the file was opened. Lets a caller
+    /// prove that a loader which takes one component out of a whole checkpoint (the VAE of an LDM file) never read the
+    /// others' data.
     public var readCounts: [String: Int] {
         readLock.lock()
         defer { readLock.unlock() }
@@ -155,6 +156,32 @@ public final class CheckpointFile: @unchecked Sendable {
         case .mapped(let loc):
             try checkBounds(key, entry.info, loc)
             return read(entry.info, loc)
+        }
+    }
+
+    /// Reads rows `rows` of a tensor's first dimension as float32, touching only those rows' bytes (zero-copy where
+    /// `tensor(_:)` would be): one part of a fused tensor such as the q, k or v third of an `in_proj_weight`, without
+    /// converting the other parts of a float16 file.
+    public func tensor(_ key: String, rows: Range<Int>) throws -> Tensor {
+        guard let entry = entries[key] else {
+            throw WeightsError.missingTensor(file: path, name: key, suggestions: closeMatches(for: key, in: keys))
+        }
+        let shape = entry.info.shape
+        guard let first = shape.first, rows.lowerBound >= 0, rows.upperBound <= first else {
+            throw WeightsError.shapeMismatch(file: path, name: key, expected: [rows.upperBound] + shape.dropFirst(), actual: shape)
+        }
+        readLock.lock()
+        reads[key, default: 0] += 1
+        readLock.unlock()
+        let inner = Array(shape.dropFirst())
+        switch entry.source {
+        case .materialized(let t):
+            return Tensor(shape: [rows.count] + inner, storage: t.storage, offset: t.offset + rows.lowerBound * Tensor.elementCount(inner))
+        case .mapped(var loc):
+            let info = TensorInfo(dtype: entry.info.dtype, shape: [rows.count] + inner)
+            loc.elementOffset += rows.lowerBound * (loc.strides?[0] ?? Tensor.elementCount(inner))
+            try checkBounds(key, info, loc)
+            return read(info, loc)
         }
     }
 

@@ -7,9 +7,31 @@ import LapseTensor
 /// when `tensor(_:)` or `require(_:shape:)` asks for it, so a collection over a large checkpoint costs nothing
 /// until used.
 public struct Weights: Sendable {
-    enum Item: @unchecked Sendable {
+    indirect enum Item: @unchecked Sendable {
         case tensor(Tensor)
         case lazy(CheckpointFile, String)
+        /// Rows `Range` of another entry's first dimension, cut when read (`splittingRows`).
+        case rows(Item, Range<Int>)
+
+        var shape: [Int]? {
+            switch self {
+            case .tensor(let t): t.shape
+            case .lazy(let file, let key): file.shape(of: key)
+            case .rows(let base, let rows): base.shape.map { [rows.count] + $0.dropFirst() }
+            }
+        }
+
+        func read() throws -> Tensor {
+            switch self {
+            case .tensor(let t): return t
+            case .lazy(let file, let key): return try file.tensor(key)
+            case .rows(.lazy(let file, let key), let rows): return try file.tensor(key, rows: rows)
+            case .rows(let base, let rows):
+                let t = try base.read()
+                let inner = Array(t.shape.dropFirst())
+                return Tensor(shape: [rows.count] + inner, storage: t.storage, offset: t.offset + rows.lowerBound * Tensor.elementCount(inner))
+            }
+        }
     }
 
     private var items: [String: Item] = [:]
@@ -55,13 +77,7 @@ public struct Weights: Sendable {
     public func contains(_ name: String) -> Bool { items[name] != nil }
 
     /// Shape of a tensor without reading it.
-    public func shape(of name: String) -> [Int]? {
-        switch items[name] {
-        case .tensor(let t): t.shape
-        case .lazy(let file, let key): file.shape(of: key)
-        case nil: nil
-        }
-    }
+    public func shape(of name: String) -> [Int]? { items[name]?.shape }
 
     /// Gets or sets an in-memory tensor; getting a lazy entry reads it (errors become nil — use `tensor(_:)` to
     /// see them).
@@ -76,11 +92,10 @@ public struct Weights: Sendable {
 
     /// Reads a tensor; a missing name is an error that suggests close names.
     public func tensor(_ name: String) throws -> Tensor {
-        switch items[name] {
-        case .tensor(let t): return t
-        case .lazy(let file, let key): return try file.tensor(key)
-        case nil: throw WeightsError.missingTensor(file: origin, name: name, suggestions: closeMatches(for: name, in: keys))
+        guard let item = items[name] else {
+            throw WeightsError.missingTensor(file: origin, name: name, suggestions: closeMatches(for: name, in: keys))
         }
+        return try item.read()
     }
 
     /// Reads a tensor the model cannot do without, checking its shape when `shape` is given.
@@ -118,6 +133,24 @@ public struct Weights: Sendable {
         var out = self
         for key in other.keys { out.insert(prefix + key, other.items[key]!) }
         out.warnings += other.warnings.filter { !out.warnings.contains($0) }
+        return out
+    }
+
+    /// This collection with `name` replaced by `parts.count` equal slices of its first dimension, in order (a fused
+    /// `in_proj_weight` `[3d, d]` into q, k and v `[d, d]`). Nothing is read: each part is cut when asked for, from
+    /// the file's bytes for its rows only. Throws when `name` is missing or its first dimension does not divide.
+    public func splittingRows(of name: String, into parts: [String]) throws -> Weights {
+        guard let item = items[name], let shape = item.shape else {
+            throw WeightsError.missingTensor(file: origin, name: name, suggestions: closeMatches(for: name, in: keys))
+        }
+        guard !parts.isEmpty, let first = shape.first, first % parts.count == 0 else {
+            let rows = shape.first.map { ($0 + parts.count - 1) / max(parts.count, 1) * parts.count } ?? parts.count
+            throw WeightsError.shapeMismatch(file: origin, name: name, expected: [rows] + shape.dropFirst(), actual: shape)
+        }
+        var out = self
+        out[name] = nil
+        let size = first / parts.count
+        for (i, part) in parts.enumerated() { out.insert(part, .rows(item, (i * size)..<((i + 1) * size))) }
         return out
     }
 
