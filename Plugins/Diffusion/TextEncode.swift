@@ -28,7 +28,8 @@ public struct CLIPTextEncoder: Sendable {
     }
 
     /// `[prompts.count, max_position_embeddings, hidden]`: each prompt tokenized to the model's full length (BOS,
-    /// ids truncated, EOS, EOS padding — as the SD1.5 / AnimateDiff pipelines do) and encoded.
+    /// ids truncated, EOS, then the tokenizer's padding: EOS as the SD1.5 / AnimateDiff pipelines pad, 0 for
+    /// open_clip's tokenizer and folders whose pad token is `!`) and encoded.
     public func encode(_ prompts: [String]) throws -> Tensor {
         let length = model.config.maxPositionEmbeddings
         return try model(prompts.map { tokenizer.encode($0, maxLength: length) })
@@ -119,7 +120,7 @@ public struct LoadCLIP: Node {
 public struct TextEncode: Node {
     public static let schema = NodeSchema(
         type: "TextEncode", category: "conditioning",
-        summary: "Encodes a prompt with CLIP (77 tokens, EOS padding) into the conditioning a UNet cross-attends to",
+        summary: "Encodes a prompt with CLIP or OpenCLIP (77 tokens, padded as the text encoder's tokenizer pads) into the conditioning a UNet cross-attends to",
         inputs: [
             InputSpec("clip", .clip, doc: "text encoder from LoadCLIP"),
             InputSpec("text", .string, default: .string(""), doc: "the prompt; empty gives the unconditional embedding"),
