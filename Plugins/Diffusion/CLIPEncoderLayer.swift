@@ -28,3 +28,25 @@ struct CLIPEncoderLayer: Sendable {
         return r + fc2(activate(fc1(norm2.layer(r)), activation))
     }
 }
+
+extension CLIPEncoderLayer {
+    /// The tensors of one open_clip `ResidualAttentionBlock` (fused `in_proj`, `c_fc`/`c_proj` MLP) named under
+    /// `prefix` (`transformer.resblocks.N.`, `visual.transformer.resblocks.N.`), `width` wide with an `mlp`-wide
+    /// hidden layer: what the text and vision towers' key mappings check a file against.
+    static func openCLIPBlockShapes(prefix b: String, width d: Int, mlp f: Int) -> [String: [Int]] {
+        var shapes: [String: [Int]] = [:]
+        for norm in ["ln_1", "ln_2"] {
+            shapes[b + norm + ".weight"] = [d]
+            shapes[b + norm + ".bias"] = [d]
+        }
+        shapes[b + "attn.in_proj_weight"] = [3 * d, d]
+        shapes[b + "attn.in_proj_bias"] = [3 * d]
+        shapes[b + "attn.out_proj.weight"] = [d, d]
+        shapes[b + "attn.out_proj.bias"] = [d]
+        shapes[b + "mlp.c_fc.weight"] = [f, d]
+        shapes[b + "mlp.c_fc.bias"] = [f]
+        shapes[b + "mlp.c_proj.weight"] = [d, f]
+        shapes[b + "mlp.c_proj.bias"] = [d]
+        return shapes
+    }
+}

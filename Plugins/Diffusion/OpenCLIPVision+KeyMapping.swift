@@ -49,18 +49,7 @@ extension OpenCLIPVisionModel {
         ]
         for i in 0..<config.layers {
             let b = "visual.transformer.resblocks.\(i)."
-            for norm in ["ln_1", "ln_2"] {
-                shapes[b + norm + ".weight"] = [d]
-                shapes[b + norm + ".bias"] = [d]
-            }
-            shapes[b + "attn.in_proj_weight"] = [3 * d, d]
-            shapes[b + "attn.in_proj_bias"] = [3 * d]
-            shapes[b + "attn.out_proj.weight"] = [d, d]
-            shapes[b + "attn.out_proj.bias"] = [d]
-            shapes[b + "mlp.c_fc.weight"] = [f, d]
-            shapes[b + "mlp.c_fc.bias"] = [f]
-            shapes[b + "mlp.c_proj.weight"] = [d, f]
-            shapes[b + "mlp.c_proj.bias"] = [d]
+            shapes.merge(CLIPEncoderLayer.openCLIPBlockShapes(prefix: b, width: d, mlp: f)) { _, block in block }
         }
         return shapes
     }

@@ -52,7 +52,7 @@ public struct VAEEncode: Node {
     }
 
     /// `[3, H, W]`: gray repeated, alpha dropped.
-    static func rgb(_ image: Tensor) -> Tensor {
+    public static func rgb(_ image: Tensor) -> Tensor {
         switch image.shape[0] {
         case 3: return image
         case 4: return slice(image, axis: 0, start: 0, end: 3)

@@ -99,7 +99,7 @@ public struct RefineVideo: Node {
                 geometry = g
                 context.log("\(g.sourceWidth)×\(g.sourceHeight) → \(g.contentWidth)×\(g.contentHeight) (bicubic) on a \(width)×\(height) canvas at (\(g.left), \(g.top))")
             }
-            let pixels = g.canvas(Self.rgb(frame.image)) * 2 - 1
+            let pixels = g.canvas(VAEEncode.rgb(frame.image)) * 2 - 1
             let noise = generator.randn([1, vae.config.latentChannels, height / factor, width / factor])
             latents.append(try autoencoder.encodeSampling(pixels.reshaped([1, 3, height, width]), noise: noise))
             context.progress(step: latents.count, total: expected ?? 0, unit: "frame encoded")
@@ -162,17 +162,6 @@ public struct RefineVideo: Node {
             throw NodeError.invalidValue(port: port, reason: "embeddings \(e.shape) are not one prompt [1, tokens, \(width)] (encode it with LoadVid2VidModel's clip)")
         }
         return e
-    }
-
-    /// `[3, H, W]`: gray repeated, alpha dropped.
-    static func rgb(_ image: Tensor) -> Tensor {
-        switch image.shape[0] {
-        case 3: return image
-        case 4: return slice(image, axis: 0, start: 0, end: 3)
-        default:
-            let gray = slice(image, axis: 0, start: 0, end: 1)
-            return concat([gray, gray, gray], axis: 0)
-        }
     }
 
     /// Where a source frame lands on the canvas: the original's `resize_to_fit` then `pad_to_fit`.
