@@ -31,6 +31,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         // `lapse serve` (Sources/LapseServer) only; HummingbirdTesting is not used (it would add BoringSSL to the build).
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        // WebSocket events (`GET /jobs/{id}/events`); its client (tests only) adds swift-nio-ssl's BoringSSL to test builds.
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket", exact: "2.8.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
@@ -61,6 +63,7 @@ let package = Package(
                 swiftSettings: optimized),
         // The HTTP job server behind `lapse serve`: jobs, queue, workspace confinement; knows no model.
         .target(name: "LapseServer", dependencies: ["LapseGraph", .product(name: "Hummingbird", package: "hummingbird"),
+                                                   .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                                                    .product(name: "Logging", package: "swift-log")]),
         .target(name: "LapseCLI", dependencies: [
             "LapseGraph",
@@ -119,7 +122,8 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "FuzzSmokeTests", dependencies: ["LapseFuzzing"]),
         .testTarget(name: "LapseServerTests", dependencies: ["LapseServer", "LapseCLI", "LapseGraph", "LapseTestSupport",
-                                                            "MediaPlugin", "APISRPlugin"]),
+                                                            "MediaPlugin", "APISRPlugin",
+                                                            .product(name: "HummingbirdWSClient", package: "hummingbird-websocket")]),
         .testTarget(name: "LapseCLITests", dependencies: ["LapseCLI", "LapseGraph", "LapseTestSupport", "lapse"]),
     ]
 )

@@ -242,16 +242,24 @@ struct API: Sendable {
     // MARK: - Events
 
     /// The `lapse run --events json` stream: Server-Sent Events (one `data:` line per event, then an `end` event with
-    /// the final state), or with `?format=jsonl` the bare JSON lines. Past events are replayed first.
+    /// the final state), or with `?format=jsonl` the bare JSON lines. Past events are replayed first. The WebSocket
+    /// form is served by `EventSocket` before routing; a WebSocket upgrade that reaches this handler was not made,
+    /// and is answered with the reason rather than with a stream the client did not ask for.
     func events(_ id: String, _ request: Request) throws -> Response {
         let job = try job(id)
+        if EventSocket.asksForWebSocket(request) {
+            throw EventSocket.problem(with: request)
+                ?? APIError(.badRequest, "the WebSocket upgrade was not made: send it as the first request of a new connection",
+                            headers: [.connection: "close"])
+        }
         let lines = request.uri.queryParameters.get("format") == "jsonl"
-        let (past, future) = job.subscribe()
+        let (past, future, stop) = job.subscribe()
         let headers: HTTPFields = [
             .contentType: lines ? "application/x-ndjson" : "text/event-stream",
             .cacheControl: "no-store",
         ]
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            defer { stop() }
             func frame(_ line: String) -> ByteBuffer { ByteBuffer(string: lines ? line + "\n" : "data: \(line)\n\n") }
             // A client that goes away makes a write throw; the job itself never waits on a client.
             try await writer.write(contentsOf: past.map(frame))

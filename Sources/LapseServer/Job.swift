@@ -96,25 +96,35 @@ public final class Job: Sendable {
         }
     }
 
-    /// The events so far and a stream of the ones to come (which ends when the job does), taken atomically so
-    /// none is missed or repeated. Dropping the stream unsubscribes.
-    func subscribe() -> (past: [String], future: AsyncStream<String>) {
+    /// The events so far, a stream of the ones to come (which ends when the job does), taken atomically so none is
+    /// missed or repeated, and `stop`, which unsubscribes. Ending the iteration of `future` (its task cancelled)
+    /// unsubscribes too; `stop` covers a client that went away before `future` was iterated at all (while the past
+    /// events were being written), whose subscription would otherwise last until the job ends.
+    func subscribe() -> (past: [String], future: AsyncStream<String>, stop: @Sendable () -> Void) {
         let (stream, continuation) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(Job.subscriberBuffer))
-        let past = state.withLock { state -> [String] in
+        let (past, key) = state.withLock { state -> ([String], UInt64?) in
             if state.state.isFinished {
                 continuation.finish()
-            } else {
-                let key = state.nextSubscriber
-                state.nextSubscriber += 1
-                state.subscribers[key] = continuation
-                continuation.onTermination = { [weak self] _ in
-                    _ = self?.state.withLock { $0.subscribers.removeValue(forKey: key) }
-                }
+                return (state.events, nil)
             }
-            return state.events
+            let key = state.nextSubscriber
+            state.nextSubscriber += 1
+            state.subscribers[key] = continuation
+            continuation.onTermination = { [weak self] _ in
+                _ = self?.state.withLock { $0.subscribers.removeValue(forKey: key) }
+            }
+            return (state.events, key)
         }
-        return (past, stream)
+        let stop: @Sendable () -> Void = { [weak self] in
+            guard let key else { return }
+            // Finished outside the lock: finishing runs onTermination, which takes the lock.
+            self?.state.withLock { $0.subscribers.removeValue(forKey: key) }?.finish()
+        }
+        return (past, stream, stop)
     }
+
+    /// Event streams (Server-Sent Events or WebSocket) connected to the job now.
+    public var eventSubscribers: Int { state.withLock { $0.subscribers.count } }
 
     /// Moves the job to a finished state and ends every event stream.
     func finish(_ final: JobState, error: (nodeID: String?, message: String)?, outputs: [JobOutput]) {

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import LapseGraph
 
@@ -78,6 +79,7 @@ public struct LapseHTTPServer: Sendable {
         if let bytes = options.modelMemoryBytes { ModelCache.shared.setBudget(bytes) }
         let app = Application(
             router: makeRouter(),
+            server: HTTPServerBuilder { responder in LapseServerChannel(responder: responder, webSocketJob: eventSocketJob) },
             configuration: ApplicationConfiguration(address: .hostname(options.host, port: options.port), serverName: "lapse"),
             onServerRunning: { [options] channel in onListening(channel.localAddress?.port ?? options.port) },
             logger: Self.quietLogger())
@@ -101,6 +103,17 @@ public struct LapseHTTPServer: Sendable {
         var logger = Logger(label: "lapse.serve")
         logger.logLevel = .warning
         return logger
+    }
+
+    /// The job a WebSocket upgrade request may stream the events of: `GET /jobs/{id}/events` of a known job, passing
+    /// the token check every route passes and `EventSocket.problem`'s checks. Anything else (nil) is left to the
+    /// router, which answers it as it answers any request: 401, 404, or the upgrade's problem (`API.events`).
+    func eventSocketJob(_ request: Request) -> Job? {
+        guard request.method == .get, let id = EventSocket.jobID(inEventsPath: request.uri.path),
+              EventSocket.asksForWebSocket(request),
+              TokenMiddleware<BasicRequestContext>.refusal(of: request, token: options.token) == nil,
+              EventSocket.problem(with: request) == nil else { return nil }
+        return queue.job(id)
     }
 
     /// The routes, behind JSON errors and the token check.
@@ -153,7 +166,14 @@ struct TokenMiddleware<Context: RequestContext>: RouterMiddleware {
     let token: String?
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let token else { return try await next(request, context) }
+        if let refusal = TokenMiddleware.refusal(of: request, token: token) { throw refusal }
+        return try await next(request, context)
+    }
+
+    /// Why `request` may not be served by a server whose token is `token` (nil: it may). Also decides WebSocket
+    /// upgrades, which are made before routing, so both follow one rule.
+    static func refusal(of request: Request, token: String?) -> APIError? {
+        guard let token else { return nil }
         var offered: String?
         if let header = request.headers[.authorization] {
             let parts = header.split(separator: " ", maxSplits: 1)
@@ -161,13 +181,13 @@ struct TokenMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         if offered == nil, let query = request.uri.queryParameters.get("token") { offered = query }
         guard let offered else {
-            throw APIError(.unauthorized, "a token is required: send the header \"Authorization: Bearer TOKEN\"",
-                           headers: [.wwwAuthenticate: "Bearer realm=\"lapse\""])
+            return APIError(.unauthorized, "a token is required: send the header \"Authorization: Bearer TOKEN\"",
+                            headers: [.wwwAuthenticate: "Bearer realm=\"lapse\""])
         }
         guard TokenMiddleware.constantTimeEqual(offered, token) else {
-            throw APIError(.unauthorized, "the token is wrong", headers: [.wwwAuthenticate: "Bearer realm=\"lapse\", error=\"invalid_token\""])
+            return APIError(.unauthorized, "the token is wrong", headers: [.wwwAuthenticate: "Bearer realm=\"lapse\", error=\"invalid_token\""])
         }
-        return try await next(request, context)
+        return nil
     }
 
     /// Compares every byte whatever the first difference, so the time taken says nothing about the token.
