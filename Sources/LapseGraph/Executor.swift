@@ -58,6 +58,8 @@ public struct RunSummary: Sendable {
     public var outputs: [String: NodeOutputs]
     /// Cache key of every required node.
     public var keys: [String: String]
+    /// Each node's own time and peak memory, and the run's (also handed to `RunEventSink.runFinished`).
+    public var report: RunReport
 }
 
 /// Runs a validated graph: only what output nodes need, in dependency order, independent branches concurrently.
@@ -71,6 +73,7 @@ public struct Executor: Sendable {
     }
 
     /// Runs the graph. Throws `NodeExecutionError` for the first node that failed, or `CancellationError`.
+    /// Either way the events sink's `runFinished` gets the run's report last.
     public func run(_ graph: ValidatedGraph) throws -> RunSummary {
         let order = graph.requiredOrder
         let required = Set(order)
@@ -85,13 +88,15 @@ public struct Executor: Sendable {
             remaining[id] = upstream.count
             for u in upstream { dependents[u, default: []].append(id) }
         }
+        let ledger = RunLedger(graph: graph, order: order, dependents: dependents, events: options.events)
         let scheduler = Scheduler(graph: graph, keys: keys, remaining: remaining, dependents: dependents,
-                                  order: order, executor: self)
+                                  order: order, executor: self, ledger: ledger)
         return try scheduler.run()
     }
 
     /// Runs one node (or takes its result from the cache). Called on a worker thread.
-    fileprivate func execute(_ node: ResolvedNode, key: String, upstream: [String: NodeOutputs]) throws -> (NodeOutputs, Bool) {
+    fileprivate func execute(_ node: ResolvedNode, key: String, upstream: [String: NodeOutputs],
+                             ledger: RunLedger) throws -> (NodeOutputs, Bool) {
         let events = options.events
         let token = options.cancellation
         if token.isCancelled { throw CancellationError() }
@@ -99,8 +104,7 @@ public struct Executor: Sendable {
         if !node.schema.isOutput, let cache = options.cache {
             switch cache.lookup(key, registry: registry) {
             case .hit(let outputs):
-                events.handle(.nodeFinished(nodeID: node.id, type: node.type, seconds: 0, cached: true))
-                return (outputs, true)
+                return (outputs, true)  // the ledger reports it cached
             case .corrupt(let path, let reason):
                 events.handle(.log(nodeID: node.id, message: "warning: ignored the cache entry \(TerminalText.quoted(path)): \(reason); recomputing"))
             case .miss:
@@ -113,12 +117,16 @@ public struct Executor: Sendable {
                 throw NodeExecutionError(nodeID: node.id, nodeType: node.type,
                                          underlying: NodeError.failed("upstream node \"\(link.nodeID)\" produced no output \"\(link.output)\""))
             }
-            values[link.port] = value
+            // Metered per link: time this node spends pulling an upstream stream is the producer's.
+            values[link.port] = ledger.handOver(value, from: link.nodeID, to: node.id)
         }
+        ledger.started(node.id)
         events.handle(.nodeStarted(nodeID: node.id, type: node.type))
         let context = RunContext(nodeID: node.id, nodeType: node.type, token: token, events: events,
-                                 workDirectory: options.cache?.workDirectory(for: key))
-        let started = Date()
+                                 workDirectory: options.cache?.workDirectory(for: key), meter: ledger.meter(node.id))
+        let started = MonotonicClock.nanoseconds()
+        // Its `run` and the cache entry it writes, whichever way this returns.
+        defer { ledger.ran(node.id, nanoseconds: MonotonicClock.nanoseconds() - started) }
         var outputs: NodeOutputs
         do {
             outputs = try node.entry.nodeType.init().run(NodeInputs(values), context: context)
@@ -147,7 +155,7 @@ public struct Executor: Sendable {
                 events.handle(.log(nodeID: node.id, message: "could not write the cache entry: \(error.localizedDescription)"))
             }
         }
-        events.handle(.nodeFinished(nodeID: node.id, type: node.type, seconds: Date().timeIntervalSince(started), cached: false))
+        // `nodeFinished` comes from the ledger: at once, or for a stream once every node that may pull it is done.
         return (outputs, false)
     }
 }
@@ -159,8 +167,10 @@ struct RunContext: NodeContext {
     let token: CancellationToken
     let events: any RunEventSink
     let workDirectory: URL?
+    let meter: NodeMeter
 
     func progress(step: Int, total: Int, unit: String) {
+        if unit == "frame" { meter.reportsFrames.store(true, ordering: .relaxed) }
         events.handle(.progress(nodeID: nodeID, type: nodeType, step: step, total: total, unit: unit))
     }
 
@@ -230,6 +240,7 @@ private final class Scheduler: @unchecked Sendable {
     private let dependents: [String: [String]]
     private let total: Int
     private let executor: Executor
+    private let ledger: RunLedger
     private let state: Mutex<State>
     private let done = DispatchSemaphore(value: 0)
     /// Stack of a node's thread: room for `GraphValidator.maximumStreamDepth` chained stream stages (a 4,096-stage
@@ -237,8 +248,9 @@ private final class Scheduler: @unchecked Sendable {
     static let nodeStackSize = 128 << 20
 
     init(graph: ValidatedGraph, keys: [String: String], remaining: [String: Int], dependents: [String: [String]],
-         order: [String], executor: Executor) {
+         order: [String], executor: Executor, ledger: RunLedger) {
         self.graph = graph
+        self.ledger = ledger
         self.keys = keys
         self.dependents = dependents
         self.total = order.count
@@ -249,12 +261,15 @@ private final class Scheduler: @unchecked Sendable {
     }
 
     func run() throws -> RunSummary {
-        guard total > 0 else { return RunSummary(executed: [], cached: [], outputs: [:], keys: keys) }
-        pump()
-        done.wait()
+        if total > 0 {
+            pump()
+            done.wait()
+        }
         let final = state.withLock { $0 }
+        let report = ledger.finish(failure: final.failure)
+        executor.options.events.runFinished(report)
         if let failure = final.failure { throw failure }
-        return RunSummary(executed: final.executed, cached: final.cached, outputs: final.results, keys: keys)
+        return RunSummary(executed: final.executed, cached: final.cached, outputs: final.results, keys: keys, report: report)
     }
 
     /// Starts ready nodes while there is room.
@@ -290,11 +305,16 @@ private final class Scheduler: @unchecked Sendable {
 
     private func runNode(_ id: String, upstream: [String: NodeOutputs]) {
         let node = graph.nodes[id]!
-        complete(id, Result { try executor.execute(node, key: keys[id]!, upstream: upstream) })
+        complete(id, Result { try executor.execute(node, key: keys[id]!, upstream: upstream, ledger: ledger) })
     }
 
     /// Records a node's result, then starts what became ready (or signals the end of the run).
     private func complete(_ id: String, _ result: Result<(NodeOutputs, Bool), any Error>) {
+        // Before the dependents start, so a node's `nodeFinished` precedes their `nodeStarted`.
+        switch result {
+        case .success(let (outputs, wasCached)): ledger.returned(id, outputs: outputs, cached: wasCached)
+        case .failure(let error): ledger.failed(id, error: error)
+        }
         let finishedAll = state.withLock { state -> Bool in
             state.running -= 1
             switch result {
