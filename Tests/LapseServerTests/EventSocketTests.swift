@@ -143,8 +143,9 @@ struct EventSocketTests {
     func droppedSocket() async throws {
         let server = try await TestServer.start()
         defer { Task { await server.stop() } }
-        // At least 5 s of 1 ms steps: long enough that every drop below happens while it runs.
-        let id = try await server.submit(writeGraph(steps: 5000))
+        // At least 15 s of 1 ms steps: long enough that, even on a loaded machine, the drops below happen while it
+        // runs (5 s was not, under a full parallel test run on 2 cores).
+        let id = try await server.submit(writeGraph(steps: 15000))
         let job = try #require(server.queue.job(id))
         // A clean close after three messages.
         let seen = LockedBox<Int?>(nil)
