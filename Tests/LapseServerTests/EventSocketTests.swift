@@ -160,16 +160,20 @@ struct EventSocketTests {
         #expect(seen.withLock { $0 } == 1)  // subscribed while connected
         #expect(closed?.closeCode == .normalClosure)
         try await EventSocketTests.waitForNoSubscribers(job)
-        #expect(try await server.request("GET", "/jobs/\(id)").json?["state"]?.stringValue == "running")
+        // On a loaded machine (the whole suite in parallel on 2 cores) the job may already have finished; what a
+        // drop must never do is fail or cancel it.
+        let stillOK = { (state: String?) in state == "running" || state == "done" }
+        #expect(stillOK(try await server.request("GET", "/jobs/\(id)").json?["state"]?.stringValue))
 
         // A connection cut without a close frame.
         let cut = try await RawUpgrade.send(port: server.port, path: "/jobs/\(id)/events")
         #expect(cut.response.status == 101)
         _ = try await HTTPTestClient.blocking { try RawUpgrade.readFrames(cut.fd, initial: cut.leftover, atMost: 2) }
-        #expect(job.eventSubscribers == 1)
+        let running = try await server.request("GET", "/jobs/\(id)").json?["state"]?.stringValue == "running"
+        if running { #expect(job.eventSubscribers == 1) }  // a finished job's stream closes on its own
         close(cut.fd)
         try await EventSocketTests.waitForNoSubscribers(job)
-        #expect(try await server.request("GET", "/jobs/\(id)").json?["state"]?.stringValue == "running")
+        #expect(stillOK(try await server.request("GET", "/jobs/\(id)").json?["state"]?.stringValue))
 
         // Neither failed nor cancelled the job.
         let ended = try await server.waitForEnd(id)
