@@ -102,15 +102,8 @@ struct ServeCommandTests {
                                  environment: ["LAPSE_TOKEN": "tok"], currentDirectory: workspace)
         let exit = ExitBox()
         Thread.detachNewThread { exit.set(LapseCLI.run(["serve", "--port", "0", "--max-jobs", "2"], environment: env)) }
-        let deadline = Date().addingTimeInterval(30)
-        var port: Int?
-        while port == nil, Date() < deadline {
-            if let range = console.standardOutput.range(of: #"http://127\.0\.0\.1:[0-9]+"#, options: .regularExpression) {
-                port = Int(console.standardOutput[range].split(separator: ":").last!)
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        let bound = try #require(port, "no listening line: \(console.standardOutput) \(console.standardError)")
+        let deadline = Date().addingTimeInterval(30)  // the later waits count from here, as before
+        let bound = try await TestServer.listeningPort(printedTo: console)
         #expect(console.standardOutput.contains("2 jobs at a time, token required"))
         #expect(try await HTTPTestClient.request(port: bound, method: "GET", path: "/jobs").status == 401)
         let jobs = try await HTTPTestClient.request(port: bound, method: "GET", path: "/jobs", headers: ["Authorization": "Bearer tok"])
@@ -121,12 +114,6 @@ struct ServeCommandTests {
     }
 }
 
-private final class ExitBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: Int32?
-    func set(_ value: Int32) { lock.lock(); stored = value; lock.unlock() }
-    var value: Int32? { lock.lock(); defer { lock.unlock() }; return stored }
-}
 
 @Suite("lapse serve: models kept between jobs")
 struct ModelCacheServeTests {

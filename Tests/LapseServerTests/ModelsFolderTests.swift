@@ -70,19 +70,12 @@ struct ModelsFolderTests {
         let token = CancellationToken()
         let env = CLIEnvironment(console: console, makeRegistry: { SyntheticNodes.registry() }, cancellation: token,
                                  environment: [:], currentDirectory: workspace)
-        let exit = ExitCodeBox()
+        let exit = ExitBox()
         Thread.detachNewThread {
             exit.set(LapseCLI.run(["serve", "--port", "0", "--models-dir", models.path], environment: env))
         }
-        let deadline = Date().addingTimeInterval(30)
-        var port: Int?
-        while port == nil, Date() < deadline {
-            if let range = console.standardOutput.range(of: #"http://127\.0\.0\.1:[0-9]+"#, options: .regularExpression) {
-                port = Int(console.standardOutput[range].split(separator: ":").last!)
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        let bound = try #require(port, "no listening line: \(console.standardOutput) \(console.standardError)")
+        let deadline = Date().addingTimeInterval(30)  // the later waits count from here, as before
+        let bound = try await TestServer.listeningPort(printedTo: console)
         let group = "serve" + UUID().uuidString.prefix(6)
         let submitted = try await HTTPTestClient.request(port: bound, method: "POST", path: "/jobs",
                                                          body: Data(loadGraph("weights/m.bin", group: group).utf8))
@@ -127,9 +120,3 @@ struct ModelsFolderTests {
     }
 }
 
-private final class ExitCodeBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: Int32?
-    func set(_ value: Int32) { lock.lock(); stored = value; lock.unlock() }
-    var value: Int32? { lock.lock(); defer { lock.unlock() }; return stored }
-}

@@ -1,4 +1,5 @@
 import Foundation
+import LapseCLI
 import LapseGraph
 import LapseServer
 import LapseTestSupport
@@ -224,4 +225,28 @@ enum HTTPTestClient {
         }
         return result
     }
+}
+
+extension TestServer {
+    /// The port an in-process `lapse serve --port 0` printed to `console` (its "http://127.0.0.1:PORT" line), waited
+    /// for up to 30 s.
+    static func listeningPort(printedTo console: CapturedConsole) async throws -> Int {
+        let deadline = Date().addingTimeInterval(30)
+        var port: Int?
+        while port == nil, Date() < deadline {
+            if let range = console.standardOutput.range(of: #"http://127\.0\.0\.1:[0-9]+"#, options: .regularExpression) {
+                port = Int(console.standardOutput[range].split(separator: ":").last!)
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return try #require(port, "no listening line: \(console.standardOutput) \(console.standardError)")
+    }
+}
+
+/// The exit code of `LapseCLI.run` on a detached thread, once it has returned.
+final class ExitBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: Int32?
+    func set(_ value: Int32) { lock.lock(); stored = value; lock.unlock() }
+    var value: Int32? { lock.lock(); defer { lock.unlock() }; return stored }
 }
