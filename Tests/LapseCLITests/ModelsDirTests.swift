@@ -16,37 +16,9 @@ struct ModelsDirTests {
         return (code, console.standardOutput, console.standardError)
     }
 
-    /// A graph folder, a current directory and two models folders under one temporary folder.
-    struct Layout {
-        let root: URL
-        var graphs: URL { root.appendingPathComponent("graphs") }
-        var work: URL { root.appendingPathComponent("work") }
-        var modelsA: URL { root.appendingPathComponent("models-a") }
-        var modelsB: URL { root.appendingPathComponent("models-b") }
-
-        init() throws {
-            root = try TestSupport.makeTemporaryDirectory()
-            for folder in [graphs, work, modelsA, modelsB] {
-                try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            }
-        }
-
-        /// `folder/weights/m.bin` of `bytes` bytes: the size read tells which one a run used.
-        func put(_ bytes: Int, in folder: URL) throws {
-            try FileManager.default.createDirectory(at: folder.appendingPathComponent("weights"), withIntermediateDirectories: true)
-            try Data(repeating: 1, count: bytes).write(to: folder.appendingPathComponent("weights/m.bin"))
-        }
-
-        /// A graph in `graphs/` whose TestLoad reads `weights/m.bin` and hands its size to TestOutput under `group`.
-        func graph(group: String) throws -> String {
-            let text = #"{"version": 1, "nodes": {"l": {"type": "TestLoad", "params": {"path": "weights/m.bin", "group": "\#(group)"}}, "out": {"type": "TestOutput", "inputs": {"value": "l"}, "params": {"group": "\#(group)"}}}}"#
-            return try writeGraph(text, in: graphs)
-        }
-    }
-
     @Test("run and validate look in the graph's folder, the current directory, --models-dir, then LAPSE_MODELS")
     func searchOrder() throws {
-        let layout = try Layout()
+        let layout = try SearchFolders()
         defer { try? FileManager.default.removeItem(at: layout.root) }
         let group = "models" + UUID().uuidString.prefix(6)
         let graph = try layout.graph(group: group)
@@ -75,7 +47,7 @@ struct ModelsDirTests {
 
     @Test("a --models-dir that is no folder is a usage error; a LAPSE_MODELS entry that is none is skipped with a warning")
     func badFolders() throws {
-        let layout = try Layout()
+        let layout = try SearchFolders()
         defer { try? FileManager.default.removeItem(at: layout.root) }
         try layout.put(5, in: layout.modelsA)
         let graph = try layout.graph(group: "bad")
@@ -136,7 +108,7 @@ struct ModelsDirTests {
 
     @Test("lapse batch finds inputs through --models-dir and names each item's output after its input")
     func batch() throws {
-        let layout = try Layout()
+        let layout = try SearchFolders()
         defer { try? FileManager.default.removeItem(at: layout.root) }
         try FileManager.default.createDirectory(at: layout.modelsA.appendingPathComponent("pictures"), withIntermediateDirectories: true)
         let repo = Paths.repoRoot
@@ -170,5 +142,13 @@ enum PNGSize {
         }
         func be32(_ at: Int) -> Int { data[at..<(at + 4)].reduce(0) { $0 << 8 | Int($1) } }
         return (be32(16), be32(20))
+    }
+}
+
+extension SearchFolders {
+    /// A graph in `graphs/` whose TestLoad reads `weights/m.bin` and hands its size to TestOutput under `group`.
+    func graph(group: String) throws -> String {
+        let text = #"{"version": 1, "nodes": {"l": {"type": "TestLoad", "params": {"path": "weights/m.bin", "group": "\#(group)"}}, "out": {"type": "TestOutput", "inputs": {"value": "l"}, "params": {"group": "\#(group)"}}}}"#
+        return try writeGraph(text, in: graphs)
     }
 }

@@ -6,32 +6,6 @@ import Testing
 /// Relative input paths: the graph's folder, the current directory, then the models folders (docs/models.md).
 @Suite("Input search path")
 struct InputSearchTests {
-    /// Four folders standing for the graph's folder, the current directory and two models folders.
-    struct Places {
-        let root: URL
-        var graph: URL { root.appendingPathComponent("graphs") }
-        var current: URL { root.appendingPathComponent("work") }
-        var models1: URL { root.appendingPathComponent("models-a") }
-        var models2: URL { root.appendingPathComponent("models-b") }
-
-        init() throws {
-            root = try TestSupport.makeTemporaryDirectory()
-            for folder in [graph, current, models1, models2] {
-                try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            }
-        }
-
-        var searchPath: InputSearchPath {
-            InputSearchPath(graphFolder: graph, currentDirectory: current, modelsFolders: [models1, models2])
-        }
-
-        /// Writes `bytes` bytes at `folder/weights/m.bin`, so which file a node read shows in its size.
-        func put(_ bytes: Int, in folder: URL) throws {
-            try FileManager.default.createDirectory(at: folder.appendingPathComponent("weights"), withIntermediateDirectories: true)
-            try Data(repeating: 7, count: bytes).write(to: folder.appendingPathComponent("weights/m.bin"))
-        }
-    }
-
     func string(_ value: Value?) -> String? {
         if case .string(let s)? = value { s } else { nil }
     }
@@ -51,29 +25,29 @@ struct InputSearchTests {
 
     @Test("the first folder holding the file wins: graph folder, current directory, models folders in order")
     func searchOrder() throws {
-        let places = try Places()
+        let places = try SearchFolders()
         defer { try? FileManager.default.removeItem(at: places.root) }
         // Filled from the back, so each step shows the folder before the last one takes over.
-        try places.put(4, in: places.models2)
+        try places.put(4, in: places.modelsB)
         var read = try sizeRead(places.searchPath)
         #expect(read.size == 4)
-        #expect(read.literal == places.models2.path + "/weights/m.bin", "the node gets the file found, as an absolute path")
-        try places.put(3, in: places.models1)
+        #expect(read.literal == places.modelsB.path + "/weights/m.bin", "the node gets the file found, as an absolute path")
+        try places.put(3, in: places.modelsA)
         #expect(try sizeRead(places.searchPath).size == 3)
-        try places.put(2, in: places.current)
+        try places.put(2, in: places.work)
         #expect(try sizeRead(places.searchPath).size == 2)
-        try places.put(1, in: places.graph)
+        try places.put(1, in: places.graphs)
         read = try sizeRead(places.searchPath)
         #expect(read.size == 1)
-        #expect(read.literal == places.graph.path + "/weights/m.bin")
+        #expect(read.literal == places.graphs.path + "/weights/m.bin")
         // An absolute path is used as it is.
-        let absolute = places.models2.path + "/weights/m.bin"
+        let absolute = places.modelsB.path + "/weights/m.bin"
         #expect(try sizeRead(places.searchPath, path: absolute).size == 4)
     }
 
     @Test("a relative input found nowhere lists every place looked, in order, and points to docs/models.md")
     func notFoundListsEveryPlace() throws {
-        let places = try Places()
+        let places = try SearchFolders()
         defer { try? FileManager.default.removeItem(at: places.root) }
         let result = GraphValidator(registry: SyntheticNodes.registry(), searchPath: places.searchPath)
             .validate(data: Data(loadGraph("weights/m.bin", group: "x").utf8))
@@ -83,24 +57,24 @@ struct InputSearchTests {
         }
         let message = failure.diagnostics.map(\.description).joined(separator: "\n")
         let expected = "error: nodes.l.params.path: input file not found: \"weights/m.bin\" (looked in "
-            + "\(places.graph.path)/weights/m.bin (the graph's folder), \(places.current.path)/weights/m.bin (the current directory), "
-            + "\(places.models1.path)/weights/m.bin (models folder), \(places.models2.path)/weights/m.bin (models folder)); "
+            + "\(places.graphs.path)/weights/m.bin (the graph's folder), \(places.work.path)/weights/m.bin (the current directory), "
+            + "\(places.modelsA.path)/weights/m.bin (models folder), \(places.modelsB.path)/weights/m.bin (models folder)); "
             + "where input files are looked for: docs/models.md"
         #expect(message == expected)
     }
 
     @Test("an image-sequence pattern is found by its folder; a FIFO found first is reported, not skipped")
     func patternsAndSpecialFiles() throws {
-        let places = try Places()
+        let places = try SearchFolders()
         defer { try? FileManager.default.removeItem(at: places.root) }
-        try FileManager.default.createDirectory(at: places.models1.appendingPathComponent("frames"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: places.modelsA.appendingPathComponent("frames"), withIntermediateDirectories: true)
         let pattern = try GraphValidator(registry: SyntheticNodes.registry(), searchPath: places.searchPath)
             .validate(data: Data(loadGraph("frames/f_%05d.png", group: "x").utf8)).get()
-        #expect(string(pattern.nodes["l"]?.literals["path"]) == places.models1.path + "/frames/f_%05d.png")
+        #expect(string(pattern.nodes["l"]?.literals["path"]) == places.modelsA.path + "/frames/f_%05d.png")
 
-        try places.put(3, in: places.models1)
-        try FileManager.default.createDirectory(at: places.current.appendingPathComponent("weights"), withIntermediateDirectories: true)
-        try MediaTestSupport.makeFIFO(places.current.path + "/weights/m.bin")
+        try places.put(3, in: places.modelsA)
+        try FileManager.default.createDirectory(at: places.work.appendingPathComponent("weights"), withIntermediateDirectories: true)
+        try MediaTestSupport.makeFIFO(places.work.path + "/weights/m.bin")
         let fifo = GraphValidator(registry: SyntheticNodes.registry(), searchPath: places.searchPath)
             .validate(data: Data(loadGraph("weights/m.bin", group: "x").utf8))
         guard case .failure(let failure) = fifo else {
@@ -122,13 +96,13 @@ struct InputSearchTests {
 
     @Test("the single-folder validator keeps resolving against its base directory")
     func baseDirectoryStillWorks() throws {
-        let places = try Places()
+        let places = try SearchFolders()
         defer { try? FileManager.default.removeItem(at: places.root) }
-        try places.put(5, in: places.current)
-        var validator = GraphValidator(registry: SyntheticNodes.registry(), baseDirectory: places.current)
-        #expect(validator.baseDirectory.path == places.current.path)
+        try places.put(5, in: places.work)
+        var validator = GraphValidator(registry: SyntheticNodes.registry(), baseDirectory: places.work)
+        #expect(validator.baseDirectory.path == places.work.path)
         #expect(try sizeRead(validator.searchPath).size == 5)
-        validator.baseDirectory = places.models1
-        #expect(validator.searchPath.folders.map(\.url.path) == [places.models1.path])
+        validator.baseDirectory = places.modelsA
+        #expect(validator.searchPath.folders.map(\.url.path) == [places.modelsA.path])
     }
 }
