@@ -57,6 +57,9 @@ let package = Package(
         // Exported dynamically so plugin libraries bind to the host's single copy of LapseGraph/LapseTensor types.
         .target(name: "LapseGraph", dependencies: ["LapseTensor", "LapseSupport"],
                 linkerSettings: [.unsafeFlags(["-Xlinker", "--export-dynamic"], .when(platforms: [.linux]))]),
+        // The layers every model family builds on (Linear, Conv2d, norms, attention projections) and the weight reader
+        // that checks names and shapes in each family's own error words.
+        .target(name: "LapseNN", dependencies: ["LapseTensor", "LapseWeights"], swiftSettings: optimized),
         .target(name: "CMediaHelpers", dependencies: ["CPNG", "CFFmpeg"],
                 linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("avutil")]),
         .target(name: "LapseMedia", dependencies: ["LapseGraph", "LapseSupport", "LapseTensor", "CFFmpeg", "CPNG", "CMediaHelpers"],
@@ -76,12 +79,12 @@ let package = Package(
         // MARK: - Plugins (node families)
         .target(name: "MediaPlugin", dependencies: ["LapseGraph", "LapseMedia", "LapseTensor"], path: "Plugins/Media"),
         .target(name: "TensorIOPlugin", dependencies: ["LapseGraph", "LapseWeights", "LapseTensor"], path: "Plugins/TensorIO"),
-        .target(name: "APISRPlugin", dependencies: ["LapseGraph", "LapseWeights", "LapseTensor"], path: "Plugins/APISR",
+        .target(name: "APISRPlugin", dependencies: ["LapseGraph", "LapseNN", "LapseWeights", "LapseTensor"], path: "Plugins/APISR",
                 swiftSettings: optimized),
-        .target(name: "DiffusionPlugin", dependencies: ["LapseGraph", "LapseSupport", "LapseWeights", "LapseTensor", "CZlib"], path: "Plugins/Diffusion",
+        .target(name: "DiffusionPlugin", dependencies: ["LapseGraph", "LapseNN", "LapseSupport", "LapseWeights", "LapseTensor", "CZlib"], path: "Plugins/Diffusion",
                 swiftSettings: optimized),
         .target(name: "MagicTimePlugin", dependencies: ["DiffusionPlugin", "LapseGraph", "LapseWeights"], path: "Plugins/MagicTime"),
-        .target(name: "StreamingT2VPlugin", dependencies: ["DiffusionPlugin", "LapseGraph", "LapseMedia", "LapseWeights", "LapseTensor"],
+        .target(name: "StreamingT2VPlugin", dependencies: ["DiffusionPlugin", "LapseGraph", "LapseMedia", "LapseNN", "LapseWeights", "LapseTensor"],
                 path: "Plugins/StreamingT2V", swiftSettings: optimized),
 
         // MARK: - Example external plugin (built as a shared library, loaded at run time)

@@ -1,4 +1,5 @@
 import Foundation
+import LapseNN
 import LapseTensor
 
 extension DATNetwork {
@@ -15,7 +16,7 @@ extension DATNetwork {
 
     /// Infers the configuration. The split size comes from the `rpe_biases` buffer when the file has it,
     /// otherwise from APISR's DAT-small release ([8, 16]).
-    static func inferConfig(_ r: TransformerStateDict) throws -> Config {
+    static func inferConfig(_ r: WeightReader) throws -> Config {
         let first = try r.shape("conv_first.weight")
         guard first.count == 4 else {
             throw TransformerUpscalerError.badShape(architecture: "DAT", key: "conv_first.weight", expected: [-1, 3, 3, 3], actual: first)
@@ -34,10 +35,10 @@ extension DATNetwork {
                 heads.append(try r.shape("layers.\(i).blocks.0.attn.attns.0.pos.pos3.2.weight")[0] * 2)
             }
         }
-        guard r.has("conv_after_body.weight") else {
+        guard r.contains("conv_after_body.weight") else {
             throw TransformerUpscalerError.unsupported(architecture: "DAT", detail: "only resi_connection '1conv' is implemented")
         }
-        guard r.has("upsample.0.weight"), !r.has("conv_last.weight") else {
+        guard r.contains("upsample.0.weight"), !r.contains("conv_last.weight") else {
             throw TransformerUpscalerError.unsupported(architecture: "DAT", detail: "only the 'pixelshuffledirect' upsampler of APISR is implemented")
         }
         let up = try r.shape("upsample.0.weight")
@@ -47,7 +48,7 @@ extension DATNetwork {
                                                     expected: [scale * scale * first[1], embed, 3, 3], actual: up)
         }
         var split = [8, 16]
-        if let rpe = r.dict["layers.0.blocks.0.attn.attns.0.rpe_biases"], rpe.rank == 2, rpe.shape[1] == 2, rpe.shape[0] > 0 {
+        if let rpe = r.weights["layers.0.blocks.0.attn.attns.0.rpe_biases"], rpe.rank == 2, rpe.shape[1] == 2, rpe.shape[0] > 0 {
             // The last row holds (H_sp − 1, W_sp − 1).
             let last = rpe.scalars.suffix(2).map { Int($0.rounded()) + 1 }
             split = last

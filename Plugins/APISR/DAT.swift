@@ -1,4 +1,5 @@
 import Foundation
+import LapseNN
 import LapseTensor
 
 /// DAT (Chen et al., ICCV 2023), APISR's "DAT-small" 4× generator: alternating spatial-window and channel
@@ -31,12 +32,12 @@ public final class DATNetwork: UpscaleNetwork, @unchecked Sendable {
     /// Hidden width of the SGFN feed-forward (before its gate halves it).
     public var ffnHidden: Int { config.ffnHidden }
     private let rgbMean: [Float] = [0.4488, 0.4371, 0.4040]
-    private let convFirst: TConv
-    private let normBefore: TNorm
+    private let convFirst: Conv2DLayer
+    private let normBefore: NormLayer
     private let groups: [Group]
-    private let norm: TNorm
-    private let convAfterBody: TConv
-    private let upsample: TConv
+    private let norm: NormLayer
+    private let convAfterBody: Conv2DLayer
+    private let upsample: Conv2DLayer
 
     /// True when the key layout is DAT's (`before_RG` norm, alternating spatial/channel attention).
     public static func canLoad(_ keys: Set<String>) -> Bool {
@@ -52,24 +53,24 @@ public final class DATNetwork: UpscaleNetwork, @unchecked Sendable {
     /// `attentionMaskBudget` (mask elements per group of windows) trades memory for fewer, larger attention calls.
     public init(stateDict: [String: Tensor], attentionMaskBudget: Int = 1 << 22) throws {
         self.attentionMaskBudget = max(1, attentionMaskBudget)
-        let r = TransformerStateDict(architecture: "DAT", dict: stateDict)
+        let r = WeightReader(stateDict: stateDict, transformer: "DAT")
         let cfg = try Self.inferConfig(r)
         config = cfg
         let c = cfg.embedDim
-        convFirst = try r.conv("conv_first", in: cfg.inChannels, out: c, kernel: 3)
-        normBefore = try r.norm("before_RG.1", dim: c)
+        convFirst = try Conv2DLayer(r, "conv_first.", in: cfg.inChannels, out: c, kernel: 3)
+        normBefore = try NormLayer(r, "before_RG.1.", channels: c, eps: 1e-5)
         var groups: [Group] = []
         for i in 0..<cfg.depths.count {
             var blocks: [Block] = []
             for j in 0..<cfg.depths[i] {
                 blocks.append(try Block(r, prefix: "layers.\(i).blocks.\(j)", group: i, index: j, heads: cfg.heads[i], config: cfg))
             }
-            groups.append(Group(blocks: blocks, conv: try r.conv("layers.\(i).conv", in: c, out: c, kernel: 3)))
+            groups.append(Group(blocks: blocks, conv: try Conv2DLayer(r, "layers.\(i).conv.", in: c, out: c, kernel: 3)))
         }
         self.groups = groups
-        norm = try r.norm("norm", dim: c)
-        convAfterBody = try r.conv("conv_after_body", in: c, out: c, kernel: 3)
-        upsample = try r.conv("upsample.0", in: c, out: cfg.scale * cfg.scale * cfg.inChannels, kernel: 3)
+        norm = try NormLayer(r, "norm.", channels: c, eps: 1e-5)
+        convAfterBody = try Conv2DLayer(r, "conv_after_body.", in: c, out: c, kernel: 3)
+        upsample = try Conv2DLayer(r, "upsample.0.", in: c, out: cfg.scale * cfg.scale * cfg.inChannels, kernel: 3)
     }
 
     /// `[1, 3, H, W]` in [0, 1] → `[1, 3, sH, sW]`.
@@ -80,14 +81,14 @@ public final class DATNetwork: UpscaleNetwork, @unchecked Sendable {
         let h = input.shape[2], w = input.shape[3]
         let meanTensor = Tensor(shape: [1, 3, 1, 1], data: rgbMean)
         let first = convFirst(input - meanTensor)
-        var t = normBefore(TransformerWindows.tokens(first))
+        var t = normBefore.layer(TransformerWindows.tokens(first))
         let geometry = Geometry(height: h, width: w, split: config.splitSize, budget: attentionMaskBudget)
         for group in groups {
             var x = t
             for block in group.blocks { x = block(x, geometry: geometry) }
             t = t + TransformerWindows.tokens(group.conv(TransformerWindows.image(x, height: h, width: w)))
         }
-        t = norm(t)
+        t = norm.layer(t)
         let y = convAfterBody(TransformerWindows.image(t, height: h, width: w)) + first
         return pixelShuffle(upsample(y), factor: config.scale) + meanTensor
     }
@@ -119,19 +120,19 @@ extension DATNetwork {
 
     struct Group {
         let blocks: [Block]
-        let conv: TConv
+        let conv: Conv2DLayer
     }
 
     /// The adaptive interaction module's two gates (1×1 conv → BN → GELU → 1×1 conv), applied to `[tokens, C]`
     /// rows: a 1×1 convolution is a linear layer per pixel, and staying in token layout saves two transposes.
     struct Gate {
-        let fc1: TLinear, bn: TBatchNorm, fc2: TLinear
-        init(_ r: TransformerStateDict, prefix: String, indices: (Int, Int, Int), in c: Int, hidden: Int, out: Int) throws {
-            let conv1 = try r.conv("\(prefix).\(indices.0)", in: c, out: hidden, kernel: 1)
-            let conv2 = try r.conv("\(prefix).\(indices.2)", in: hidden, out: out, kernel: 1)
-            fc1 = TLinear(weight: conv1.weight.reshaped([hidden, c]), bias: conv1.bias)
-            bn = try r.batchNorm("\(prefix).\(indices.1)", dim: hidden)
-            fc2 = TLinear(weight: conv2.weight.reshaped([out, hidden]), bias: conv2.bias)
+        let fc1: LinearLayer, bn: BatchNormLayer, fc2: LinearLayer
+        init(_ r: WeightReader, prefix: String, indices: (Int, Int, Int), in c: Int, hidden: Int, out: Int) throws {
+            let conv1 = try Conv2DLayer(r, "\(prefix).\(indices.0).", in: c, out: hidden, kernel: 1)
+            let conv2 = try Conv2DLayer(r, "\(prefix).\(indices.2).", in: hidden, out: out, kernel: 1)
+            fc1 = LinearLayer(weight: conv1.weight.reshaped([hidden, c]), bias: conv1.bias)
+            bn = try BatchNormLayer(r, "\(prefix).\(indices.1).", channels: hidden)
+            fc2 = LinearLayer(weight: conv2.weight.reshaped([out, hidden]), bias: conv2.bias)
         }
         /// `[rows, C]` → `[rows, out]`.
         func callAsFunction(_ x: Tensor) -> Tensor { fc2(gelu(bn(fc1(x)))) }
@@ -141,9 +142,9 @@ extension DATNetwork {
     /// (the inference BatchNorm is folded into the convolution).
     struct DepthwiseBranch {
         let conv: TransformerWindows.DepthwiseConv3x3
-        init(_ r: TransformerStateDict, prefix: String, dim: Int) throws {
-            let c = try r.conv(prefix + ".0", in: dim, out: dim, kernel: 3, groups: dim)
-            let bn = try r.batchNorm(prefix + ".1", dim: dim)
+        init(_ r: WeightReader, prefix: String, dim: Int) throws {
+            let c = try Conv2DLayer(r, prefix + ".0.", in: dim, out: dim, kernel: 3, groups: dim)
+            let bn = try BatchNormLayer(r, prefix + ".1.", channels: dim)
             let mean = bn.mean.scalars, variance = bn.variance.scalars, gamma = bn.weight.scalars, beta = bn.bias.scalars
             let scale = (0..<dim).map { gamma[$0] / (variance[$0] + 1e-5).squareRoot() }
             let shift = (0..<dim).map { beta[$0] - mean[$0] * scale[$0] }
@@ -162,21 +163,21 @@ extension DATNetwork {
             branch == 0 ? (split[0], split[1]) : (split[1], split[0])
         }
 
-        init(_ r: TransformerStateDict, prefix: String, branch: Int, dim: Int, heads: Int, split: [Int]) throws {
+        init(_ r: WeightReader, prefix: String, branch: Int, dim: Int, heads: Int, split: [Int]) throws {
             window = Self.window(branch: branch, split: split)
             self.heads = heads
             let posDim = dim / 4 / 4
             let p = prefix + ".pos"
-            let proj = try r.linear(p + ".pos_proj", in: 2, out: posDim)
-            var layers: [(TNorm, TLinear)] = []
+            let proj = try LinearLayer(r, p + ".pos_proj.", in: 2, out: posDim)
+            var layers: [(NormLayer, LinearLayer)] = []
             for (name, out) in [("pos1", posDim), ("pos2", posDim), ("pos3", heads)] {
-                layers.append((try r.norm("\(p).\(name).0", dim: posDim), try r.linear("\(p).\(name).2", in: posDim, out: out)))
+                layers.append((try NormLayer(r, "\(p).\(name).0.", channels: posDim, eps: 1e-5), try LinearLayer(r, "\(p).\(name).2.", in: posDim, out: out)))
             }
             let (hs, ws) = window
             var coords: [Float] = []
             for dy in (1 - hs)..<hs { for dx in (1 - ws)..<ws { coords += [Float(dy), Float(dx)] } }
             var pos = proj(Tensor(shape: [coords.count / 2, 2], data: coords))
-            for (n, l) in layers { pos = l(relu(n(pos))) }                      // [(2hs−1)(2ws−1), heads]
+            for (n, l) in layers { pos = l(relu(n.layer(pos))) }                      // [(2hs−1)(2ws−1), heads]
             var index: [[Int]] = []
             for i in 0..<(hs * ws) {
                 index.append((0..<(hs * ws)).map { j in
@@ -189,8 +190,8 @@ extension DATNetwork {
 
     /// One DATB: norm → (spatial | channel) attention → residual, norm → SGFN → residual.
     struct Block {
-        let norm1: TNorm, norm2: TNorm
-        let qkv: TLinear, proj: TLinear
+        let norm1: NormLayer, norm2: NormLayer
+        let qkv: LinearLayer, proj: LinearLayer
         let dwconv: DepthwiseBranch
         let channelGate: Gate, spatialGate: Gate
         let spatial: [SpatialBranch]        // empty for channel-attention blocks
@@ -198,16 +199,16 @@ extension DATNetwork {
         let heads: Int
         let shifted: Bool
         let splitSize: [Int]
-        let fc1: TLinear, fc2: TLinear
-        let sgNorm: TNorm, sgConv: TransformerWindows.DepthwiseConv3x3
+        let fc1: LinearLayer, fc2: LinearLayer
+        let sgNorm: NormLayer, sgConv: TransformerWindows.DepthwiseConv3x3
 
-        init(_ r: TransformerStateDict, prefix: String, group: Int, index: Int, heads: Int, config: Config) throws {
+        init(_ r: WeightReader, prefix: String, group: Int, index: Int, heads: Int, config: Config) throws {
             let c = config.embedDim
             let a = prefix + ".attn"
-            norm1 = try r.norm(prefix + ".norm1", dim: c)
-            norm2 = try r.norm(prefix + ".norm2", dim: c)
-            qkv = try r.linear(a + ".qkv", in: c, out: 3 * c, bias: false)
-            proj = try r.linear(a + ".proj", in: c, out: c)
+            norm1 = try NormLayer(r, prefix + ".norm1.", channels: c, eps: 1e-5)
+            norm2 = try NormLayer(r, prefix + ".norm2.", channels: c, eps: 1e-5)
+            qkv = try LinearLayer(r, a + ".qkv.", in: c, out: 3 * c, bias: .ifPresent)
+            proj = try LinearLayer(r, a + ".proj.", in: c, out: c)
             dwconv = try DepthwiseBranch(r, prefix: a + ".dwconv", dim: c)
             channelGate = try Gate(r, prefix: a + ".channel_interaction", indices: (1, 2, 4), in: c, hidden: c / 8, out: c)
             spatialGate = try Gate(r, prefix: a + ".spatial_interaction", indices: (0, 1, 3), in: c, hidden: c / 16, out: 1)
@@ -226,30 +227,30 @@ extension DATNetwork {
                     throw TransformerUpscalerError.unsupported(architecture: "DAT", detail: "\(heads) heads do not divide \(c) channels")
                 }
                 spatial = []
-                temperature = try r.tensor(a + ".temperature", shape: [heads, 1, 1])
+                temperature = try r(a + ".temperature", [heads, 1, 1])
             }
             // Shifted windows on blocks 2, 6, … of even groups and 0, 4, … of odd groups (DAT's schedule).
             shifted = index % 2 == 0 && (group % 2 == 0 ? (index > 0 && (index - 2) % 4 == 0) : index % 4 == 0)
-            fc1 = try r.linear(prefix + ".ffn.fc1", in: c, out: config.ffnHidden)
-            sgNorm = try r.norm(prefix + ".ffn.sg.norm", dim: config.ffnHidden / 2)
-            let sg = try r.conv(prefix + ".ffn.sg.conv", in: config.ffnHidden / 2, out: config.ffnHidden / 2, kernel: 3,
+            fc1 = try LinearLayer(r, prefix + ".ffn.fc1.", in: c, out: config.ffnHidden)
+            sgNorm = try NormLayer(r, prefix + ".ffn.sg.norm.", channels: config.ffnHidden / 2, eps: 1e-5)
+            let sg = try Conv2DLayer(r, prefix + ".ffn.sg.conv.", in: config.ffnHidden / 2, out: config.ffnHidden / 2, kernel: 3,
                                 groups: config.ffnHidden / 2)
             sgConv = TransformerWindows.DepthwiseConv3x3(weight: sg.weight, bias: sg.bias)
-            fc2 = try r.linear(prefix + ".ffn.fc2", in: config.ffnHidden / 2, out: c)
+            fc2 = try LinearLayer(r, prefix + ".ffn.fc2.", in: config.ffnHidden / 2, out: c)
         }
 
         func callAsFunction(_ x: Tensor, geometry g: Geometry) -> Tensor {
-            let n = norm1(x)
+            let n = norm1.layer(x)
             let a = spatial.isEmpty ? channelAttention(n, g) : spatialAttention(n, g)
             let y = x + a
-            return y + ffn(norm2(y), g)
+            return y + ffn(norm2.layer(y), g)
         }
 
         /// SGFN: fc1 → GELU → (x1 · dwconv(norm(x2))) → fc2.
         private func ffn(_ x: Tensor, _ g: Geometry) -> Tensor {
             let hidden = gelu(fc1(x))
             let halves = chunk(hidden, 2, axis: 1)
-            let gate = sgConv(sgNorm(halves[1]), height: g.height, width: g.width)
+            let gate = sgConv(sgNorm.layer(halves[1]), height: g.height, width: g.width)
             return fc2(halves[0] * gate)
         }
 

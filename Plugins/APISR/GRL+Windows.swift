@@ -181,11 +181,12 @@ enum TransformerWindows {
         let bias: [Float]
         let channels: Int
 
-        /// From PyTorch's `[C, 1, 3, 3]` weight; `scale`/`shift` fold a following inference BatchNorm in.
-        init(weight: Tensor, bias: Tensor, scale: [Float]? = nil, shift: [Float]? = nil) {
+        /// From PyTorch's `[C, 1, 3, 3]` weight and `[C]` bias (nil: zeros); `scale`/`shift` fold a following
+        /// inference BatchNorm in.
+        init(weight: Tensor, bias: Tensor?, scale: [Float]? = nil, shift: [Float]? = nil) {
             let c = weight.shape[0]
             channels = c
-            let w = weight.scalars, b = bias.scalars
+            let w = weight.scalars, b = bias?.scalars ?? [Float](repeating: 0, count: c)
             var t = [Float](repeating: 0, count: 9 * c)
             var bb = [Float](repeating: 0, count: c)
             for ch in 0..<c {

@@ -1,4 +1,5 @@
 import Foundation
+import LapseNN
 import LapseTensor
 
 /// GRL (Li et al., CVPR 2023) as released by APISR: "tiny2" 4× generator with window + anchored-stripe attention.
@@ -31,16 +32,16 @@ public final class GRLNetwork: UpscaleNetwork, @unchecked Sendable {
     /// How much the anchor map is pooled.
     public var anchorDownFactor: Int { config.anchorDownFactor }
     private let rgbMean: [Float] = [0.4488, 0.4371, 0.4040]
-    private let convFirst: TConv
-    private let normStart: TNorm
+    private let convFirst: Conv2DLayer
+    private let normStart: NormLayer
     private let stages: [Stage]
-    private let normEnd: TNorm
-    private let convAfterBody: TConv
-    private let convBeforeUpsample: TConv
-    private let convUp1: TConv
-    private let convUp2: TConv
-    private let convHR: TConv
-    private let convLast: TConv
+    private let normEnd: NormLayer
+    private let convAfterBody: Conv2DLayer
+    private let convBeforeUpsample: Conv2DLayer
+    private let convUp1: Conv2DLayer
+    private let convUp2: Conv2DLayer
+    private let convHR: Conv2DLayer
+    private let convLast: Conv2DLayer
 
     /// True when the key layout is GRL's (`norm_start`, window/stripe attention transforms).
     public static func canLoad(_ keys: Set<String>) -> Bool {
@@ -56,12 +57,12 @@ public final class GRLNetwork: UpscaleNetwork, @unchecked Sendable {
     /// `attentionMaskBudget` (mask elements per group of windows) trades memory for fewer, larger attention calls.
     public init(stateDict: [String: Tensor], attentionMaskBudget: Int = 1 << 22) throws {
         self.attentionMaskBudget = max(1, attentionMaskBudget)
-        let r = TransformerStateDict(architecture: "GRL", dict: stateDict)
+        let r = WeightReader(stateDict: stateDict, transformer: "GRL")
         let cfg = try Self.inferConfig(r)
         config = cfg
         let c = cfg.embedDim
-        convFirst = try r.conv("conv_first", in: cfg.inChannels, out: c, kernel: 3)
-        normStart = try r.norm("norm_start", dim: c)
+        convFirst = try Conv2DLayer(r, "conv_first.", in: cfg.inChannels, out: c, kernel: 3)
+        normStart = try NormLayer(r, "norm_start.", channels: c, eps: 1e-5)
         var stages: [Stage] = []
         for i in 0..<cfg.depths.count {
             var blocks: [Block] = []
@@ -69,17 +70,17 @@ public final class GRLNetwork: UpscaleNetwork, @unchecked Sendable {
                 blocks.append(try Block(r, prefix: "layers.\(i).blocks.\(j)", index: j, config: cfg,
                                         headsWindow: cfg.headsWindow[i], headsStripe: cfg.headsStripe[i]))
             }
-            stages.append(Stage(blocks: blocks, conv: try r.conv("layers.\(i).conv", in: c, out: c, kernel: 3)))
+            stages.append(Stage(blocks: blocks, conv: try Conv2DLayer(r, "layers.\(i).conv.", in: c, out: c, kernel: 3)))
         }
         self.stages = stages
-        normEnd = try r.norm("norm_end", dim: c)
-        convAfterBody = try r.conv("conv_after_body", in: c, out: c, kernel: 3)
+        normEnd = try NormLayer(r, "norm_end.", channels: c, eps: 1e-5)
+        convAfterBody = try Conv2DLayer(r, "conv_after_body.", in: c, out: c, kernel: 3)
         let f = cfg.reconstructionFeatures
-        convBeforeUpsample = try r.conv("conv_before_upsample.0", in: c, out: f, kernel: 3)
-        convUp1 = try r.conv("conv_up1", in: f, out: f, kernel: 3)
-        convUp2 = try r.conv("conv_up2", in: f, out: f, kernel: 3)
-        convHR = try r.conv("conv_hr", in: f, out: f, kernel: 3)
-        convLast = try r.conv("conv_last", in: f, out: cfg.outChannels, kernel: 3)
+        convBeforeUpsample = try Conv2DLayer(r, "conv_before_upsample.0.", in: c, out: f, kernel: 3)
+        convUp1 = try Conv2DLayer(r, "conv_up1.", in: f, out: f, kernel: 3)
+        convUp2 = try Conv2DLayer(r, "conv_up2.", in: f, out: f, kernel: 3)
+        convHR = try Conv2DLayer(r, "conv_hr.", in: f, out: f, kernel: 3)
+        convLast = try Conv2DLayer(r, "conv_last.", in: f, out: cfg.outChannels, kernel: 3)
     }
 
     /// `[1, 3, H, W]` in [0, 1] → `[1, 3, 4H, 4W]`.
@@ -101,7 +102,7 @@ public final class GRLNetwork: UpscaleNetwork, @unchecked Sendable {
         x = x - meanTensor
 
         let first = convFirst(x)
-        var t = normStart(TransformerWindows.tokens(first))                  // [L, C]
+        var t = normStart.layer(TransformerWindows.tokens(first))                  // [L, C]
         let masks = ShiftMasks(height: hp, width: wp, config: config, budget: attentionMaskBudget)
         for stage in stages {
             var res = t
@@ -109,7 +110,7 @@ public final class GRLNetwork: UpscaleNetwork, @unchecked Sendable {
             res = TransformerWindows.tokens(stage.conv(TransformerWindows.image(res, height: hp, width: wp)))
             t = res + t
         }
-        t = normEnd(t)
+        t = normEnd.layer(t)
         var y = convAfterBody(TransformerWindows.image(t, height: hp, width: wp)) + first
         y = convBeforeUpsample(y, activation: .leakyReLU(0.01))
         y = resize(y, height: hp * 2, width: wp * 2, mode: .nearest)
@@ -141,7 +142,7 @@ extension GRLNetwork {
 
     struct Stage {
         let blocks: [Block]
-        let conv: TConv
+        let conv: Conv2DLayer
     }
 
     /// GRL's affine transform of a cosine attention map: logit scale + `16·sigmoid(cpb_mlp(table)[index])`.
@@ -149,11 +150,11 @@ extension GRLNetwork {
         let logitScale: Tensor     // [heads]
         let bias: Tensor           // [1, heads, Nq, Nk], already 16·sigmoid(·)
 
-        init(_ r: TransformerStateDict, prefix: String, heads: Int, table: Tensor, index: [[Int]]) throws {
-            logitScale = try r.tensor(prefix + ".logit_scale", shape: [heads, 1, 1]).reshaped([heads])
-            let fc1 = try r.linear(prefix + ".cpb_mlp.0", in: 2, out: try r.shape(prefix + ".cpb_mlp.0.weight")[0])
+        init(_ r: WeightReader, prefix: String, heads: Int, table: Tensor, index: [[Int]]) throws {
+            logitScale = try r(prefix + ".logit_scale", [heads, 1, 1]).reshaped([heads])
+            let fc1 = try LinearLayer(r, prefix + ".cpb_mlp.0.", in: 2, out: try r.shape(prefix + ".cpb_mlp.0.weight")[0])
             let hidden = fc1.weight.shape[0]
-            let fc2 = try r.linear(prefix + ".cpb_mlp.2", in: hidden, out: heads, bias: false)
+            let fc2 = try LinearLayer(r, prefix + ".cpb_mlp.2.", in: hidden, out: heads, bias: .ifPresent)
             let pos = fc2(relu(fc1(table)))                                  // [T, heads]
             let gathered = TransformerWindows.gatherBias(table: pos, index: index)  // [heads, Nq, Nk]
             bias = (sigmoid(gathered) * 16).reshaped([1, heads, index.count, index[0].count])
@@ -168,13 +169,13 @@ extension GRLNetwork {
 
     /// One EfficientMixAttnTransformerBlock: shared qkv, window half + anchored stripe half, post-norm residuals.
     struct Block {
-        let qkv: TLinear
-        let anchor: TLinear
-        let proj: TLinear
-        let norm1: TNorm
-        let fc1: TLinear
-        let fc2: TLinear
-        let norm2: TNorm
+        let qkv: LinearLayer
+        let anchor: LinearLayer
+        let proj: LinearLayer
+        let norm1: NormLayer
+        let fc1: LinearLayer
+        let fc2: LinearLayer
+        let norm2: NormLayer
         let windowTransform: AttentionTransform
         let stripeTransform1: AttentionTransform   // anchor → window tokens
         let stripeTransform2: AttentionTransform   // window tokens → anchor
@@ -185,19 +186,19 @@ extension GRLNetwork {
         let headsWindow: Int
         let headsStripe: Int
 
-        init(_ r: TransformerStateDict, prefix: String, index: Int, config: Config, headsWindow: Int, headsStripe: Int) throws {
+        init(_ r: WeightReader, prefix: String, index: Int, config: Config, headsWindow: Int, headsStripe: Int) throws {
             let c = config.embedDim
             guard c % 2 == 0, (3 * c / 2) % 3 == 0, (c / 2) % headsWindow == 0, (c / 2) % headsStripe == 0 else {
                 throw TransformerUpscalerError.unsupported(architecture: "GRL",
                     detail: "embed dim \(c) does not split into \(headsWindow)/\(headsStripe) heads")
             }
-            qkv = try r.linear(prefix + ".attn.qkv.body", in: c, out: 3 * c)
-            anchor = try r.linear(prefix + ".attn.anchor.body.0.reduction", in: c, out: c / 2)
-            proj = try r.linear(prefix + ".attn.proj", in: c, out: c)
-            norm1 = try r.norm(prefix + ".norm1", dim: c)
-            fc1 = try r.linear(prefix + ".mlp.fc1", in: c, out: config.mlpHidden)
-            fc2 = try r.linear(prefix + ".mlp.fc2", in: config.mlpHidden, out: c)
-            norm2 = try r.norm(prefix + ".norm2", dim: c)
+            qkv = try LinearLayer(r, prefix + ".attn.qkv.body.", in: c, out: 3 * c)
+            anchor = try LinearLayer(r, prefix + ".attn.anchor.body.0.reduction.", in: c, out: c / 2)
+            proj = try LinearLayer(r, prefix + ".attn.proj.", in: c, out: c)
+            norm1 = try NormLayer(r, prefix + ".norm1.", channels: c, eps: 1e-5)
+            fc1 = try LinearLayer(r, prefix + ".mlp.fc1.", in: c, out: config.mlpHidden)
+            fc2 = try LinearLayer(r, prefix + ".mlp.fc2.", in: config.mlpHidden, out: c)
+            norm2 = try NormLayer(r, prefix + ".norm2.", channels: c, eps: 1e-5)
             windowShift = index % 2 == 0
             // Even blocks use horizontal stripes (stripe_size as given), odd blocks vertical ones (reversed).
             let ss = config.stripeSize
@@ -223,8 +224,8 @@ extension GRLNetwork {
         /// `x`: `[H·W, C]` tokens of the padded map.
         func callAsFunction(_ x: Tensor, height: Int, width: Int, masks: ShiftMasks) -> Tensor {
             let a = attention(x, height: height, width: width, masks: masks)
-            let y = x + norm1(a)
-            return y + norm2(fc2(gelu(fc1(y))))
+            let y = x + norm1.layer(a)
+            return y + norm2.layer(fc2(gelu(fc1(y))))
         }
 
         private func attention(_ x: Tensor, height: Int, width: Int, masks: ShiftMasks) -> Tensor {

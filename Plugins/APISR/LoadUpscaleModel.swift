@@ -12,12 +12,12 @@ public enum UpscaleModelLoader {
         let checkpoint = try CheckpointFile.open(path)
         if let graph = checkpoint.ncnn {
             let converted = try NCNNConversion.convert(checkpoint, model: graph)
-            if architecture != "auto", architecture.lowercased() != converted.architecture.rawValue {
+            if architecture != "auto", architecture.lowercased() != converted.architecture.name {
                 throw UpscaleModelError.architectureMismatch(file: path, requested: architecture,
-                                                             detected: converted.architecture.rawValue)
+                                                             detected: converted.architecture.name)
             }
             var network = try ArchitectureDetection.network(stateDict: converted.stateDict, file: path,
-                                                             requested: converted.architecture.rawValue)
+                                                             requested: converted.architecture.name)
             if let r = converted.outputResize, r.numerator != r.denominator {
                 network = ResizedOutputNetwork(base: network, numerator: r.numerator, denominator: r.denominator)
             }

@@ -1,4 +1,5 @@
 import Foundation
+import LapseNN
 import LapseTensor
 
 extension RRDBNetwork {
@@ -12,8 +13,8 @@ extension RRDBNetwork {
 
     /// Builds the network from a state dict in any supported layout, inferring every hyper-parameter from shapes.
     public init(stateDict: [String: Tensor]) throws {
-        let r = StateDictReader(tensors: try Self.canonicalized(stateDict), architecture: "RRDB")
-        let first = try r.conv("conv_first")
+        let r = WeightReader(stateDict: try Self.canonicalized(stateDict), architecture: "RRDB")
+        let first = try r.inferredConv("conv_first.")
         let features = first.outChannels
         let blockIndices = r.indices(under: "body")
         guard !blockIndices.isEmpty, blockIndices == Array(0..<blockIndices.count) else {
@@ -21,26 +22,26 @@ extension RRDBNetwork {
                                               reason: "RRDB blocks must be numbered 0…N-1, found \(blockIndices)")
         }
         let growth = try r.tensor("body.0.rdb1.conv1.weight").shape[0]
-        var blocks: [[[ConvLayer]]] = []
+        var blocks: [[[Conv2DLayer]]] = []
         for b in blockIndices {
-            var rdbs: [[ConvLayer]] = []
+            var rdbs: [[Conv2DLayer]] = []
             for k in 1...3 {
-                var convs: [ConvLayer] = []
+                var convs: [Conv2DLayer] = []
                 for j in 1...5 {
-                    convs.append(try r.conv("body.\(b).rdb\(k).conv\(j)", out: j == 5 ? features : growth,
+                    convs.append(try r.inferredConv("body.\(b).rdb\(k).conv\(j).", out: j == 5 ? features : growth,
                                             in: features + (j - 1) * growth))
                 }
                 rdbs.append(convs)
             }
             blocks.append(rdbs)
         }
-        let body = try r.conv("conv_body", out: features, in: features)
-        var ups: [ConvLayer] = []
-        while r.has("conv_up\(ups.count + 1).weight") {
-            ups.append(try r.conv("conv_up\(ups.count + 1)", out: features, in: features))
+        let body = try r.inferredConv("conv_body.", out: features, in: features)
+        var ups: [Conv2DLayer] = []
+        while r.contains("conv_up\(ups.count + 1).weight") {
+            ups.append(try r.inferredConv("conv_up\(ups.count + 1).", out: features, in: features))
         }
-        let hr = try r.conv("conv_hr", out: features, in: features)
-        let last = try r.conv("conv_last", in: features)
+        let hr = try r.inferredConv("conv_hr.", out: features, in: features)
+        let last = try r.inferredConv("conv_last.", in: features)
         let imageChannels = last.outChannels
         // Pixel-unshuffle shows as conv_first taking channels·f² inputs (APISR 2x: 12 = 3·2²).
         let ratio = first.inChannels / max(imageChannels, 1)
@@ -96,7 +97,7 @@ extension RRDBNetwork {
         }
         // Old ESRGAN: a Sequential `model`: 0 conv_first, 1 shortcut(sub: N RRDBs + conv_body), then upsample
         // convs (each followed by an activation module), the HR conv, an activation, and the last conv.
-        let reader = StateDictReader(tensors: sd, architecture: "RRDB")
+        let reader = WeightReader(stateDict: sd, architecture: "RRDB")
         let subIndices = reader.indices(under: "model.1.sub")
         let bodyIndex = subIndices.filter { sd["model.1.sub.\($0).weight"] != nil }.max()
         guard let bodyIndex else {

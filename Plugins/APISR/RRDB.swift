@@ -1,4 +1,5 @@
 import Dispatch
+import LapseNN
 import LapseTensor
 
 /// ESRGAN's RRDBNet as used by Real-ESRGAN and APISR's RRDB generators.
@@ -38,13 +39,13 @@ public struct RRDBNetwork: UpscaleNetwork {
     }
 
     public let configuration: Configuration
-    let convFirst: ConvLayer
+    let convFirst: Conv2DLayer
     /// `blocks[b][r][j]`: RRDB b, dense block r (0…2), conv j (0…4).
-    let blocks: [[[ConvLayer]]]
-    let convBody: ConvLayer
-    let upsampleConvs: [ConvLayer]
-    let convHR: ConvLayer
-    let convLast: ConvLayer
+    let blocks: [[[Conv2DLayer]]]
+    let convBody: Conv2DLayer
+    let upsampleConvs: [Conv2DLayer]
+    let convHR: Conv2DLayer
+    let convLast: Conv2DLayer
 
     public var architecture: String { "RRDB" }
     public var scale: Int { (1 << configuration.upsampleStages) / configuration.unshuffle }
@@ -94,7 +95,7 @@ public struct RRDBNetwork: UpscaleNetwork {
     }
 
     /// `x5 · 0.2 + x` with x5 computed from the dense concatenation of x and four growth convs.
-    private func residualDenseBlock(_ x: Tensor, convs: [ConvLayer], buffer: TensorStorage) -> Tensor {
+    private func residualDenseBlock(_ x: Tensor, convs: [Conv2DLayer], buffer: TensorStorage) -> Tensor {
         let (h, w) = (x.shape[2], x.shape[3])
         let plane = h * w
         var channels = configuration.features

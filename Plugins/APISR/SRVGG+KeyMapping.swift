@@ -1,3 +1,4 @@
+import LapseNN
 import LapseTensor
 
 extension SRVGGNetwork {
@@ -11,13 +12,13 @@ extension SRVGGNetwork {
     /// Builds the network: `body.0` first conv, `body.(2i+1)` PReLU, `body.(2i+2)` convs, the highest index the last
     /// conv producing `out_ch · scale²` channels for the PixelShuffle.
     public init(stateDict: [String: Tensor]) throws {
-        let r = StateDictReader(tensors: stateDict, architecture: "SRVGG")
+        let r = WeightReader(stateDict: stateDict, architecture: "SRVGG")
         let indices = r.indices(under: "body")
         guard let highest = indices.last, highest >= 2, highest % 2 == 0, indices == Array(0...highest) else {
             throw UpscaleModelError.malformed(
                 architecture: "SRVGG", reason: "body modules must be numbered 0…2n+2 (conv, PReLU, …, conv), found \(indices)")
         }
-        let first = try r.conv("body.0")
+        let first = try r.inferredConv("body.0.")
         let features = first.outChannels
         var layers = [first]
         var slopes: [Tensor] = []
@@ -28,7 +29,7 @@ extension SRVGGNetwork {
                     architecture: "SRVGG", reason: "PReLU \"body.\(i).weight\" has shape \(slope.shape), expected [\(features)]")
             }
             slopes.append(slope)
-            layers.append(try r.conv("body.\(i + 1)", out: i + 1 == highest ? nil : features, in: features))
+            layers.append(try r.inferredConv("body.\(i + 1).", out: i + 1 == highest ? nil : features, in: features))
         }
         let last = layers[layers.count - 1]
         let inChannels = first.inChannels

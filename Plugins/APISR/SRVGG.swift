@@ -1,4 +1,5 @@
 import Dispatch
+import LapseNN
 import LapseTensor
 
 /// Real-ESRGAN's SRVGGNetCompact (the animevideov3 models): a plain stack of 3×3 convs with PReLU at low
@@ -28,7 +29,7 @@ public struct SRVGGNetwork: UpscaleNetwork {
 
     public let configuration: Configuration
     /// Every conv in order: first, `convs` body convs, last.
-    let layers: [ConvLayer]
+    let layers: [Conv2DLayer]
     /// PReLU slopes after every conv but the last, `[features]` each.
     let slopes: [Tensor]
 

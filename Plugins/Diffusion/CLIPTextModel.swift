@@ -1,4 +1,5 @@
 import Foundation
+import LapseNN
 import LapseTensor
 import LapseWeights
 
@@ -128,20 +129,12 @@ public struct CLIPTextModel: Sendable {
         func w(_ name: String) throws -> Tensor { try weights.tensor("text_model." + name) }
         tokenEmbedding = try w("embeddings.token_embedding.weight")
         positionEmbedding = try w("embeddings.position_embedding.weight")
-        let read = DiffusionWeightReader(weights, component: "CLIPTextModel")
+        let read = WeightReader(weights, component: "CLIPTextModel")
         let d = config.hiddenSize, f = config.intermediateSize, eps = Float(config.layerNormEps)
         let activation = try config.activation()
         layers = try (0..<config.numHiddenLayers).map { i in
-            let p = "text_model.encoder.layers.\(i)."
-            return CLIPEncoderLayer(norm1: try NormLayer(read, p + "layer_norm1.", channels: d, eps: eps),
-                                    query: try LinearLayer(read, p + "self_attn.q_proj.", in: d, out: d),
-                                    key: try LinearLayer(read, p + "self_attn.k_proj.", in: d, out: d),
-                                    value: try LinearLayer(read, p + "self_attn.v_proj.", in: d, out: d),
-                                    output: try LinearLayer(read, p + "self_attn.out_proj.", in: d, out: d),
-                                    norm2: try NormLayer(read, p + "layer_norm2.", channels: d, eps: eps),
-                                    fc1: try LinearLayer(read, p + "mlp.fc1.", in: d, out: f),
-                                    fc2: try LinearLayer(read, p + "mlp.fc2.", in: f, out: d),
-                                    heads: config.numAttentionHeads, activation: activation)
+            try CLIPEncoderLayer(read, "text_model.encoder.layers.\(i).", names: .transformers, width: d, mlp: f, eps: eps,
+                                 heads: config.numAttentionHeads, activation: activation)
         }
         finalNormWeight = try w("final_layer_norm.weight")
         finalNormBias = try w("final_layer_norm.bias")

@@ -1,5 +1,7 @@
 import Foundation
+import LapseNN
 import LapseSupport
+import LapseWeights
 
 /// Errors of the diffusion components (tokenizer, text encoder, schedulers), each naming what is wrong.
 public enum DiffusionError: Error, LocalizedError, Equatable {
@@ -38,5 +40,31 @@ public enum DiffusionError: Error, LocalizedError, Equatable {
         let target = Array(key.utf8)
         let scored = candidates.map { ($0, LapseSupport.editDistance(target, Array($0.utf8))) }
         return scored.sorted { $0.1 != $1.1 ? $0.1 < $1.1 : $0.0 < $1.0 }.prefix(limit).map(\.0)
+    }
+}
+
+/// The diffusion family's wording of weight-reading failures: `DiffusionError.missingWeight` with the nearest keys
+/// present, and `DiffusionError.weightShape`, both naming the component and where its weights came from.
+public struct DiffusionWeightWording: WeightErrorWording {
+    /// E.g. `UNet2DConditionModel (unet.safetensors)`.
+    public let component: String
+
+    public init(component: String) { self.component = component }
+
+    public func missing(_ name: String, in weights: Weights) -> any Error {
+        DiffusionError.missingWeight(component: component, key: name,
+                                     closeMatches: DiffusionError.closeMatches(to: name, in: weights.keys))
+    }
+
+    public func wrongShape(_ name: String, expected: [Int], actual: [Int]) -> any Error {
+        DiffusionError.weightShape(component: component, key: name, expected: expected, actual: actual)
+    }
+}
+
+extension WeightReader {
+    /// A reader over one component's weights whose failures are `DiffusionError`s naming `component` and the
+    /// weights' origin (`"UNet2DConditionModel (unet.safetensors)"`).
+    public init(_ weights: Weights, component: String) {
+        self.init(weights, wording: DiffusionWeightWording(component: "\(component) (\(weights.origin))"))
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LapseNN
 import LapseTensor
 import LapseWeights
 
@@ -67,7 +68,7 @@ public struct MotionModule: Sendable {
     let normMode: MotionNormMode
 
     /// `maxLength` nil: no positional encoding; `innerDim` nil: the transformer runs at `channels`.
-    init(_ read: DiffusionWeightReader, _ prefix: String, channels: Int, innerDim: Int? = nil, heads: Int, groups: Int,
+    init(_ read: WeightReader, _ prefix: String, channels: Int, innerDim: Int? = nil, heads: Int, groups: Int,
          layers: Int, maxLength: Int?, normMode: MotionNormMode) throws {
         let inner = innerDim ?? channels
         norm = try NormLayer(read, prefix + "norm.", channels: channels, eps: 1e-6, groups: groups)
@@ -145,7 +146,7 @@ public struct MotionAdapter: Sendable {
         // AnimateDiff v1/v2 files carry a mid-block module, v3 none; the file decides, not a possibly generic config.
         if weights.keys.contains(where: { $0.hasPrefix("mid_block.motion_modules.") }) { config.useMotionMidBlock = true }
         self.config = config
-        let read = DiffusionWeightReader(weights, component: "MotionAdapter")
+        let read = WeightReader(weights, component: "MotionAdapter")
         let ch = config.blockOutChannels
         guard !ch.isEmpty, ch.allSatisfy({ $0 % config.motionNormNumGroups == 0 && $0 % config.motionNumAttentionHeads == 0 }) else {
             throw DiffusionError.badConfig(component: "MotionAdapter", field: "block_out_channels",

@@ -1,4 +1,5 @@
 import Foundation
+import LapseNN
 import LapseTensor
 import LapseWeights
 
@@ -218,7 +219,7 @@ public struct OpenCLIPVisionModel: Sendable {
                 split = try split.splittingRows(of: a + fused, into: ["q", "k", "v"].map { a + $0 + "_proj." + suffix })
             }
         }
-        let read = DiffusionWeightReader(split, component: "OpenCLIPVisionModel")
+        let read = WeightReader(split, component: "OpenCLIPVisionModel")
         let d = config.width, p = config.patchSize, f = config.mlpWidth, eps: Float = 1e-5
         patchWeight = try read("visual.conv1.weight", [d, 3, p, p]).reshaped([d, 3 * p * p])
         classEmbedding = try read("visual.class_embedding", [d]).reshaped([1, 1, d])
@@ -226,17 +227,8 @@ public struct OpenCLIPVisionModel: Sendable {
         preNorm = try NormLayer(read, "visual.ln_pre.", channels: d, eps: eps)
         let activation: Activation = config.quickGELU ? .quickGELU : .gelu
         blocks = try (0..<config.layers).map { i in
-            let b = "visual.transformer.resblocks.\(i)."
-            return CLIPEncoderLayer(
-                norm1: try NormLayer(read, b + "ln_1.", channels: d, eps: eps),
-                query: try LinearLayer(read, b + "attn.q_proj.", in: d, out: d),
-                key: try LinearLayer(read, b + "attn.k_proj.", in: d, out: d),
-                value: try LinearLayer(read, b + "attn.v_proj.", in: d, out: d),
-                output: try LinearLayer(read, b + "attn.out_proj.", in: d, out: d),
-                norm2: try NormLayer(read, b + "ln_2.", channels: d, eps: eps),
-                fc1: try LinearLayer(read, b + "mlp.c_fc.", in: d, out: f),
-                fc2: try LinearLayer(read, b + "mlp.c_proj.", in: f, out: d),
-                heads: config.heads, activation: activation)
+            try CLIPEncoderLayer(read, "visual.transformer.resblocks.\(i).", names: .openCLIP, width: d, mlp: f, eps: eps,
+                                 heads: config.heads, activation: activation)
         }
         postNorm = try NormLayer(read, "visual.ln_post.", channels: d, eps: eps)
         projection = try read("visual.proj", [d, config.embedDim])

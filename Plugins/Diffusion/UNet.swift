@@ -1,4 +1,5 @@
 import Foundation
+import LapseNN
 import LapseTensor
 import LapseWeights
 
@@ -176,7 +177,7 @@ public struct UNet2DConditionModel: Sendable {
          resampling: UNetResampling = .diffusers) throws {
         try config.validate()
         self.config = config
-        let read = DiffusionWeightReader(Self.diffusersWeights(from: all, config: config), component: component)
+        let read = WeightReader(Self.diffusersWeights(from: all, config: config), component: component)
         let ch = config.blockOutChannels, lpb = config.layersPerBlock, groups = config.normNumGroups
         let eps = Float(config.normEps), temb = ch[0] * 4, ctx = config.crossAttentionDim
         let tl = config.transformerLayersPerBlock

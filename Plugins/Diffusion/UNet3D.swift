@@ -1,4 +1,5 @@
 import Foundation
+import LapseNN
 import LapseTensor
 import LapseWeights
 
@@ -127,7 +128,7 @@ struct TemporalConvLayer: Sendable {
     let norms: [NormLayer]
     let convs: [(weight: Tensor, bias: Tensor)]
 
-    init(_ read: DiffusionWeightReader, _ prefix: String, channels: Int, groups: Int) throws {
+    init(_ read: WeightReader, _ prefix: String, channels: Int, groups: Int) throws {
         // conv1 = [GroupNorm, SiLU, Conv3d]; conv2-4 = [GroupNorm, SiLU, Dropout, Conv3d].
         norms = try (1...4).map { try NormLayer(read, prefix + "conv\($0).0.", channels: channels, eps: 1e-5, groups: groups) }
         convs = try (1...4).map { k in
@@ -162,7 +163,7 @@ struct UNet3DTemporalLayers: UNetTemporalLayers {
 
     /// `encoderOnly` reads no up-path layers; `transformerInHeads` heads of `attention_head_dim` make
     /// `transformer_in`'s inner width (diffusers hard-codes 8; MS-Vid2Vid-XL's `num_heads`).
-    init(config: UNet3DConditionConfig, read: DiffusionWeightReader, encoderOnly: Bool = false, transformerInHeads: Int = 8) throws {
+    init(config: UNet3DConditionConfig, read: WeightReader, encoderOnly: Bool = false, transformerInHeads: Int = 8) throws {
         let ch = config.blockOutChannels, groups = config.normNumGroups, lpb = config.layersPerBlock
         func attention(_ prefix: String, _ channels: Int, headDim: Int) throws -> MotionModule {
             try MotionModule(read, prefix, channels: channels, heads: channels / headDim, groups: groups, layers: 1,
@@ -253,7 +254,7 @@ public struct UNet3DConditionModel: Sendable {
         self.config = config
         spatial = try UNet2DConditionModel(config: config.spatialConfig, weights: weights, component: component,
                                            resampling: resampling)
-        temporal = try UNet3DTemporalLayers(config: config, read: DiffusionWeightReader(weights, component: component),
+        temporal = try UNet3DTemporalLayers(config: config, read: WeightReader(weights, component: component),
                                             transformerInHeads: transformerInHeads)
     }
 
@@ -265,7 +266,7 @@ public struct UNet3DConditionModel: Sendable {
         self.config = config
         spatial = try UNet2DConditionModel(config: config.spatialConfig, weights: weights, component: "UNet3DConditionModel (encoder)",
                                            encoderOnly: true)
-        temporal = try UNet3DTemporalLayers(config: config, read: DiffusionWeightReader(weights, component: "UNet3DConditionModel (encoder)"),
+        temporal = try UNet3DTemporalLayers(config: config, read: WeightReader(weights, component: "UNet3DConditionModel (encoder)"),
                                             encoderOnly: true)
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import LapseNN
 import LapseTensor
 import LapseWeights
 
@@ -72,7 +73,7 @@ public struct AutoencoderKL: Sendable {
         let attentionNorm: NormLayer?
         let attention: AttentionLayer?
 
-        init(_ read: DiffusionWeightReader, _ prefix: String, channels: Int, groups: Int, attention hasAttention: Bool) throws {
+        init(_ read: WeightReader, _ prefix: String, channels: Int, groups: Int, attention hasAttention: Bool) throws {
             resnet1 = try ResnetBlock2D(read, prefix + "resnets.0.", in: channels, out: channels, timeChannels: nil, groups: groups, eps: 1e-6)
             if hasAttention {
                 let p = prefix + "attentions.0."
@@ -111,7 +112,7 @@ public struct AutoencoderKL: Sendable {
     public init(config: AutoencoderKLConfig, weights all: Weights) throws {
         try config.validate()
         self.config = config
-        let read = DiffusionWeightReader(Self.diffusersWeights(from: all, config: config), component: "AutoencoderKL")
+        let read = WeightReader(Self.diffusersWeights(from: all, config: config), component: "AutoencoderKL")
         let ch = config.blockOutChannels, g = config.normNumGroups, lpb = config.layersPerBlock
         let top = ch[ch.count - 1], z = config.latentChannels
 

@@ -1,4 +1,5 @@
 import DiffusionPlugin
+import LapseNN
 import LapseTensor
 import LapseWeights
 
@@ -6,7 +7,7 @@ import LapseWeights
 /// anchor frames' pooled image embeddings → Linear D→1280 → SiLU → Linear 1280→16·D → 16 tokens of width D that
 /// follow the 77 text tokens in the base UNet's context.
 public struct AppearanceResampler: Sendable {
-    private let inWeight: Tensor, inBias: Tensor, outWeight: Tensor, outBias: Tensor
+    private let projIn: LinearLayer, projOut: LinearLayer
     /// Token width D (the UNet's cross-attention width).
     public let width: Int
     /// Tokens produced (16).
@@ -15,7 +16,7 @@ public struct AppearanceResampler: Sendable {
     /// Reads `context_embedding.0` and `.2` from `weights` scoped to `resampler.`; D, the hidden width and the token
     /// count come from the weights.
     public init(weights: Weights) throws {
-        let read = StreamingT2VWeightReader(weights, component: "AppearanceResampler")
+        let read = WeightReader(weights, component: "AppearanceResampler")
         let first = try read.shape(StreamingT2VKeys.resamplerIn + "weight")
         let second = try read.shape(StreamingT2VKeys.resamplerOut + "weight")
         guard first.count == 2, second.count == 2, second[1] == first[0], first[1] > 0, second[0] % first[1] == 0 else {
@@ -25,10 +26,8 @@ public struct AppearanceResampler: Sendable {
         }
         width = first[1]
         tokens = second[0] / width
-        inWeight = try read(StreamingT2VKeys.resamplerIn + "weight", first)
-        inBias = try read(StreamingT2VKeys.resamplerIn + "bias", [first[0]])
-        outWeight = try read(StreamingT2VKeys.resamplerOut + "weight", second)
-        outBias = try read(StreamingT2VKeys.resamplerOut + "bias", [second[0]])
+        projIn = try LinearLayer(read, StreamingT2VKeys.resamplerIn, in: first[1], out: first[0])
+        projOut = try LinearLayer(read, StreamingT2VKeys.resamplerOut, in: second[1], out: second[0])
     }
 
     /// Pooled embeddings `[F, D]` of one video's anchor frames → its tokens `[1, tokens, D]`.
@@ -44,7 +43,6 @@ public struct AppearanceResampler: Sendable {
             for i in 1..<f { mean = mean + slice(embeddings, axis: 0, start: i, end: i + 1) }
             mean = mean * (1 / Float(f))
         }
-        let hidden = silu(linear(mean, weight: inWeight, bias: inBias))
-        return linear(hidden, weight: outWeight, bias: outBias).reshaped([1, tokens, width])
+        return projOut(silu(projIn(mean))).reshaped([1, tokens, width])
     }
 }

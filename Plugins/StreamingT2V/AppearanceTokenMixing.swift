@@ -1,4 +1,5 @@
 import DiffusionPlugin
+import LapseNN
 import LapseTensor
 import LapseWeights
 
@@ -9,7 +10,7 @@ import LapseWeights
 /// channels; the kernel slides along the feature axis.
 public struct AppearanceTokenMixing: Sendable {
     private let convWeight: Tensor, convBias: Tensor
-    private let normWeight: Tensor, normBias: Tensor
+    private let norm: NormLayer
     private let gate: Float
     /// Tokens in (text + image) and out (text).
     public let inputTokens: Int, outputTokens: Int
@@ -18,7 +19,7 @@ public struct AppearanceTokenMixing: Sendable {
     /// Reads `conv.weight` `[77, 93, 3]`, `conv.bias`, `conv_ln.{weight,bias}` `[D]` and the scalar `alpha` from
     /// `weights` scoped to one `…attn2.`; token counts and D come from the weights.
     public init(weights: Weights) throws {
-        let read = StreamingT2VWeightReader(weights, component: "AppearanceTokenMixing")
+        let read = WeightReader(weights, component: "AppearanceTokenMixing")
         let s = try read.shape("conv.weight")
         guard s.count == 3, s[2] == 3, s[0] < s[1] else {
             throw DiffusionError.weightShape(component: "AppearanceTokenMixing (\(weights.origin))", key: "conv.weight",
@@ -29,8 +30,11 @@ public struct AppearanceTokenMixing: Sendable {
         convWeight = try read("conv.weight", s)
         convBias = try read("conv.bias", [s[0]])
         let d = try read.shape("conv_ln.weight")
-        normWeight = try read("conv_ln.weight", d)
-        normBias = try read("conv_ln.bias", d)
+        guard d.count == 1 else {
+            throw DiffusionError.weightShape(component: "AppearanceTokenMixing (\(weights.origin))", key: "conv_ln.weight",
+                                             expected: [d.last ?? 0], actual: d)
+        }
+        norm = try NormLayer(read, "conv_ln.", channels: d[0], eps: AppearanceTokenMixing.eps)
         let alphaShape = try read.shape("alpha")
         guard alphaShape.reduce(1, *) == 1 else {
             throw DiffusionError.weightShape(component: "AppearanceTokenMixing (\(weights.origin))", key: "alpha",
@@ -41,12 +45,11 @@ public struct AppearanceTokenMixing: Sendable {
 
     /// `context` `[N, 93, D]` → `[N, 77, D]`.
     public func callAsFunction(_ context: Tensor) throws -> Tensor {
-        guard context.rank == 3, context.shape[1] == inputTokens, context.shape[2] == normWeight.count else {
+        guard context.rank == 3, context.shape[1] == inputTokens, context.shape[2] == norm.weight.count else {
             throw DiffusionError.badInput(component: "AppearanceTokenMixing",
-                                          reason: "context must be [N, \(inputTokens), \(normWeight.count)] (text then appearance tokens), got \(context.shape)")
+                                          reason: "context must be [N, \(inputTokens), \(norm.weight.count)] (text then appearance tokens), got \(context.shape)")
         }
-        let mixed = layerNorm(conv1d(context, weight: convWeight, bias: convBias, padding: 1),
-                              weight: normWeight, bias: normBias, eps: AppearanceTokenMixing.eps)
+        let mixed = norm.layer(conv1d(context, weight: convWeight, bias: convBias, padding: 1))
         return slice(context, axis: 1, start: 0, end: outputTokens) + mixed * gate
     }
 }

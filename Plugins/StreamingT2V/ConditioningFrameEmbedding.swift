@@ -1,4 +1,5 @@
 import DiffusionPlugin
+import LapseNN
 import LapseTensor
 import LapseWeights
 
@@ -7,15 +8,9 @@ import LapseWeights
 /// then conv_out to the UNet's first width. Three stages in the release (32→96→256→512, then 512→320), so frames
 /// `[F, 3, H, W]` in [-1, 1] become `[F, 320, H/8, W/8]`, the size of the latents' first feature map.
 public struct ConditioningFrameEmbedding: Sendable {
-    private struct Conv: Sendable {
-        let weight: Tensor, bias: Tensor, stride: Int
-        func callAsFunction(_ x: Tensor, activation: Activation?) -> Tensor {
-            conv2d(x, weight: weight, bias: bias, stride: stride, padding: 1, activation: activation)
-        }
-    }
-    private let convIn: Conv
-    private let blocks: [Conv]
-    private let convOut: Conv
+    private let convIn: Conv2DLayer
+    private let blocks: [Conv2DLayer]
+    private let convOut: Conv2DLayer
     /// Channels of the embedding (the UNet's `block_out_channels[0]`).
     public let outChannels: Int
     /// Pixel-to-feature downsampling (2 per stage).
@@ -24,17 +19,17 @@ public struct ConditioningFrameEmbedding: Sendable {
     /// Reads `conv_in`, `blocks.{0…}` and `conv_out` from `weights` (already scoped to the module); every width
     /// comes from the weights.
     public init(weights: Weights) throws {
-        let read = StreamingT2VWeightReader(weights, component: "ConditioningFrameEmbedding")
-        func conv(_ prefix: String, in inputs: Int?, stride: Int) throws -> Conv {
+        let read = WeightReader(weights, component: "ConditioningFrameEmbedding")
+        func conv(_ prefix: String, in inputs: Int?, stride: Int) throws -> Conv2DLayer {
             let s = try read.shape(prefix + "weight")
             guard s.count == 4, s[2] == 3, s[3] == 3, inputs == nil || s[1] == inputs else {
                 throw DiffusionError.weightShape(component: "ConditioningFrameEmbedding (\(weights.origin))",
                                                  key: prefix + "weight", expected: [s.first ?? 0, inputs ?? 0, 3, 3], actual: s)
             }
-            return Conv(weight: try read(prefix + "weight", s), bias: try read(prefix + "bias", [s[0]]), stride: stride)
+            return try Conv2DLayer(read, prefix, in: s[1], out: s[0], kernel: 3, stride: stride)
         }
         convIn = try conv("conv_in.", in: 3, stride: 1)
-        var blocks: [Conv] = []
+        var blocks: [Conv2DLayer] = []
         var width = convIn.weight.shape[0]
         while weights.contains("blocks.\(blocks.count).weight") {
             // Even entries keep the width, odd ones change it and halve the resolution.

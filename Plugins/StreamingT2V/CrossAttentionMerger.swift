@@ -1,4 +1,5 @@
 import DiffusionPlugin
+import LapseNN
 import LapseTensor
 import LapseWeights
 
@@ -10,11 +11,9 @@ import LapseWeights
 /// `[B·H·W, F, C]` → `proj_in` → attention with queries from h and keys/values from the raw `r` as
 /// `[B·H·W, Fc, C]` (no q/k/v bias, heads C/64, scale 1/8) → `to_out.0` → `proj_out` → `s + that`.
 public struct CrossAttentionMerger: Sendable {
-    private let normWeight: Tensor, normBias: Tensor
-    private let projInWeight: Tensor, projInBias: Tensor
-    private let toQ: Tensor, toK: Tensor, toV: Tensor
-    private let toOutWeight: Tensor, toOutBias: Tensor
-    private let projOutWeight: Tensor, projOutBias: Tensor
+    private let norm: NormLayer
+    private let projIn: LinearLayer, projOut: LinearLayer
+    private let attention: AttentionLayer
     /// Feature channels C.
     public let channels: Int
     /// The original fixes the head width at 64 (`ConditionalModel(attention_head_dim=64)`).
@@ -25,20 +24,17 @@ public struct CrossAttentionMerger: Sendable {
     /// Reads `norm`, `proj_in`, `attention.to_{q,k,v}`, `attention.to_out.0` and `proj_out` from `weights` (scoped to
     /// the merger's `temporal_transformer.`); C comes from `proj_in`.
     public init(weights: Weights) throws {
-        let read = StreamingT2VWeightReader(weights, component: "CrossAttentionMerger")
+        let read = WeightReader(weights, component: "CrossAttentionMerger")
         let c = try read.shape("proj_in.weight").first ?? 0
         guard c > 0, c % CrossAttentionMerger.headWidth == 0, c % CrossAttentionMerger.groups == 0 else {
             throw DiffusionError.badConfig(component: "CrossAttentionMerger (\(weights.origin))", field: "proj_in.weight",
                                            reason: "width \(c) must be a multiple of 64 (the head width) and of 32 (the norm groups)")
         }
         channels = c
-        normWeight = try read("norm.weight", [c]); normBias = try read("norm.bias", [c])
-        projInWeight = try read("proj_in.weight", [c, c]); projInBias = try read("proj_in.bias", [c])
-        toQ = try read("attention.to_q.weight", [c, c])
-        toK = try read("attention.to_k.weight", [c, c])
-        toV = try read("attention.to_v.weight", [c, c])
-        toOutWeight = try read("attention.to_out.0.weight", [c, c]); toOutBias = try read("attention.to_out.0.bias", [c])
-        projOutWeight = try read("proj_out.weight", [c, c]); projOutBias = try read("proj_out.bias", [c])
+        norm = try NormLayer(read, "norm.", channels: c, eps: CrossAttentionMerger.eps, groups: CrossAttentionMerger.groups)
+        projIn = try LinearLayer(read, "proj_in.", in: c, out: c)
+        attention = try AttentionLayer(read, "attention.", queryDim: c, contextDim: c, heads: c / CrossAttentionMerger.headWidth)
+        projOut = try LinearLayer(read, "proj_out.", in: c, out: c)
     }
 
     /// `sample` `[B·F, C, h, w]` (each video's F frames consecutive) merged with `condition` `[B·Fc, C, h, w]`.
@@ -53,16 +49,11 @@ public struct CrossAttentionMerger: Sendable {
         let f = sample.shape[0] / b, fc = condition.shape[0] / b, hw = sample.shape[2] * sample.shape[3]
         // Stats over the whole video: normalise [B, C, F, H·W].
         let video = permute(sample.reshaped([b, f, c, hw]), [0, 2, 1, 3])
-        let normed = groupNorm(video, groups: CrossAttentionMerger.groups, weight: normWeight, bias: normBias,
-                               eps: CrossAttentionMerger.eps)
+        let normed = norm.group(video)
         let tokens = permute(normed, [0, 3, 2, 1]).reshaped([b * hw, f, c])
-        let h = linear(tokens, weight: projInWeight, bias: projInBias)
+        let h = projIn(tokens)
         let memory = permute(condition.reshaped([b, fc, c, hw]), [0, 3, 1, 2]).reshaped([b * hw, fc, c])
-        let attended = multiHeadAttention(query: linear(h, weight: toQ, bias: nil),
-                                          key: linear(memory, weight: toK, bias: nil),
-                                          value: linear(memory, weight: toV, bias: nil),
-                                          heads: c / CrossAttentionMerger.headWidth)
-        let out = linear(linear(attended, weight: toOutWeight, bias: toOutBias), weight: projOutWeight, bias: projOutBias)
+        let out = projOut(attention(h, context: memory))
         return sample + permute(out.reshaped([b, hw, f, c]), [0, 2, 3, 1]).reshaped(sample.shape)
     }
 }

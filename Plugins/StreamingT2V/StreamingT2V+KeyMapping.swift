@@ -1,6 +1,4 @@
 import DiffusionPlugin
-import LapseTensor
-import LapseWeights
 
 /// Where StreamingT2V's tensors live in the released Lightning checkpoint's `state_dict` (`streaming_t2v.ckpt`) and
 /// the names each piece reads under its prefix.
@@ -47,35 +45,5 @@ public enum StreamingT2VKeys {
     /// Number of skips a UNet3D's down pass produces (the stem, each layer, each downsampler): one merger each.
     static func skipCount(_ config: UNet3DConditionConfig) -> Int {
         1 + config.blockOutChannels.count * config.layersPerBlock + (config.blockOutChannels.count - 1)
-    }
-}
-
-/// Reads tensors by name with an exact expected shape; absence or a wrong shape becomes a `DiffusionError` naming the
-/// component, the key and the nearest keys present.
-struct StreamingT2VWeightReader {
-    let weights: Weights
-    let component: String
-
-    init(_ weights: Weights, component: String) {
-        self.weights = weights
-        self.component = "\(component) (\(weights.origin))"
-    }
-
-    /// The shape of `name`, or a `missingWeight` error.
-    func shape(_ name: String) throws -> [Int] {
-        guard let s = weights.shape(of: name) else {
-            throw DiffusionError.missingWeight(component: component, key: name,
-                                               closeMatches: DiffusionError.closeMatches(to: name, in: weights.keys))
-        }
-        return s
-    }
-
-    /// The tensor `name`, which must have exactly `shape`.
-    func callAsFunction(_ name: String, _ shape: [Int]) throws -> Tensor {
-        let actual = try self.shape(name)
-        guard actual == shape else {
-            throw DiffusionError.weightShape(component: component, key: name, expected: shape, actual: actual)
-        }
-        return try weights.tensor(name)
     }
 }

@@ -1,100 +1,5 @@
+import LapseNN
 import LapseTensor
-import LapseWeights
-
-/// Reads a component's weights by name with the shape the configuration implies, turning absence or a wrong shape
-/// into a `DiffusionError` that names the component, the key and the nearest keys present.
-struct DiffusionWeightReader {
-    let weights: Weights
-    let component: String
-
-    init(_ weights: Weights, component: String) {
-        self.weights = weights
-        self.component = "\(component) (\(weights.origin))"
-    }
-
-    /// The tensor `name`, which must have exactly `shape`.
-    func callAsFunction(_ name: String, _ shape: [Int]) throws -> Tensor {
-        guard let actual = weights.shape(of: name) else {
-            throw DiffusionError.missingWeight(component: component, key: name,
-                                               closeMatches: DiffusionError.closeMatches(to: name, in: weights.keys))
-        }
-        guard actual == shape else {
-            throw DiffusionError.weightShape(component: component, key: name, expected: shape, actual: actual)
-        }
-        return try weights.tensor(name)
-    }
-
-    /// A linear weight `[out, in]`, also accepted as a 1×1 convolution `[out, in, 1, 1]` (how LDM stores the VAE's
-    /// attention projections and how SD1.x stores `proj_in`/`proj_out`) or a width-1 `Conv1d` `[out, in, 1]` (how
-    /// MS-Vid2Vid-XL stores its temporal transformers' `proj_in`/`proj_out`), returned as `[out, in]`.
-    func linearWeight(_ name: String, out: Int, in inputs: Int) throws -> Tensor {
-        if let shape = weights.shape(of: name), shape == [out, inputs, 1, 1] || shape == [out, inputs, 1] {
-            return try weights.tensor(name).reshaped([out, inputs])
-        }
-        return try self(name, [out, inputs])
-    }
-}
-
-/// A convolution with PyTorch weights `[out, in, k, k]`, bias, and SD's "same" padding.
-struct Conv2DLayer: Sendable {
-    let weight: Tensor
-    let bias: Tensor?
-    let stride: Int
-    let padding: Int
-    /// Padding of the height when it differs from the width's (MS-Vid2Vid-XL's downsamplers pad (2, 1)).
-    let verticalPadding: Int?
-
-    init(_ read: DiffusionWeightReader, _ prefix: String, in inputs: Int, out: Int, kernel: Int, stride: Int = 1,
-         padding: Int? = nil, verticalPadding: Int? = nil) throws {
-        weight = try read(prefix + "weight", [out, inputs, kernel, kernel])
-        bias = try read(prefix + "bias", [out])
-        self.stride = stride
-        self.padding = padding ?? kernel / 2
-        self.verticalPadding = verticalPadding == self.padding ? nil : verticalPadding
-    }
-
-    func callAsFunction(_ x: Tensor, activation: Activation? = nil) -> Tensor {
-        if let verticalPadding {
-            return conv2d(x, weight: weight, bias: bias, stride: stride, padding: (vertical: verticalPadding, horizontal: padding), activation: activation)
-        }
-        return conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, activation: activation)
-    }
-}
-
-/// A fully connected layer (`torch.nn.Linear`).
-struct LinearLayer: Sendable {
-    let weight: Tensor
-    let bias: Tensor?
-
-    init(_ read: DiffusionWeightReader, _ prefix: String, in inputs: Int, out: Int, bias hasBias: Bool = true) throws {
-        weight = try read.linearWeight(prefix + "weight", out: out, in: inputs)
-        bias = hasBias ? try read(prefix + "bias", [out]) : nil
-    }
-
-    func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: weight, bias: bias) }
-}
-
-/// GroupNorm or LayerNorm parameters.
-struct NormLayer: Sendable {
-    let weight: Tensor
-    let bias: Tensor
-    let eps: Float
-    let groups: Int
-
-    init(_ read: DiffusionWeightReader, _ prefix: String, channels: Int, eps: Float, groups: Int = 0) throws {
-        weight = try read(prefix + "weight", [channels])
-        bias = try read(prefix + "bias", [channels])
-        self.eps = eps
-        self.groups = groups
-    }
-
-    /// GroupNorm over `[N, C, ...]`, optionally followed by an activation in place.
-    func group(_ x: Tensor, activation: Activation? = nil) -> Tensor {
-        groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps, activation: activation)
-    }
-    /// LayerNorm over the last dimension.
-    func layer(_ x: Tensor) -> Tensor { layerNorm(x, weight: weight, bias: bias, eps: eps) }
-}
 
 /// diffusers' `ResnetBlock2D` (default time-embedding norm, output scale 1): GroupNorm → SiLU → conv, plus the
 /// projected time embedding, GroupNorm → SiLU → conv, and a 1×1 shortcut when the width changes.
@@ -105,7 +10,7 @@ struct ResnetBlock2D: Sendable {
     let shortcut: Conv2DLayer?
 
     /// `timeChannels` nil: no time-embedding projection (the VAE's blocks).
-    init(_ read: DiffusionWeightReader, _ prefix: String, in inputs: Int, out: Int, timeChannels: Int?, groups: Int,
+    init(_ read: WeightReader, _ prefix: String, in inputs: Int, out: Int, timeChannels: Int?, groups: Int,
          eps: Float) throws {
         norm1 = try NormLayer(read, prefix + "norm1.", channels: inputs, eps: eps, groups: groups)
         conv1 = try Conv2DLayer(read, prefix + "conv1.", in: inputs, out: out, kernel: 3)
@@ -127,35 +32,11 @@ struct ResnetBlock2D: Sendable {
     }
 }
 
-/// diffusers' `Attention` as SD uses it: q/k/v projections (bias optional), `heads` heads, scaled dot product,
-/// `to_out.0` with bias.
-struct AttentionLayer: Sendable {
-    let toQ: LinearLayer, toK: LinearLayer, toV: LinearLayer, toOut: LinearLayer
-    let heads: Int
-
-    init(_ read: DiffusionWeightReader, _ prefix: String, queryDim: Int, contextDim: Int, heads: Int,
-         qkvBias: Bool = false) throws {
-        toQ = try LinearLayer(read, prefix + "to_q.", in: queryDim, out: queryDim, bias: qkvBias)
-        toK = try LinearLayer(read, prefix + "to_k.", in: contextDim, out: queryDim, bias: qkvBias)
-        toV = try LinearLayer(read, prefix + "to_v.", in: contextDim, out: queryDim, bias: qkvBias)
-        toOut = try LinearLayer(read, prefix + "to_out.0.", in: queryDim, out: queryDim)
-        self.heads = heads
-    }
-
-    /// `x` `[N, L, C]`, `context` `[N, S, Cctx]` (nil: self-attention) → `[N, L, C]`.
-    func callAsFunction(_ x: Tensor, context: Tensor? = nil) -> Tensor {
-        let ctx = context ?? x
-        // Token-major heads straight from the projections: no split/merge copies of q, k, v and the result.
-        let merged = multiHeadAttention(query: toQ(x), key: toK(ctx), value: toV(ctx), heads: heads)
-        return toOut(merged)
-    }
-}
-
 /// diffusers' GEGLU feed-forward: `net.0.proj` to 2·inner, `hidden · gelu(gate)`, `net.2` back to the width.
 struct GEGLUFeedForward: Sendable {
     let projIn: LinearLayer, projOut: LinearLayer
 
-    init(_ read: DiffusionWeightReader, _ prefix: String, dim: Int, mult: Int = 4) throws {
+    init(_ read: WeightReader, _ prefix: String, dim: Int, mult: Int = 4) throws {
         projIn = try LinearLayer(read, prefix + "net.0.proj.", in: dim, out: 2 * dim * mult)
         projOut = try LinearLayer(read, prefix + "net.2.", in: dim * mult, out: dim)
     }
@@ -175,7 +56,7 @@ struct BasicTransformerBlock: Sendable {
     let norm3: NormLayer, ff: GEGLUFeedForward
     let crossAttention: Bool
 
-    init(_ read: DiffusionWeightReader, _ prefix: String, dim: Int, heads: Int, contextDim: Int?) throws {
+    init(_ read: WeightReader, _ prefix: String, dim: Int, heads: Int, contextDim: Int?) throws {
         norm1 = try NormLayer(read, prefix + "norm1.", channels: dim, eps: 1e-5)
         attn1 = try AttentionLayer(read, prefix + "attn1.", queryDim: dim, contextDim: dim, heads: heads)
         norm2 = try NormLayer(read, prefix + "norm2.", channels: dim, eps: 1e-5)
@@ -203,7 +84,7 @@ struct SpatialTransformer: Sendable {
     let projIn: LinearLayer, projOut: LinearLayer
     let blocks: [BasicTransformerBlock]
 
-    init(_ read: DiffusionWeightReader, _ prefix: String, channels: Int, heads: Int, contextDim: Int, groups: Int,
+    init(_ read: WeightReader, _ prefix: String, channels: Int, heads: Int, contextDim: Int, groups: Int,
          layers: Int) throws {
         norm = try NormLayer(read, prefix + "norm.", channels: channels, eps: 1e-6, groups: groups)
         projIn = try LinearLayer(read, prefix + "proj_in.", in: channels, out: channels)
