@@ -97,7 +97,7 @@ public struct DebugFrames: Node {
         let count = try inputs.int("count"), width = try inputs.int("width"), height = try inputs.int("height")
         let info = FrameStreamInfo(width: width, height: height, frameRate: (24, 1), frameCount: count)
         let frames = Frames(info: info) { CountingSource(count: count, width: width, height: height) }
-        return NodeOutputs(["frames": .object(frames)])
+        return NodeOutputs("frames", .frames, frames)
     }
 
     private final class CountingSource: FrameSource {

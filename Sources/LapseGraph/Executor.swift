@@ -112,10 +112,13 @@ public struct Executor: Sendable {
             }
         }
         var values = node.literals
+        var empty: [String: EmptyOutput] = [:]
         for link in node.links {
+            // Only an optional output can be missing here (the producer's outputs were checked): reading it fails.
             guard let value = upstream[link.nodeID]?.values[link.output] else {
-                throw NodeExecutionError(nodeID: node.id, nodeType: node.type,
-                                         underlying: NodeError.failed("upstream node \"\(link.nodeID)\" produced no output \"\(link.output)\""))
+                empty[link.port] = EmptyOutput(nodeID: link.nodeID, output: link.output,
+                                               reason: upstream[link.nodeID]?.emptyReasons[link.output])
+                continue
             }
             // Metered per link: time this node spends pulling an upstream stream is the producer's.
             values[link.port] = ledger.handOver(value, from: link.nodeID, to: node.id)
@@ -129,7 +132,7 @@ public struct Executor: Sendable {
         defer { ledger.ran(node.id, nanoseconds: MonotonicClock.nanoseconds() - started) }
         var outputs: NodeOutputs
         do {
-            outputs = try node.entry.nodeType.init().run(NodeInputs(values), context: context)
+            outputs = try node.entry.nodeType.init().run(NodeInputs(values, empty: empty), context: context)
         } catch let error as NodeExecutionError {
             throw error  // raised by an upstream stream this node pulled; it already names its node
         } catch let error as CancellationError {
@@ -138,9 +141,8 @@ public struct Executor: Sendable {
             throw NodeExecutionError(nodeID: node.id, nodeType: node.type, underlying: error)
         }
         if token.isCancelled { throw CancellationError() }
-        for spec in node.schema.outputs where outputs.values[spec.name] == nil {
-            throw NodeExecutionError(nodeID: node.id, nodeType: node.type,
-                                     underlying: NodeError.failed("declared output \"\(spec.name)\" was not produced"))
+        if let problem = node.schema.outputProblem(outputs) {
+            throw NodeExecutionError(nodeID: node.id, nodeType: node.type, underlying: problem)
         }
         // Streams are lazy: errors surface in whichever node pulls them, so tag them with the producing node now.
         for (name, value) in outputs.values {

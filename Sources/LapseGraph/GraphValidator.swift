@@ -267,10 +267,10 @@ public struct GraphValidator {
         for id in order {
             guard let node = nodes[id] else { continue }
             var deepest = 0
-            for link in node.links where node.schema.inputs.first(where: { $0.name == link.port })?.type == .frames {
+            for link in node.links where node.schema.inputs.first(where: { $0.name == link.port })?.type == PortType(.frames) {
                 deepest = max(deepest, depth[link.nodeID] ?? 0)
             }
-            let produces = node.schema.outputs.contains { $0.type == .frames }
+            let produces = node.schema.outputs.contains { $0.type == PortType(.frames) }
             depth[id] = deepest + (produces ? 1 : 0)
             if deepest > maximumStreamDepth {
                 return Diagnostic(path: "nodes.\(id)", nodeID: id,

@@ -25,8 +25,11 @@ public enum SchemaJSON {
             members.append(("doc", str(input.doc)))
             return JSONValue(.object(members))
         }
-        let outputs: [JSONValue] = s.outputs.map {
-            JSONValue(.object([("name", str($0.name)), ("type", str($0.type.name)), ("doc", str($0.doc))]))
+        let outputs: [JSONValue] = s.outputs.map { output in
+            var members: [(key: String, value: JSONValue)] = [("name", str(output.name)), ("type", str(output.type.name))]
+            if output.optional { members.append(("optional", JSONValue(.bool(true)))) }
+            members.append(("doc", str(output.doc)))
+            return JSONValue(.object(members))
         }
         return JSONValue(.object([
             ("type", str(s.type)), ("category", str(s.category)), ("summary", str(s.summary)), ("source", str(entry.source)),
