@@ -50,7 +50,7 @@ let package = Package(
         // MARK: - Core
         // What every layer needs and nothing else: atomic output files, the input-file rule, text helpers.
         .target(name: "LapseSupport"),
-        .target(name: "LapseTensor", dependencies: ["COpenBLAS"], swiftSettings: optimized),
+        .target(name: "LapseTensor", dependencies: ["COpenBLAS", "LapseSupport"], swiftSettings: optimized),
         // The parsers of untrusted files keep Swift's bounds and overflow checks (no -Ounchecked): they are the last
         // line of defence against a hostile checkpoint.
         .target(name: "LapseWeights", dependencies: ["LapseTensor", "LapseSupport"], swiftSettings: checked),
@@ -62,7 +62,7 @@ let package = Package(
         .target(name: "LapseNN", dependencies: ["LapseTensor", "LapseWeights"], swiftSettings: optimized),
         .target(name: "CMediaHelpers", dependencies: ["CPNG", "CFFmpeg"],
                 linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("avutil")]),
-        .target(name: "LapseMedia", dependencies: ["LapseGraph", "LapseSupport", "LapseTensor", "CFFmpeg", "CPNG", "CMediaHelpers"],
+        .target(name: "LapseMedia", dependencies: ["LapseSupport", "LapseTensor", "CFFmpeg", "CPNG", "CMediaHelpers"],
                 swiftSettings: optimized),
         // The HTTP job server behind `lapse serve`: jobs, queue, workspace confinement; knows no model.
         .target(name: "LapseServer", dependencies: ["LapseGraph", .product(name: "Hummingbird", package: "hummingbird"),

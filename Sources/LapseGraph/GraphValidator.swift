@@ -302,20 +302,20 @@ public struct GraphValidator {
         }
         func range(_ x: Double, _ text: String) -> Bool {
             let bounds = switch (spec.min, spec.max) {
-            case let (lo?, hi?): "allowed range \(format(lo))…\(format(hi))"
-            case let (lo?, nil): "allowed: ≥ \(format(lo))"
-            case let (nil, hi?): "allowed: ≤ \(format(hi))"
+            case let (lo?, hi?): "allowed range \(plainNumber(lo))…\(plainNumber(hi))"
+            case let (lo?, nil): "allowed: ≥ \(plainNumber(lo))"
+            case let (nil, hi?): "allowed: ≤ \(plainNumber(hi))"
             case (nil, nil): ""
             }
             if let lo = spec.min, x < lo {
                 diagnostics.append(Diagnostic(path: path, nodeID: nodeID,
-                                              message: "value \(text) is below the minimum \(format(lo)) (\(bounds))",
+                                              message: "value \(text) is below the minimum \(plainNumber(lo)) (\(bounds))",
                                               location: json.location))
                 return false
             }
             if let hi = spec.max, x > hi {
                 diagnostics.append(Diagnostic(path: path, nodeID: nodeID,
-                                              message: "value \(text) is above the maximum \(format(hi)) (\(bounds))",
+                                              message: "value \(text) is above the maximum \(plainNumber(hi)) (\(bounds))",
                                               location: json.location))
                 return false
             }
@@ -343,10 +343,6 @@ public struct GraphValidator {
         default:
             return wrong()
         }
-    }
-
-    private static func format(_ x: Double) -> String {
-        x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : String(x)
     }
 
     /// Every elementary cycle found by a depth-first search, each listed once, starting at its first node in file order.

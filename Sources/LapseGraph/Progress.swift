@@ -190,7 +190,7 @@ public final class JSONLinesRenderer: RunEventSink {
         }
         emit([("event", JSONValue.quote("summary")), ("seconds", String(format: "%.6f", report.wallSeconds)),
               ("peakRSSBytes", report.peakResidentBytes.map(String.init) ?? "null"),
-              ("nodes", "[" + nodes.joined(separator: ",") + "]")])
+              ("nodes", JSONValue.arrayText(nodes))])
     }
 
     /// Writes one line: `fields` (values already JSON) and the seconds since the renderer was made.
@@ -200,7 +200,7 @@ public final class JSONLinesRenderer: RunEventSink {
     }
 
     private static func object(_ fields: [(String, String)]) -> String {
-        "{" + fields.map { "\(JSONValue.quote($0.0)):\($0.1)" }.joined(separator: ",") + "}"
+        JSONValue.objectText(fields.map { (key: $0.0, text: $0.1) })
     }
 }
 

@@ -2,13 +2,6 @@ import Foundation
 
 // What savers share about their output paths: `{stem}` and `{n}` templates (`OutputPathTemplate`) and `overwrite`.
 
-extension FrameStreamInfo {
-    /// What `{stem}` in a saver's path becomes for this stream: the file name, without folder and extension, of the
-    /// media file the frames were decoded from (`sourcePath`, which frame nodes pass along), or `nil` for frames that
-    /// were generated.
-    public var sourceStem: String? { sourcePath.flatMap(OutputPathTemplate.stem(ofSource:)) }
-}
-
 extension NodeSchema {
     /// A `checkParameters` check for savers: each of `params` that is a literal string must be a well-formed output
     /// path template (known placeholders, only in the file name), so a misspelt `{stme}` fails validation rather than

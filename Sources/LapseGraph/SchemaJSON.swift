@@ -58,7 +58,7 @@ public enum SchemaJSON {
     public static func literal(_ value: Value) -> String { json(value)?.jsonText ?? "(data)" }
 
     /// A bound or default without a needless `.0`.
-    public static func number(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : String(x) }
+    public static func number(_ x: Double) -> String { plainNumber(x) }
 
     /// Indented JSON text (lists of strings stay on one line).
     public static func pretty(_ value: JSONValue, indent: String) -> String {

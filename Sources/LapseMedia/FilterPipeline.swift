@@ -1,6 +1,6 @@
 import CFFmpeg
 import Foundation
-import LapseGraph
+import LapseSupport
 import LapseTensor
 
 /// One configured libavfilter graph between a `buffer` source and a `buffersink`, fed and drained frame by frame.

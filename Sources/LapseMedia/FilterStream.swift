@@ -1,6 +1,6 @@
 import CFFmpeg
 import Foundation
-import LapseGraph
+import LapseSupport
 import LapseTensor
 
 extension MediaIO {

@@ -1,6 +1,6 @@
 import Dispatch
 import Foundation
-import LapseGraph
+import LapseSupport
 import LapseTensor
 
 /// Resampling filters for `FrameOps.resize`.

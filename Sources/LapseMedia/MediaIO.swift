@@ -1,6 +1,5 @@
 import CFFmpeg
 import Foundation
-import LapseGraph
 import LapseSupport
 import LapseTensor
 

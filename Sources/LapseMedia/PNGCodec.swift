@@ -1,6 +1,6 @@
 import CMediaHelpers
 import Foundation
-import LapseGraph
+import LapseSupport
 import LapseTensor
 
 /// PNG reading and writing through libpng (classic API behind a small C helper, see `lapse_png.c`).

@@ -1,7 +1,7 @@
 import CFFmpeg
 import CMediaHelpers
 import Foundation
-import LapseGraph
+import LapseSupport
 import LapseTensor
 
 /// Incremental decoding of the best video stream of any file libav opens (containers, GIF, still images,

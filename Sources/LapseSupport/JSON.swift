@@ -66,11 +66,19 @@ public struct JSONValue: Sendable {
             if d.isFinite, d == d.rounded(), abs(d) < 1e15 { return String(format: "%.1f", d) }
             return "\(d)"
         case .string(let s): return JSONValue.quote(s)
-        case .array(let items): return "[" + items.map(\.jsonText).joined(separator: ",") + "]"
-        case .object(let members):
-            return "{" + members.map { JSONValue.quote($0.key) + ":" + $0.value.jsonText }.joined(separator: ",") + "}"
+        case .array(let items): return JSONValue.arrayText(items.map(\.jsonText))
+        case .object(let members): return JSONValue.objectText(members.map { ($0.key, $0.value.jsonText) })
         }
     }
+
+    /// Compact JSON text of an object from its keys and its values' JSON text, in order: for writers whose values
+    /// need a fixed form (`JSONLinesRenderer`'s six-decimal seconds) rather than `jsonText`'s.
+    public static func objectText(_ members: [(key: String, text: String)]) -> String {
+        "{" + members.map { quote($0.key) + ":" + $0.text }.joined(separator: ",") + "}"
+    }
+
+    /// Compact JSON text of an array from its elements' JSON text.
+    public static func arrayText(_ elements: [String]) -> String { "[" + elements.joined(separator: ",") + "]" }
 
     /// A JSON string literal for `s`.
     public static func quote(_ s: String) -> String {

@@ -21,6 +21,10 @@ public func editDistance<C: Collection>(_ a: C, _ b: C) -> Int where C.Element: 
     return previous[y.count]
 }
 
+/// `x` as graphs and messages write a bound or a default: integral values without a needless `.0` (`4`), others as
+/// Swift prints them (`0.25`).
+public func plainNumber(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : String(x) }
+
 /// Text from graphs, file names and checkpoints made safe to print on a terminal: control characters (escape
 /// sequences could rewrite the screen or the title bar) become visible escapes.
 public enum TerminalText {

@@ -1,4 +1,4 @@
-import LapseTensor
+import LapseSupport
 
 /// Colour description carried with frames, so an encoder can write what a decoder read.
 public struct ColorInfo: Sendable, Hashable {
@@ -149,4 +149,11 @@ private final class MappedFrameSource: FrameSource {
         guard let frame = try upstream.next() else { return nil }
         return try transform(frame)
     }
+}
+
+extension FrameStreamInfo {
+    /// What `{stem}` in a saver's path becomes for this stream: the file name, without folder and extension, of the
+    /// media file the frames were decoded from (`sourcePath`, which frame nodes pass along), or `nil` for frames that
+    /// were generated.
+    public var sourceStem: String? { sourcePath.flatMap(OutputPathTemplate.stem(ofSource:)) }
 }
