@@ -6,18 +6,13 @@ import PackageDescription
 ///
 /// Layers: `Sources/` is the core (graph runtime, tensor engine, weight formats, media I/O, CLI) and knows no
 /// model; each node family under `Plugins/` registers its nodes through the same public API an external plugin uses.
-// Release builds of the numeric modules target AVX2 + FMA (Haswell, 2013, and later x86-64): measured on the 2-core
-// machines here, attention 0.75× → 0.83× PyTorch's throughput and SiLU 1.2 → 1.7 GB/s over baseline x86-64 (SSE2).
-// LAPSE_PORTABLE=1 (with a clean build) builds for any x86-64 CPU instead.
-#if arch(x86_64)
-let cpuFlags = ProcessInfo.processInfo.environment["LAPSE_PORTABLE"] == nil ? ["-target-cpu", "haswell"] : []
-#else
-let cpuFlags: [String] = []
-#endif
-let optimized: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"] + cpuFlags, .when(configuration: .release))]
+// Release builds of the numeric modules: -Ounchecked, whole-module optimisation, and no -target-cpu. The hot loops
+// are in CLapseKernels, compiled for the generic, AVX2+FMA and AVX-512 levels and picked at load time (KernelDispatch),
+// so one binary runs at full speed on any x86-64 CPU.
+let optimized: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
 /// Parsers of untrusted files keep Swift's bounds and overflow checks (-O, not -Ounchecked), with the same
-/// whole-module optimisation and CPU target: measured on 200 MB files, that loads as fast as the unchecked build.
-let checked: [SwiftSetting] = [.unsafeFlags(["-wmo"] + cpuFlags, .when(configuration: .release))]
+/// whole-module optimisation: measured on 200 MB files, that loads as fast as the unchecked build.
+let checked: [SwiftSetting] = [.unsafeFlags(["-wmo"], .when(configuration: .release))]
 
 let package = Package(
     name: "Lapse",
@@ -50,7 +45,9 @@ let package = Package(
         // MARK: - Core
         // What every layer needs and nothing else: atomic output files, the input-file rule, text helpers.
         .target(name: "LapseSupport"),
-        .target(name: "LapseTensor", dependencies: ["COpenBLAS", "LapseSupport"], swiftSettings: optimized),
+        // Lapse's own hot loops in C, compiled for the generic, AVX2 and AVX-512 levels and chosen at load time.
+        .target(name: "CLapseKernels", cSettings: [.unsafeFlags(["-O3"], .when(configuration: .release))]),
+        .target(name: "LapseTensor", dependencies: ["COpenBLAS", "CLapseKernels", "LapseSupport"], swiftSettings: optimized),
         // The parsers of untrusted files keep Swift's bounds and overflow checks (no -Ounchecked): they are the last
         // line of defence against a hostile checkpoint.
         .target(name: "LapseWeights", dependencies: ["LapseTensor", "LapseSupport"], swiftSettings: checked),

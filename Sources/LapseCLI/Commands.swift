@@ -245,7 +245,10 @@ struct DoctorCommand: ParsableCommand {
             "extensions: \(machine.vectorExtensions.isEmpty ? "none beyond baseline" : machine.vectorExtensions.joined(separator: " "))",
             "OpenBLAS:   \(machine.openBLASVersion) (\(machine.openBLASConfig))",
             "kernels:    \(machine.openBLASCore)",
+            // Lapse's own loops; LAPSE_CPU_LEVEL picks a weaker level, e.g. to benchmark AVX2 on an AVX-512 CPU.
+            "Lapse:      kernels \(KernelDispatch.summary); this CPU runs \(KernelDispatch.supported.map(\.description).joined(separator: " "))",
         ]
+        if let note = KernelDispatch.note { lines.append("note:       \(note)") }
         let environment = env.environment
         if let before = environment[LapseCLI.reexecMarker], let forced = environment["OPENBLAS_CORETYPE"] {
             lines.append("note:       OpenBLAS did not recognise this CPU and chose \(before); lapse restarted with OPENBLAS_CORETYPE=\(forced)")

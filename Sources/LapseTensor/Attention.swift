@@ -1,3 +1,4 @@
+import CLapseKernels
 import Foundation
 
 extension Kernels {
@@ -68,6 +69,7 @@ extension Kernels {
         let perWorker = chunk * nk + chunk
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: workers * perWorker)
         defer { scratch.deallocate() }
+        let t = table
         parallelTasks(b * h * chunks) { worker, task in
             let bh = task / chunks, c0 = (task % chunks) * chunk
             let rows = min(chunk, nq - c0)
@@ -85,38 +87,24 @@ extension Kernels {
                 let row = s + r * nk
                 if let pm {
                     let mrow = pm + batch * maskStrides[0] + head * maskStrides[1] + (c0 + r) * maskStrides[2]
-                    let ms = maskStrides[3]
-                    if ms == 1 { for j in 0..<nk { row[j] += mrow[j] } } else { for j in 0..<nk { row[j] += mrow[j * ms] } }
+                    t.pointee.scale_add(row, nk, 1, mrow, maskStrides[3])
                 }
-                inverseSums[r] = FastMath.softmaxUnnormalised(row, nk)
+                inverseSums[r] = t.pointee.softmax_unnormalised(row, nk)
             }
             // exp(scores)·v, then each output row times 1/Σ: dv multiplies per row instead of nk.
             sgemm(transA: false, transB: false, m: rows, n: dv, k: nk, a: s, lda: nk,
                   b: pv + batch * lv.batch + head * lv.head, ldb: lv.row, c: out, ldc: lo.row)
-            for r in 0..<rows {
-                let inv = inverseSums[r], orow = out + r * lo.row
-                for j in 0..<dv { orow[j] *= inv }
-            }
+            for r in 0..<rows { t.pointee.scale_add(out + r * lo.row, dv, inverseSums[r], nil, 0) }
         }
     }
 
     /// Rows of the last dim divided by max(‖row‖₂, 1e-12), like `F.normalize`.
     static func l2NormalizeRows(_ x: Tensor) -> Tensor {
         let d = x.shape[x.rank - 1]
-        let (out, o) = Tensor.output(x.shape)
-        let p = x.basePointer
+        let (out, o) = Tensor.uninitializedOutput(x.shape)
+        let p = x.basePointer, t = table
         parallelRanges(x.count / max(d, 1), minPerTask: max(1, 16_384 / max(d, 1))) { r in
-            for row in r {
-                let src = p + row * d, dst = o + row * d
-                var acc = SIMD8<Float>(), i = 0
-                while i + 8 <= d { let x = FastMath.load(src + i); acc += x * x; i += 8 }
-                var s = acc.sum()
-                for j in i..<d { s += src[j] * src[j] }
-                let inv = 1 / Swift.max(s.squareRoot(), 1e-12), vinv = SIMD8<Float>(repeating: inv)
-                i = 0
-                while i + 8 <= d { FastMath.store(FastMath.load(src + i) * vinv, dst + i); i += 8 }
-                for j in i..<d { dst[j] = src[j] * inv }
-            }
+            for row in r { t.pointee.l2_normalize(p + row * d, o + row * d, d) }
         }
         return out
     }

@@ -1,3 +1,5 @@
+import CLapseKernels
+
 /// Direct 3×3 stride-1 convolution for layers with few output channels (the upscalers' final RGB conv).
 ///
 /// With only a handful of output rows the im2col + GEMM path spends its time copying a 9×-inflated column matrix and
@@ -15,7 +17,7 @@ extension Kernels {
     static func conv3x3FewOutputs(_ px: UnsafePointer<Float>, _ pw: UnsafePointer<Float>, _ o: UnsafeMutablePointer<Float>,
                                   n: Int, c: Int, oc: Int, vy: ConvAxis, vx: ConvAxis) {
         let h = vy.input, w = vx.input, ho = vy.output, wo = vx.output, padT = vy.padding, padL = vx.padding
-        let accLength = (wo + 7) / 8 * 8, lineLength = accLength + 10
+        let accLength = (wo + 7) / 8 * 8, lineLength = accLength + 10, t = table
         parallelRanges(n * ho, minPerTask: max(1, 4096 / max(wo, 1))) { r in
             let scratch = UnsafeMutablePointer<Float>.allocate(capacity: oc * accLength + 3 * lineLength)
             defer { scratch.deallocate() }
@@ -36,20 +38,7 @@ extension Kernels {
                     }
                     let l0 = UnsafePointer(lines), l1 = l0 + lineLength, l2 = l1 + lineLength
                     for oo in 0..<oc {
-                        let f = pw + (oo * c + ch) * 9
-                        let w00 = SIMD8(repeating: f[0]), w01 = SIMD8(repeating: f[1]), w02 = SIMD8(repeating: f[2])
-                        let w10 = SIMD8(repeating: f[3]), w11 = SIMD8(repeating: f[4]), w12 = SIMD8(repeating: f[5])
-                        let w20 = SIMD8(repeating: f[6]), w21 = SIMD8(repeating: f[7]), w22 = SIMD8(repeating: f[8])
-                        let a = acc + oo * accLength
-                        var x = 0
-                        while x < accLength {
-                            var s = loadV8(a + x)
-                            s += w00 * loadV8(l0 + x) + w01 * loadV8(l0 + x + 1) + w02 * loadV8(l0 + x + 2)
-                            s += w10 * loadV8(l1 + x) + w11 * loadV8(l1 + x + 1) + w12 * loadV8(l1 + x + 2)
-                            s += w20 * loadV8(l2 + x) + w21 * loadV8(l2 + x + 1) + w22 * loadV8(l2 + x + 2)
-                            storeV8(s, a + x)
-                            x += 8
-                        }
+                        t.pointee.conv3x3_accumulate(acc + oo * accLength, l0, l1, l2, pw + (oo * c + ch) * 9, accLength)
                     }
                 }
                 for oo in 0..<oc {

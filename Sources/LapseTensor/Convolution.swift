@@ -1,3 +1,4 @@
+import CLapseKernels
 import COpenBLAS
 
 /// Convolution geometry along one spatial axis.
@@ -24,14 +25,12 @@ extension Kernels {
     static func biasActivate(_ o: UnsafeMutablePointer<Float>, planes: Int, channels: Int, inner: Int,
                              bias: UnsafePointer<Float>?, activation: Activation?) {
         if bias == nil && activation == nil { return }
+        let t = table
+        let (kind, parameter) = activation?.kernelKind ?? (Int32(LAPSE_ACT_NONE), 0)
         parallelRanges(planes, minPerTask: max(1, 16_384 / max(inner, 1))) { r in
             for plane in r {
                 let p = o + plane * inner
-                if let bias {
-                    let b = bias[plane % channels]
-                    for i in 0..<inner { p[i] += b }
-                }
-                if let activation { activateInPlace(p, inner, activation) }
+                t.pointee.activation(p, p, inner, bias?[plane % channels] ?? 0, kind, parameter)
             }
         }
     }
@@ -127,10 +126,11 @@ extension Kernels {
     /// Per-channel PReLU in place over `[planes, inner]` output laid out as `(n, channel)`.
     static func applyPReLU(_ o: UnsafeMutablePointer<Float>, planes: Int, channels: Int, inner: Int,
                            slopes: UnsafePointer<Float>) {
+        let t = table
         parallelRanges(planes, minPerTask: max(1, 16_384 / max(inner, 1))) { r in
             for plane in r {
-                let p = o + plane * inner, a = slopes[plane % channels]
-                for i in 0..<inner { let v = p[i]; p[i] = v >= 0 ? v : v * a }
+                let p = o + plane * inner
+                t.pointee.activation(p, p, inner, 0, Int32(LAPSE_ACT_LEAKY_RELU), slopes[plane % channels])
             }
         }
     }
@@ -204,7 +204,7 @@ extension Kernels {
     /// matrix-vector product per channel. `planes` = N·C; filter `plane % channels` applies to each plane.
     static func depthwise(_ px: UnsafePointer<Float>, _ pw: UnsafePointer<Float>, _ o: UnsafeMutablePointer<Float>,
                           planes: Int, channels: Int, h: Int, w: Int, vy: ConvAxis, vx: ConvAxis) {
-        let kh = vy.kernel, kw = vx.kernel, ho = vy.output, wo = vx.output
+        let kh = vy.kernel, kw = vx.kernel, ho = vy.output, wo = vx.output, t = table
         parallelRanges(planes, minPerTask: max(1, 16_384 / max(ho * wo, 1))) { r in
             for p in r {
                 let src = px + p * h * w, dst = o + p * ho * wo
@@ -218,12 +218,9 @@ extension Kernels {
                         let xoff = kj * vx.dilation - vx.padding
                         for oy in rowsValid {
                             let line = src + (oy * vy.stride - vy.padding + ki * vy.dilation) * w
-                            let out = dst + oy * wo
-                            if vx.stride == 1 {
-                                for ox in valid { out[ox] += wt * line[ox + xoff] }
-                            } else {
-                                for ox in valid { out[ox] += wt * line[ox * vx.stride + xoff] }
-                            }
+                            if valid.isEmpty { continue }
+                            let lo = valid.lowerBound
+                            t.pointee.axpy(dst + oy * wo + lo, line + lo * vx.stride + xoff, valid.count, wt, vx.stride)
                         }
                     }
                 }

@@ -1,3 +1,4 @@
+import CLapseKernels
 import Foundation
 
 // MARK: - Kernels as types, so every loop is specialised (no closure call per element)
@@ -12,88 +13,29 @@ protocol UnaryKernel { static func apply(_ x: Float) -> Float }
 enum ExpKernel: UnaryKernel { @inline(__always) static func apply(_ x: Float) -> Float { Foundation.exp(x) } }
 enum SqrtKernel: UnaryKernel { @inline(__always) static func apply(_ x: Float) -> Float { x.squareRoot() } }
 enum TanhKernel: UnaryKernel { @inline(__always) static func apply(_ x: Float) -> Float { Foundation.tanh(x) } }
-enum ReLUKernel: UnaryKernel { @inline(__always) static func apply(_ x: Float) -> Float { x > 0 ? x : 0 } }
-/// A unary kernel with an eight-lane form. The scalar form runs the same vector code on a splat, so tails and
-/// bodies of a loop give bit-identical results for equal inputs.
-protocol VectorUnaryKernel: UnaryKernel { static func apply(_ x: SIMD8<Float>) -> SIMD8<Float> }
-extension VectorUnaryKernel {
-    @inline(__always) static func apply(_ x: Float) -> Float { apply(SIMD8(repeating: x))[0] }
-}
-enum SigmoidKernel: VectorUnaryKernel {
-    @inline(__always) static func apply(_ x: SIMD8<Float>) -> SIMD8<Float> { FastMath.sigmoid(x) }
-}
-enum SiLUKernel: VectorUnaryKernel {
-    @inline(__always) static func apply(_ x: SIMD8<Float>) -> SIMD8<Float> { x * FastMath.sigmoid(x) }
-}
-enum QuickGELUKernel: VectorUnaryKernel {
-    @inline(__always) static func apply(_ x: SIMD8<Float>) -> SIMD8<Float> { x * FastMath.sigmoid(1.702 * x) }
-}
-enum GELUKernel: VectorUnaryKernel {
-    @inline(__always) static func apply(_ x: SIMD8<Float>) -> SIMD8<Float> { x * FastMath.normalCDF(x) }
-}
-/// ½(1 + tanh(y)) is exactly sigmoid(2y), which avoids tanh's cancellation near zero.
-enum GELUTanhKernel: VectorUnaryKernel {
-    @inline(__always) static func apply(_ x: SIMD8<Float>) -> SIMD8<Float> {
-        let inner = 0.79788456080286536 * (x + 0.044715 * x * x * x)
-        return x * FastMath.sigmoid(inner + inner)
-    }
-}
 
 extension Kernels {
-    /// Applies `K` to `count` floats in place, split across cores when large.
-    @inline(__always)
-    static func mapInPlace<K: UnaryKernel>(_ p: UnsafeMutablePointer<Float>, _ count: Int, _: K.Type) {
+    /// `dst[i] = act(src[i] + bias)` over `count` floats (`src` may equal `dst`), split across cores when large;
+    /// a nil activation only adds the bias.
+    static func activate(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int,
+                         _ activation: Activation?, bias: Float = 0) {
+        let t = table
+        let (kind, parameter) = activation?.kernelKind ?? (Int32(LAPSE_ACT_NONE), 0)
         parallelRanges(count, minPerTask: 16_384) { r in
-            for i in r { p[i] = K.apply(p[i]) }
+            t.pointee.activation(src + r.lowerBound, dst + r.lowerBound, r.count, bias, kind, parameter)
         }
-    }
-
-    /// Eight-lane form of `mapInPlace`/`unary`: `src` may equal `dst`. The tail goes through one zero-padded vector.
-    @inline(__always)
-    static func mapVector<K: VectorUnaryKernel>(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>,
-                                                _ count: Int, _: K.Type) {
-        parallelRanges(count, minPerTask: 16_384) { r in
-            var i = r.lowerBound
-            while i + 8 <= r.upperBound {
-                FastMath.store(K.apply(FastMath.load(src + i)), dst + i)
-                i += 8
-            }
-            if i < r.upperBound {
-                var v = SIMD8<Float>(repeating: 0)
-                for j in i..<r.upperBound { v[j - i] = src[j] }
-                let y = K.apply(v)
-                for j in i..<r.upperBound { dst[j] = y[j - i] }
-            }
-        }
-    }
-
-    /// Applies `K` to `count` floats in place with the eight-lane kernel.
-    @inline(__always)
-    static func mapInPlace<K: VectorUnaryKernel>(_ p: UnsafeMutablePointer<Float>, _ count: Int, _ k: K.Type) {
-        mapVector(UnsafePointer(p), p, count, k)
-    }
-
-    /// Copies `x` into a fresh tensor and applies the eight-lane kernel `K`.
-    static func unary<K: VectorUnaryKernel>(_ x: Tensor, _ k: K.Type) -> Tensor {
-        let (out, o) = Tensor.uninitializedOutput(x.shape)
-        mapVector(x.basePointer, o, x.count, k)
-        return out
     }
 
     /// Applies an activation in place; used by `activate` and by the fused conv/linear epilogues.
     static func activateInPlace(_ p: UnsafeMutablePointer<Float>, _ count: Int, _ activation: Activation) {
-        switch activation {
-        case .relu: mapInPlace(p, count, ReLUKernel.self)
-        case .leakyReLU(let slope):
-            parallelRanges(count, minPerTask: 16_384) { r in
-                for i in r { let v = p[i]; p[i] = v >= 0 ? v : v * slope }
-            }
-        case .silu: mapInPlace(p, count, SiLUKernel.self)
-        case .gelu: mapInPlace(p, count, GELUKernel.self)
-        case .geluTanh: mapInPlace(p, count, GELUTanhKernel.self)
-        case .quickGELU: mapInPlace(p, count, QuickGELUKernel.self)
-        case .sigmoid: mapInPlace(p, count, SigmoidKernel.self)
-        }
+        activate(UnsafePointer(p), p, count, activation)
+    }
+
+    /// A fresh tensor holding `activation` applied to `x`.
+    static func activated(_ x: Tensor, _ activation: Activation) -> Tensor {
+        let (out, o) = Tensor.uninitializedOutput(x.shape)
+        withExtendedLifetime(x) { activate(x.basePointer, o, x.count, activation) }
+        return out
     }
 
     /// Copies `x` into a fresh tensor and applies `K`.
@@ -239,22 +181,15 @@ public func activate(_ x: Tensor, _ activation: Activation) -> Tensor {
 }
 
 /// max(x, 0).
-public func relu(_ x: Tensor) -> Tensor { Kernels.unary(x, ReLUKernel.self) }
+public func relu(_ x: Tensor) -> Tensor { Kernels.activated(x, .relu) }
 
 /// x for x ≥ 0, `slope`·x otherwise.
-public func leakyReLU(_ x: Tensor, slope: Float) -> Tensor {
-    let (out, o) = Tensor.output(x.shape)
-    let p = x.basePointer
-    Kernels.parallelRanges(x.count, minPerTask: 32_768) { r in
-        for i in r { let v = p[i]; o[i] = v >= 0 ? v : v * slope }
-    }
-    return out
-}
+public func leakyReLU(_ x: Tensor, slope: Float) -> Tensor { Kernels.activated(x, .leakyReLU(slope)) }
 
 /// Parametric ReLU with a learned slope per channel (dim 1) or one shared slope (`weight` of one element).
 public func prelu(_ x: Tensor, weight: Tensor) -> Tensor {
-    let (out, o) = Tensor.output(x.shape)
-    let p = x.basePointer, w = weight.basePointer
+    let (out, o) = Tensor.uninitializedOutput(x.shape)
+    let p = x.basePointer, w = weight.basePointer, t = Kernels.table
     let channels = x.rank >= 2 ? x.shape[1] : 1
     precondition(weight.count == 1 || weight.count == channels,
                  "prelu: weight has \(weight.count) slopes but input \(x.shape) has \(channels) channels")
@@ -263,23 +198,22 @@ public func prelu(_ x: Tensor, weight: Tensor) -> Tensor {
     Kernels.parallelRanges(planes, minPerTask: max(1, 32_768 / max(inner, 1))) { r in
         for plane in r {
             let slope = weight.count == 1 ? w[0] : w[plane % channels]
-            let base = plane * inner
-            for i in base..<(base + inner) { let v = p[i]; o[i] = v >= 0 ? v : v * slope }
+            t.pointee.activation(p + plane * inner, o + plane * inner, inner, 0, Int32(LAPSE_ACT_LEAKY_RELU), slope)
         }
     }
     return out
 }
 
 /// x·sigmoid(x).
-public func silu(_ x: Tensor) -> Tensor { Kernels.unary(x, SiLUKernel.self) }
+public func silu(_ x: Tensor) -> Tensor { Kernels.activated(x, .silu) }
 
 /// Gaussian error linear unit: exact (erf) or the tanh approximation.
 public func gelu(_ x: Tensor, approximateTanh: Bool = false) -> Tensor {
-    approximateTanh ? Kernels.unary(x, GELUTanhKernel.self) : Kernels.unary(x, GELUKernel.self)
+    Kernels.activated(x, approximateTanh ? .geluTanh : .gelu)
 }
 
 /// x·sigmoid(1.702·x), the CLIP activation.
-public func quickGELU(_ x: Tensor) -> Tensor { Kernels.unary(x, QuickGELUKernel.self) }
+public func quickGELU(_ x: Tensor) -> Tensor { Kernels.activated(x, .quickGELU) }
 
 /// 1 / (1 + e^-x).
-public func sigmoid(_ x: Tensor) -> Tensor { Kernels.unary(x, SigmoidKernel.self) }
+public func sigmoid(_ x: Tensor) -> Tensor { Kernels.activated(x, .sigmoid) }

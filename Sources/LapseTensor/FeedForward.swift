@@ -1,28 +1,11 @@
+import CLapseKernels
+
 /// The activation applied to the gate half of a gated feed-forward.
 public enum GateActivation: Sendable {
     /// Exact (erf) GELU: GEGLU, as diffusers' `GEGLU` and Stable Diffusion use.
     case gelu
     /// SiLU: SwiGLU.
     case silu
-}
-
-extension Kernels {
-    /// `dst[j] = value[j] · act(gate[j])` for one row, eight lanes at a time (the tail through a padded vector).
-    @inline(__always)
-    static func gateRow<K: VectorUnaryKernel>(_ value: UnsafePointer<Float>, _ gate: UnsafePointer<Float>,
-                                              _ dst: UnsafeMutablePointer<Float>, _ count: Int, _: K.Type) {
-        var j = 0
-        while j + 8 <= count {
-            FastMath.store(FastMath.load(value + j) * K.apply(FastMath.load(gate + j)), dst + j)
-            j += 8
-        }
-        if j < count {
-            var v = SIMD8<Float>(repeating: 0), g = SIMD8<Float>(repeating: 0)
-            for l in 0..<(count - j) { v[l] = value[j + l]; g[l] = gate[j + l] }
-            let r = v * K.apply(g)
-            for l in 0..<(count - j) { dst[j + l] = r[l] }
-        }
-    }
 }
 
 /// Gated feed-forward over the last dim: `[value, gate] = x·Wᵢᵀ + bᵢ` (the projection's first and second halves),
@@ -52,7 +35,8 @@ public func gatedFeedForward(_ x: Tensor, inWeight: Tensor, inBias: Tensor?, out
     let scratch = Kernels.allocateFloats(workers * block * 2 * inner)
     defer { Kernels.releaseFloats(scratch, workers * block * 2 * inner) }
     let px = x.basePointer, pwi = inWeight.basePointer, pwo = outWeight.basePointer
-    let pbi = inBias?.basePointer, pbo = outBias?.basePointer
+    let pbi = inBias?.basePointer, pbo = outBias?.basePointer, t = Kernels.table
+    let kind = Int32(gate == .gelu ? LAPSE_ACT_GELU : LAPSE_ACT_SILU)
     Kernels.parallelTasks(tasks) { worker, task in
         let r0 = task * block, n = min(block, rows - r0)
         let s = scratch + worker * block * 2 * inner
@@ -61,10 +45,7 @@ public func gatedFeedForward(_ x: Tensor, inWeight: Tensor, inBias: Tensor?, out
                       b: pwi, ldb: dim, beta: pbi == nil ? 0 : 1, c: s, ldc: 2 * inner)
         for r in 0..<n {
             let row = s + r * 2 * inner
-            switch gate {
-            case .gelu: Kernels.gateRow(row, row + inner, row, inner, GELUKernel.self)
-            case .silu: Kernels.gateRow(row, row + inner, row, inner, SiLUKernel.self)
-            }
+            t.pointee.gate(row, row + inner, row, inner, kind)
         }
         let dst = o + r0 * outFeatures
         if let pbo { for r in 0..<n { (dst + r * outFeatures).update(from: pbo, count: outFeatures) } }

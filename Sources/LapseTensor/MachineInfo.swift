@@ -88,8 +88,9 @@ public struct MachineInfo: Sendable {
         return "\(cpuModel) (family \(family), model \(model))"
     }
 
-    /// One line for benchmark headers and logs.
+    /// One line for benchmark headers and logs, ending with Lapse's own kernel level (`KernelDispatch`).
     public var summary: String {
-        "CPU \(cpuDescription); \(vectorExtensions.joined(separator: " ")); OpenBLAS \(openBLASVersion), \(openBLASCore) kernels"
+        "CPU \(cpuDescription); \(vectorExtensions.joined(separator: " ")); OpenBLAS \(openBLASVersion), \(openBLASCore) kernels; "
+            + "Lapse kernels \(KernelDispatch.summary)"
     }
 }

@@ -1,46 +1,20 @@
+import CLapseKernels
 import Foundation
 
 extension Kernels {
-    /// Mean and biased variance of `n` floats in one SIMD pass.
+    /// Mean and biased variance of `n` floats in one vector pass (the level's `moments` kernel).
     ///
     /// Sums are taken of x − x₀ (x₀ the first element, close to the mean for real activations), so E[d²] − E[d]²
-    /// doesn't cancel; eight float lanes accumulate blocks of 512 elements, which are then added in double so
-    /// large planes keep their accuracy. The mean comes back as `shift + delta` (x₀ plus a small correction)
-    /// because one float cannot hold it to better than half an ulp of |mean|, which with |mean| ≫ spread is a
-    /// visible error after normalising.
+    /// doesn't cancel; float lanes accumulate blocks of 512 elements, which are then added in double so large planes
+    /// keep their accuracy. The mean comes back as `shift + delta` (x₀ plus a small correction) because one float
+    /// cannot hold it to better than half an ulp of |mean|, which with |mean| ≫ spread is a visible error after
+    /// normalising; the normalising kernels subtract x₀ first, then δ, then scale.
     @inline(__always)
-    static func moments(_ p: UnsafePointer<Float>, _ n: Int) -> (shift: Float, delta: Float, variance: Float) {
-        if n == 0 { return (0, 0, 0) }
-        let shift = p[0], vshift = SIMD8<Float>(repeating: shift)
-        var sum = 0.0, squares = 0.0
-        var i = 0
-        while i + 8 <= n {
-            let end = min(n, i + 512)
-            var s = SIMD8<Float>(repeating: 0), q = SIMD8<Float>(repeating: 0)
-            while i + 8 <= end {
-                let d = FastMath.load(p + i) - vshift
-                s += d
-                q += d * d
-                i += 8
-            }
-            sum += Double(s.sum()); squares += Double(q.sum())
-        }
-        while i < n { let d = Double(p[i] - shift); sum += d; squares += d * d; i += 1 }
-        let m = sum / Double(n)
-        return (shift, Float(m), Float(Swift.max(squares / Double(n) - m * m, 0)))
-    }
-
-    /// dst[i] = (src[i] − x₀ − δ)·scale + shift for `n` floats, eight at a time, with the mean x₀ + δ from
-    /// `moments`. Subtracting before scaling (x₀ exactly, for nearby values) keeps the precision that folding the
-    /// mean into the shift would cancel away when |mean| ≫ spread.
-    @inline(__always)
-    static func affine(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ n: Int,
-                       x0: Float, delta: Float, scale: Float, shift: Float) {
-        let m = SIMD8<Float>(repeating: x0), dm = SIMD8<Float>(repeating: delta)
-        let a = SIMD8<Float>(repeating: scale), b = SIMD8<Float>(repeating: shift)
-        var i = 0
-        while i + 8 <= n { FastMath.store((FastMath.load(src + i) - m - dm) * a + b, dst + i); i += 8 }
-        while i < n { dst[i] = (src[i] - x0 - delta) * scale + shift; i += 1 }
+    static func moments(_ t: UnsafePointer<LapseKernelTable>, _ p: UnsafePointer<Float>, _ n: Int)
+        -> (shift: Float, delta: Float, variance: Float) {
+        var shift: Float = 0, delta: Float = 0, variance: Float = 0
+        t.pointee.moments(p, n, &shift, &delta, &variance)
+        return (shift, delta, variance)
     }
 }
 
@@ -52,30 +26,12 @@ public func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float = 
     if let bias { precondition(bias.count == d, "layerNorm: bias has \(bias.count) values, last dim is \(d)") }
     let (out, o) = Tensor.uninitializedOutput(x.shape)
     let rows = d == 0 ? 0 : x.count / d
-    let p = x.basePointer, w = weight?.basePointer, b = bias?.basePointer
+    let p = x.basePointer, w = weight?.basePointer, b = bias?.basePointer, t = Kernels.table
     Kernels.parallelRanges(rows, minPerTask: max(1, 16_384 / max(d, 1))) { r in
         for row in r {
             let src = p + row * d, dst = o + row * d
-            let (x0, dm, v) = Kernels.moments(src, d)
-            let inv = 1 / (v + eps).squareRoot()
-            if let w, let b {
-                let vx0 = SIMD8<Float>(repeating: x0), vdm = SIMD8<Float>(repeating: dm)
-                let vinv = SIMD8<Float>(repeating: inv)
-                var i = 0
-                while i + 8 <= d {
-                    let y = (FastMath.load(src + i) - vx0 - vdm) * vinv
-                    FastMath.store(y * FastMath.load(w + i) + FastMath.load(b + i), dst + i)
-                    i += 8
-                }
-                while i < d { dst[i] = (src[i] - x0 - dm) * inv * w[i] + b[i]; i += 1 }
-                continue
-            }
-            Kernels.affine(src, dst, d, x0: x0, delta: dm, scale: inv, shift: 0)
-            if let w {
-                for i in 0..<d { dst[i] *= w[i] }
-            } else if let b {
-                for i in 0..<d { dst[i] += b[i] }
-            }
+            let (x0, dm, v) = Kernels.moments(t, src, d)
+            t.pointee.normalize(src, dst, d, x0, dm, 1 / (v + eps).squareRoot(), w, b)
         }
     }
     return out
@@ -92,17 +48,17 @@ public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, 
     if let bias { precondition(bias.count == c, "groupNorm: bias has \(bias.count) values, expected \(c)") }
     let inner = x.count / max(n * c, 1), cg = c / groups, span = cg * inner
     let (out, o) = Tensor.uninitializedOutput(x.shape)
-    let p = x.basePointer, w = weight?.basePointer, b = bias?.basePointer
+    let p = x.basePointer, w = weight?.basePointer, b = bias?.basePointer, t = Kernels.table
     Kernels.parallelRanges(n * groups, minPerTask: 1) { r in
         for ng in r {
             let base = ng * span
-            let (x0, dm, v) = Kernels.moments(p + base, span)
+            let (x0, dm, v) = Kernels.moments(t, p + base, span)
             let inv = 1 / (v + eps).squareRoot()
             for cc in 0..<cg {
                 let ch = (ng % groups) * cg + cc
                 let scale = inv * (w?[ch] ?? 1), shift = b?[ch] ?? 0
                 let src = p + base + cc * inner, dst = o + base + cc * inner
-                Kernels.affine(src, dst, inner, x0: x0, delta: dm, scale: scale, shift: shift)
+                t.pointee.affine(src, dst, inner, x0, dm, scale, shift)
             }
         }
     }
@@ -126,25 +82,19 @@ public func batchNorm(_ x: Tensor, mean: Tensor, variance: Tensor, weight: Tenso
         shift[ch] = (b?[ch] ?? 0) - pm[ch] * scale[ch]
     }
     let (out, o) = Tensor.uninitializedOutput(x.shape)
-    let p = x.basePointer
+    let p = x.basePointer, t = Kernels.table
     scale.withUnsafeBufferPointer { sc in
         shift.withUnsafeBufferPointer { sh in
             Kernels.parallelRanges(x.shape[0] * c, minPerTask: max(1, 32_768 / max(inner, 1))) { r in
                 for plane in r {
                     let a = sc[plane % c], s = sh[plane % c]
                     let src = p + plane * inner, dst = o + plane * inner
-                    Kernels.affine(src, dst, inner, x0: 0, delta: 0, scale: a, shift: s)
+                    t.pointee.affine(src, dst, inner, 0, 0, a, s)
                 }
             }
         }
     }
     return out
-}
-
-extension Kernels {
-    /// Numerically stable softmax of `n` floats in place (vectorised).
-    @inline(__always)
-    static func softmaxRow(_ p: UnsafeMutablePointer<Float>, _ n: Int) { FastMath.softmax(p, n) }
 }
 
 /// Softmax along `axis`.
@@ -155,13 +105,13 @@ public func softmax(_ x: Tensor, axis: Int = -1) -> Tensor {
     let outer = x.count / max(n * inner, 1)
     let (out, o) = Tensor.uninitializedOutput(x.shape)
     if x.count == 0 { return out }
-    let src = x.basePointer
+    let src = x.basePointer, t = Kernels.table
     if inner == 1 {
         // Copy and normalise each row while it is in cache, on all cores.
         Kernels.parallelRanges(outer, minPerTask: max(1, 16_384 / max(n, 1))) { r in
             for row in r {
                 (o + row * n).update(from: src + row * n, count: n)
-                Kernels.softmaxRow(o + row * n, n)
+                t.pointee.softmax(o + row * n, n)
             }
         }
     } else {
@@ -169,12 +119,12 @@ public func softmax(_ x: Tensor, axis: Int = -1) -> Tensor {
         Kernels.parallelRanges(outer * inner, minPerTask: max(1, 16_384 / max(n, 1))) { r in
             var buf = [Float](repeating: 0, count: n)
             buf.withUnsafeMutableBufferPointer { bp in
-                let t = bp.baseAddress!
+                let row = bp.baseAddress!
                 for idx in r {
                     let base = o + (idx / inner) * n * inner + idx % inner
-                    for i in 0..<n { t[i] = base[i * inner] }
-                    Kernels.softmaxRow(t, n)
-                    for i in 0..<n { base[i * inner] = t[i] }
+                    for i in 0..<n { row[i] = base[i * inner] }
+                    t.pointee.softmax(row, n)
+                    for i in 0..<n { base[i * inner] = row[i] }
                 }
             }
         }

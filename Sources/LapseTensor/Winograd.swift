@@ -1,3 +1,4 @@
+import CLapseKernels
 import COpenBLAS
 import Foundation
 import Synchronization
@@ -51,24 +52,9 @@ extension Kernels {
     static func winogradWeights(_ pw: UnsafePointer<Float>, oc: Int, c: Int) -> UnsafeMutablePointer<Float> {
         let u = allocateFloats(36 * oc * c)
         let stride = oc * c
+        let t = table
         parallelRanges(oc * c, minPerTask: 1024) { r in
-            for pair in r {
-                let g = pw + pair * 9
-                // Columns of G g (6×3), then each row of G g through G again.
-                @inline(__always) func through(_ a: Float, _ b: Float, _ cc: Float) -> SIMD8<Float> {
-                    // Multiplies by rounded reciprocals: divisions here were ~5% of an RRDB run.
-                    let sixth: Float = 1.0 / 6, twelfth: Float = 1.0 / 12, twentyFourth: Float = 1.0 / 24
-                    let outer = a * twentyFourth + cc * sixth, middle = b * twelfth
-                    return SIMD8(a * 0.25, -(a + b + cc) * sixth, -(a - b + cc) * sixth, outer + middle,
-                                 outer - middle, cc, 0, 0)
-                }
-                let c0 = through(g[0], g[3], g[6]), c1 = through(g[1], g[4], g[7]), c2 = through(g[2], g[5], g[8])
-                for i in 0..<6 {
-                    let row = through(c0[i], c1[i], c2[i])
-                    let base = u + (i * 6) * stride + pair
-                    for j in 0..<6 { base[j * stride] = row[j] }
-                }
-            }
+            t.pointee.winograd_weights(pw, u, r.lowerBound, r.upperBound, stride)
         }
         return u
     }
@@ -144,49 +130,6 @@ extension Kernels {
         return fresh
     }
 
-    @inline(__always)
-    static func loadV8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
-        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
-    }
-
-    @inline(__always)
-    static func storeV8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
-    }
-
-    /// Elements 0, 4, 8, … 28 (k = 0), 1, 5, … (k = 1), 2, 6, … and 3, 7, … of 32 floats at `p`.
-    @inline(__always)
-    static func deinterleave4(_ p: UnsafePointer<Float>) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
-        let a = UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
-        let b = UnsafeRawPointer(p + 16).loadUnaligned(as: SIMD16<Float>.self)
-        let even = SIMD16(lowHalf: a.evenHalf, highHalf: b.evenHalf)
-        let odd = SIMD16(lowHalf: a.oddHalf, highHalf: b.oddHalf)
-        return (even.evenHalf, odd.evenHalf, even.oddHalf, odd.oddHalf)
-    }
-
-    @inline(__always)
-    static func zip8(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD16<Float> {
-        SIMD16(a[0], b[0], a[1], b[1], a[2], b[2], a[3], b[3], a[4], b[4], a[5], b[5], a[6], b[6], a[7], b[7])
-    }
-
-    /// Bᵀ applied to six vectors.
-    @inline(__always)
-    static func inputTransform(_ d0: SIMD8<Float>, _ d1: SIMD8<Float>, _ d2: SIMD8<Float>, _ d3: SIMD8<Float>,
-                               _ d4: SIMD8<Float>, _ d5: SIMD8<Float>)
-        -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
-        let t1 = d4 - 4 * d2, t2 = d3 - 4 * d1
-        let t3 = d4 - d2, t4 = 2 * (d3 - d1)
-        return (4 * d0 - 5 * d2 + d4, t1 + t2, t1 - t2, t3 + t4, t3 - t4, 4 * d1 - 5 * d3 + d5)
-    }
-
-    /// Aᵀ applied to six vectors.
-    @inline(__always)
-    static func outputTransform(_ m0: SIMD8<Float>, _ m1: SIMD8<Float>, _ m2: SIMD8<Float>, _ m3: SIMD8<Float>,
-                                _ m4: SIMD8<Float>, _ m5: SIMD8<Float>) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
-        let a = m1 + m2, b = m1 - m2, c = m3 + m4, d = m3 - m4
-        return (m0 + a + c, b + 2 * d, a + 4 * c, b + 8 * d + m5)
-    }
-
     /// Runs the convolution with transformed weights `u` (`winogradWeights`); adds `bias` and applies `slope`
     /// (leaky ReLU negative slope; 0 = ReLU) when given, else the per-channel PReLU `slopes` when given.
     static func winogradConv3x3(_ px: UnsafePointer<Float>, _ u: UnsafePointer<Float>, _ o: UnsafeMutablePointer<Float>,
@@ -217,66 +160,23 @@ extension Kernels {
         let ld = rowsPerBlock * tilesW + 8  // room for the last chunk's lanes past the block's final tile
         let workers = min(cores, blocks)
         let vSize = 36 * c * ld, mSize = 36 * oc * ld, lineSize = 6 * 40
-        let perWorker = vSize + mSize + lineSize + 36 * 8 + 32
+        let perWorker = vSize + mSize + lineSize
         let scratch = allocateFloats(workers * perWorker)
         defer { releaseFloats(scratch, workers * perWorker) }
+        let t = table
 
         parallelTasks(blocks) { worker, task in
             let base = scratch + worker * perWorker
-            let v = base, m = base + vSize, line = m + mSize, hbuf = line + lineSize, tail = hbuf + 36 * 8
+            let v = base, m = base + vSize, line = m + mSize
             let g0 = task * totalRows / blocks, g1 = (task + 1) * totalRows / blocks, count = (g1 - g0) * tilesW
 
-            // Input transform into V[ξ][ch][tile].
+            // Input transform into V[ξ][ch][tile]: 8 horizontally adjacent tiles per vector, so V rows are
+            // written contiguously.
             for ch in 0..<c {
                 for g in g0..<g1 {
                     let ty = g % tilesH, plane = px + ((g / tilesH) * c + ch) * h * w
-                    let y0 = ty * 4 - padT
-                    let rowBase = (g - g0) * tilesW
-                    for chunk in 0..<chunks {
-                        // A chunk reads columns x0 ..< x0 + 36 of rows y0 ..< y0 + 6: straight from the plane when all
-                        // of it is inside, else through a zero-padded copy.
-                        let x0 = chunk * 32 - padL
-                        let inside = x0 >= 0 && x0 + 36 <= w && y0 >= 0 && y0 + 6 <= h
-                        let src: UnsafePointer<Float>, pitch: Int
-                        if inside {
-                            src = plane + y0 * w + x0; pitch = w
-                        } else {
-                            // Inline SIMD clear + copy: at 128² half of all chunks touch an edge, and a memmove
-                            // call per ≤ 36-float row was ~10 % of an RRDB run.
-                            let lo = max(0, x0), hi = max(lo, min(w, x0 + 36)), span = hi - lo
-                            let zero = SIMD8<Float>(repeating: 0)
-                            for k in 0..<6 {
-                                let row = line + k * 40, y = y0 + k
-                                storeV8(zero, row); storeV8(zero, row + 8); storeV8(zero, row + 16)
-                                storeV8(zero, row + 24); storeV8(zero, row + 32)
-                                if y < 0 || y >= h || span == 0 { continue }
-                                let from = plane + y * w + lo, to = row + (lo - x0)
-                                var j = 0
-                                while j + 8 <= span { storeV8(loadV8(from + j), to + j); j += 8 }
-                                while j < span { to[j] = from[j]; j += 1 }
-                            }
-                            src = UnsafePointer(line); pitch = 40
-                        }
-                        for k in 0..<6 {
-                            let p = src + k * pitch
-                            let (d0, d1, d2, d3) = deinterleave4(p)
-                            let (d4, d5, _, _) = deinterleave4(p + 4)
-                            let r = inputTransform(d0, d1, d2, d3, d4, d5)
-                            let hb = hbuf + k * 48
-                            storeV8(r.0, hb); storeV8(r.1, hb + 8); storeV8(r.2, hb + 16)
-                            storeV8(r.3, hb + 24); storeV8(r.4, hb + 32); storeV8(r.5, hb + 40)
-                        }
-                        let dst = v + ch * ld + rowBase + chunk * 8
-                        for j in 0..<6 {
-                            let r = inputTransform(loadV8(hbuf + j * 8), loadV8(hbuf + 48 + j * 8),
-                                                   loadV8(hbuf + 96 + j * 8), loadV8(hbuf + 144 + j * 8),
-                                                   loadV8(hbuf + 192 + j * 8), loadV8(hbuf + 240 + j * 8))
-                            let step = 6 * c * ld
-                            let q = dst + j * c * ld
-                            storeV8(r.0, q); storeV8(r.1, q + step); storeV8(r.2, q + 2 * step)
-                            storeV8(r.3, q + 3 * step); storeV8(r.4, q + 4 * step); storeV8(r.5, q + 5 * step)
-                        }
-                    }
+                    t.pointee.winograd_input(plane, h, w, ty * 4 - padT, padL, chunks, v + ch * ld + (g - g0) * tilesW,
+                                             c * ld, line)
                 }
             }
 
@@ -287,50 +187,11 @@ extension Kernels {
 
             // Output transform Y = Aᵀ M A with bias and activation, written as 4 interleaved rows per chunk.
             for oo in 0..<oc {
-                let bv = SIMD8<Float>(repeating: bias?[oo] ?? 0)
                 let channelSlope: Float? = slope ?? negativeSlope?[oo]
                 for g in g0..<g1 {
-                    let ty = g % tilesH, dstPlane = o + ((g / tilesH) * oc + oo) * ho * wo
-                    let rowBase = (g - g0) * tilesW
-                    for chunk in 0..<chunks {
-                        let src = m + oo * ld + rowBase + chunk * 8
-                        let step = oc * ld
-                        // Columns through Aᵀ (rows of M), kept as 4×6 vectors in hbuf.
-                        for j in 0..<6 {
-                            let q = src + j * step
-                            let s = outputTransform(loadV8(q), loadV8(q + 6 * step), loadV8(q + 12 * step),
-                                                    loadV8(q + 18 * step), loadV8(q + 24 * step), loadV8(q + 30 * step))
-                            storeV8(s.0, hbuf + j * 8); storeV8(s.1, hbuf + 48 + j * 8)
-                            storeV8(s.2, hbuf + 96 + j * 8); storeV8(s.3, hbuf + 144 + j * 8)
-                        }
-                        let ox = chunk * 32
-                        for i in 0..<4 {
-                            let oy = ty * 4 + i
-                            if oy >= ho { break }
-                            let hb = hbuf + i * 48
-                            var y = outputTransform(loadV8(hb), loadV8(hb + 8), loadV8(hb + 16), loadV8(hb + 24),
-                                                    loadV8(hb + 32), loadV8(hb + 40))
-                            y.0 += bv; y.1 += bv; y.2 += bv; y.3 += bv
-                            if let slope = channelSlope {
-                                y.0.replace(with: y.0 * slope, where: y.0 .< 0)
-                                y.1.replace(with: y.1 * slope, where: y.1 .< 0)
-                                y.2.replace(with: y.2 * slope, where: y.2 .< 0)
-                                y.3.replace(with: y.3 * slope, where: y.3 .< 0)
-                            }
-                            let q = zip8(y.0, y.2), r = zip8(y.1, y.3)
-                            let lo = zip8(q.lowHalf, r.lowHalf)
-                            let hi = zip8(q.highHalf, r.highHalf)
-                            let dst = dstPlane + oy * wo + ox
-                            if ox + 32 <= wo {
-                                UnsafeMutableRawPointer(dst).storeBytes(of: lo, as: SIMD16<Float>.self)
-                                UnsafeMutableRawPointer(dst + 16).storeBytes(of: hi, as: SIMD16<Float>.self)
-                            } else {
-                                UnsafeMutableRawPointer(tail).storeBytes(of: lo, as: SIMD16<Float>.self)
-                                UnsafeMutableRawPointer(tail + 16).storeBytes(of: hi, as: SIMD16<Float>.self)
-                                dst.update(from: tail, count: wo - ox)
-                            }
-                        }
-                    }
+                    t.pointee.winograd_output(m + oo * ld + (g - g0) * tilesW, oc * ld,
+                                              o + ((g / tilesH) * oc + oo) * ho * wo, ho, wo, g % tilesH, chunks,
+                                              bias?[oo] ?? 0, channelSlope == nil ? 0 : 1, channelSlope ?? 0)
                 }
             }
         }
