@@ -20,7 +20,12 @@ let package = Package(
     products: [
         .executable(name: "lapse", targets: ["lapse"]),
         .library(name: "LapseGraph", targets: ["LapseGraph"]),
-        .library(name: "SharpenPlugin", type: .dynamic, targets: ["SharpenPlugin"]),
+        // What an external plugin package links (Examples/SharpenPlugin, docs/writing-nodes.md). Dynamic so that the
+        // plugin leaves these modules' symbols undefined; loaded into `lapse`, they bind to the copy the executable
+        // exports (LapseGraph's --export-dynamic), so both sides share one set of types.
+        .library(name: "LapsePluginAPI", type: .dynamic, targets: ["LapseGraph", "LapseTensor", "LapseSupport"]),
+        // Test helpers for a plugin's own tests (TestNodeContext, synthetic frames, seeded weights).
+        .library(name: "LapseTestSupport", targets: ["LapseTestSupport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -83,9 +88,6 @@ let package = Package(
         .target(name: "MagicTimePlugin", dependencies: ["DiffusionPlugin", "LapseGraph", "LapseWeights"], path: "Plugins/MagicTime"),
         .target(name: "StreamingT2VPlugin", dependencies: ["DiffusionPlugin", "LapseGraph", "LapseMedia", "LapseNN", "LapseWeights", "LapseTensor"],
                 path: "Plugins/StreamingT2V", swiftSettings: optimized),
-
-        // MARK: - Example external plugin (built as a shared library, loaded at run time)
-        .target(name: "SharpenPlugin", dependencies: ["LapseGraph", "LapseTensor"], path: "Examples/SharpenPlugin"),
 
         // MARK: - Benchmarks (not tested; run by Benchmarks/apisr/grl_dat.sh)
         .executableTarget(name: "MediaBenchmark", dependencies: ["LapseMedia", "LapseGraph"],

@@ -73,16 +73,23 @@ public enum PluginError: LocalizedError, Sendable {
 
 /// Loads external plugin libraries with `dlopen` and lets them register their nodes.
 ///
-/// The host executable exports its LapseGraph and LapseTensor symbols (linked with `--export-dynamic`). A plugin is
-/// compiled against the host's modules and linked with those symbols left undefined, so the dynamic linker binds
-/// them to the host's single copy and `Frames`, `Tensor` and `Node` are the same types on both sides.
+/// A plugin package links the core's dynamic `LapsePluginAPI` product (LapseGraph, LapseTensor, LapseSupport), so
+/// the plugin itself leaves every core symbol undefined. The host executable exports its own copy of those modules
+/// (LapseGraph is linked with `--export-dynamic`), and the dynamic linker resolves a library's undefined symbols in
+/// the global scope (the executable first) before the library's own dependencies. So the plugin binds to the
+/// host's copy and `Frames`, `Tensor` and `Node` are the same types on both sides; the `libLapsePluginAPI.so` it
+/// names as a dependency is loaded but never called.
 public enum PluginLoader {
     /// The name of the C entry point.
     public static let entryPoint = "lapse_plugin_register"
     /// Colon-separated directories searched in addition to `--plugin-path`.
     public static let environmentVariable = "LAPSE_PLUGIN_PATH"
-    /// A LapseGraph symbol (the `Frames` metadata accessor) whose address tells whether a library brought its own copy.
-    static let typeIdentitySymbol = "$s10LapseGraph6FramesCMa"
+    /// A LapseGraph symbol whose address tells whether a library brought its own copy: the metadata accessor of
+    /// `PluginRegistrar`, the type every entry point receives (it lives in this file, so it cannot move unseen).
+    static let typeIdentitySymbol = "$s10LapseGraph15PluginRegistrarCMa"
+    /// The core library `swift build` puts next to every plugin (the `LapsePluginAPI` product): not a plugin, so a
+    /// plugin folder may be a package's build folder as it is.
+    public static let coreLibraryNames: Set<String> = ["libLapsePluginAPI.so", "libLapsePluginAPI.dylib"]
 
     /// Loads every `.so`/`.dylib` in `directory`, in name order. Returns the problems; the rest keeps working.
     public static func loadDirectory(_ directory: URL, into registry: NodeRegistry) -> [any Error] {
@@ -98,7 +105,7 @@ public enum PluginLoader {
             return [PluginError.unreadableDirectory(path: directory.path, reason: AtomicFile.systemReason(error))]
         }
         var errors: [any Error] = []
-        for name in names.sorted() where (name.hasSuffix(".so") || name.hasSuffix(".dylib"))
+        for name in names.sorted() where (name.hasSuffix(".so") || name.hasSuffix(".dylib")) && !coreLibraryNames.contains(name)
             && FileKind(path: directory.appendingPathComponent(name).path) == .regular {
             errors += loadLibrary(directory.appendingPathComponent(name), into: registry)
         }
@@ -117,12 +124,8 @@ public enum PluginLoader {
             dlclose(handle)
             return [PluginError.missingEntryPoint(path: path)]
         }
-        // Swift gives public symbols protected visibility on ELF, so a library that links its own copy of
-        // LapseGraph uses that copy's `Frames`, `Node`, … and every cast across the boundary fails. Refuse it.
-        if let own = dlsym(handle, typeIdentitySymbol), own != dlsym(nil, typeIdentitySymbol) {
-            return [PluginError.registration(path: path, reason: """
-                contains its own copy of LapseGraph, so its types would not match the host's; build it against                 the host's modules with LapseGraph symbols left undefined (see docs/writing-nodes.md)
-                """)]
+        if let problem = typeIdentityProblem(handle: handle, path: path) {
+            return [PluginError.registration(path: path, reason: problem)]
         }
         typealias Entry = @convention(c) (UnsafeMutableRawPointer) -> Int32
         let function = unsafeBitCast(symbol, to: Entry.self)
@@ -136,6 +139,57 @@ public enum PluginLoader {
         }
         // Never dlclose a library that registered types: their metadata must outlive the registry.
         return errors
+    }
+
+    /// Why the library just opened would not share the host's LapseGraph types, or nil when it will.
+    ///
+    /// A library whose own image defines LapseGraph symbols (it linked the core statically, e.g. through the
+    /// automatic `LapseGraph` product) binds its references to that copy, so its `Frames`, `Node`, … are other
+    /// types and every cast across the boundary would fail. A library that leaves them undefined binds to the
+    /// host's copy provided the host exports it; a host that does not would leave it the `libLapsePluginAPI.so`
+    /// copy, with the same mismatch.
+    static func typeIdentityProblem(handle: UnsafeMutableRawPointer, path: String) -> String? {
+        let host = dlsym(nil, typeIdentitySymbol)
+        guard let found = dlsym(handle, typeIdentitySymbol) else {
+            // Defined neither in the library nor in its dependencies: it can only bind to the host's copy.
+            return host == nil ? "needs LapseGraph, which this program does not export" : nil
+        }
+        let definer = imagePath(containing: found)
+        if let definer, URL(fileURLWithPath: definer).resolvingSymlinksInPath().path
+            == URL(fileURLWithPath: path).resolvingSymlinksInPath().path {
+            return """
+                contains its own copy of LapseGraph, so its types would not match the host's; link the core's \
+                dynamic LapsePluginAPI product instead (see docs/writing-nodes.md)
+                """
+        }
+        if host == nil {
+            return """
+                would bind to the LapseGraph in \(definer ?? "one of its dependencies"), as this program does not \
+                export its own; its types would not match the host's
+                """
+        }
+        return nil
+    }
+
+    /// The file of the loaded image that contains `address`, or nil when it cannot be told.
+    static func imagePath(containing address: UnsafeMutableRawPointer) -> String? {
+        #if canImport(Darwin)
+        var info = Dl_info()
+        return dladdr(address, &info) != 0 ? info.dli_fname.map { String(cString: $0) } : nil
+        #else
+        // Glibc's dladdr is a GNU extension Swift's Glibc module does not import; the kernel's map of this process
+        // says the same: lines "start-end perms offset dev inode path", addresses in hex.
+        let target = UInt(bitPattern: address)
+        guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return nil }
+        for line in maps.split(separator: "\n") {
+            let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
+            let range = fields.first?.split(separator: "-") ?? []
+            guard fields.count == 6, range.count == 2, let start = UInt(range[0], radix: 16),
+                  let end = UInt(range[1], radix: 16), start <= target, target < end else { continue }
+            return String(fields[5]).trimmingCharacters(in: .whitespaces)
+        }
+        return nil
+        #endif
     }
 
     /// Directories named by `LAPSE_PLUGIN_PATH` (colon-separated).

@@ -26,7 +26,7 @@ public struct Sharpen: Node {
             context.progress(step: frame.index + 1, total: total, unit: "frame")
             return out
         }
-        return NodeOutputs(["frames": .object(sharpened)])
+        return NodeOutputs("frames", .frames, sharpened)
     }
 
     /// Unsharp mask of a `[C, H, W]` image; colour channels only (channel 2 of gray+alpha, 4 of RGBA untouched).
