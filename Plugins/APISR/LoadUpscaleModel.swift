@@ -69,6 +69,6 @@ public struct LoadUpscaleModel: Node {
         default: detail = "×\(model.network.scale)"
         }
         context.log("\((path as NSString).lastPathComponent): \(model.network.architecture) (\(detail))")
-        return NodeOutputs(["model": .object(model)])
+        return NodeOutputs("model", .upscaleModel, model)
     }
 }

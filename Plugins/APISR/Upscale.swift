@@ -25,7 +25,7 @@ public struct Upscale: Node {
     public init() {}
 
     public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
-        let model = try inputs.object("model", as: UpscaleModel.self)
+        let model = try inputs.get("model", .upscaleModel)
         let frames = try inputs.frames("frames")
         let tile = try inputs.int("tile")
         let overlap = try inputs.int("overlap")
@@ -43,12 +43,12 @@ public struct Upscale: Node {
         info.width = info.width.map { $0 * network.scale }
         info.height = info.height.map { $0 * network.scale }
         let total = frames.info.frameCount ?? 0
-        return NodeOutputs(["frames": .object(frames.map(info: info) { frame in
+        return NodeOutputs("frames", .frames, frames.map(info: info) { frame in
             try context.checkCancellation()
             let out = try Self.upscale(frame, with: upscaler, context: context)
             context.progress(step: frame.index + 1, total: total, unit: "frame")
             return out
-        })])
+        })
     }
 
     /// Upscales one frame of any channel layout.

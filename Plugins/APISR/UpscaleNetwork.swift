@@ -32,7 +32,7 @@ public struct UpscaleModel: Sendable {
     }
 }
 
-extension PortType {
+extension DataType where Object == UpscaleModel {
     /// A loaded super-resolution network.
-    public static let upscaleModel = PortType(data: "UpscaleModel")
+    public static var upscaleModel: DataType<UpscaleModel> { DataType("UpscaleModel") }
 }

@@ -2,21 +2,14 @@ import Foundation
 import LapseGraph
 import LapseWeights
 
-/// What `ApplyLoRA` / `ApplyMagicAdapter` put on an output whose input was not linked: every declared output must
-/// carry a value, and this one makes a downstream node that takes it fail with a type error naming it.
-public struct UnlinkedModelInput: Sendable, CustomStringConvertible {
-    /// The node and port that had nothing linked.
-    public let source: String
-    public var description: String { "nothing (\(source) had no input linked)" }
-}
-
 /// `ApplyLoRA {path, strength, format}` ← `unet`?, `clip`? → `unet`, `clip`: copies of the models with a LoRA
 /// merged into their weights.
 ///
 /// Reads diffusers LoRAAttnProcessor files (scale 1), kohya / LDM LoRA files (alpha / rank) and peft / ms-swift
 /// adapter folders (lora_alpha / r). UNet modules go into the spatial UNet, motion-module modules into the attached
-/// motion modules, text-encoder modules into CLIP. At least one input must be linked; an output whose input is
-/// unlinked carries an `UnlinkedModelInput` marker. Modules for a part that is not linked are skipped (logged).
+/// motion modules, text-encoder modules into CLIP. At least one input must be linked; the output of an unlinked
+/// input is left empty (a node reading it fails, saying to link the input). Modules for a part that is not linked
+/// are skipped (logged).
 public struct ApplyLoRA: Node {
     public static let schema = NodeSchema(
         type: "ApplyLoRA", category: "loaders",
@@ -31,8 +24,8 @@ public struct ApplyLoRA: Node {
                       doc: "file layout; auto detects it from the key names (a folder is peft)"),
         ],
         outputs: [
-            OutputSpec("unet", .unet, doc: "merged UNet (a marker when no unet was linked)"),
-            OutputSpec("clip", .clip, doc: "merged CLIP (a marker when no clip was linked)"),
+            OutputSpec("unet", .unet, optional: true, doc: "merged UNet; empty when no unet was linked"),
+            OutputSpec("clip", .clip, optional: true, doc: "merged CLIP; empty when no clip was linked"),
         ],
         inputFileParams: ["path"])
 
@@ -52,23 +45,23 @@ public struct ApplyLoRA: Node {
         var outputs = NodeOutputs()
         var applied = 0
         if inputs.has("unet") {
-            var unet = try inputs.object("unet", as: UNetValue.self)
+            var unet = try inputs.get("unet", .unet)
             let (merged, n) = try LoRAMerge.apply(lora, to: unet, strength: strength)
             unet = merged
             applied += n
-            outputs.values["unet"] = .object(unet)
+            outputs.set("unet", .unet, unet)
         } else {
-            outputs.values["unet"] = .object(UnlinkedModelInput(source: "ApplyLoRA.unet"))
+            outputs.leaveEmpty("unet", reason: "ApplyLoRA had no unet linked, so it merged nothing into one; link a UNet to its unet input")
         }
         if inputs.has("clip") {
-            var clip = try inputs.object("clip", as: CLIPValue.self)
+            var clip = try inputs.get("clip", .clip)
             let (weights, n) = try LoRAMerge.merge(lora.patches, component: .textEncoder, into: clip.weights,
                                                    strength: strength, path: lora.path)
             clip.weights = weights
             applied += n
-            outputs.values["clip"] = .object(clip)
+            outputs.set("clip", .clip, clip)
         } else {
-            outputs.values["clip"] = .object(UnlinkedModelInput(source: "ApplyLoRA.clip"))
+            outputs.leaveEmpty("clip", reason: "ApplyLoRA had no clip linked, so it merged nothing into one; link a CLIP text encoder to its clip input")
         }
         for component in LoRAComponent.allCases {
             let count = lora.patches(for: component).count

@@ -14,12 +14,12 @@ public struct ApplyMotionModule: Node {
     public init() {}
 
     public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
-        var unet = try inputs.object("unet", as: UNetValue.self)
-        let motion = try inputs.object("motion", as: MotionWeights.self)
+        var unet = try inputs.get("unet", .unet)
+        let motion = try inputs.get("motion", .motion)
         try Self.checkCompatible(unet: unet, motion: motion)
         if unet.motion != nil { context.log("replacing the motion modules already applied to this UNet") }
         unet.motion = motion
-        return NodeOutputs(["unet": .object(unet)])
+        return NodeOutputs("unet", .unet, unet)
     }
 
     /// Motion modules are trained for one base: their widths and count per block must be the UNet's.

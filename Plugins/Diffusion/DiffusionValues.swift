@@ -3,15 +3,24 @@ import LapseGraph
 import LapseTensor
 import LapseWeights
 
-extension PortType {
+extension DataType where Object == UNetValue {
     /// A denoising UNet (weights + config, optionally with AnimateDiff motion modules), as `LoadCheckpoint` makes it.
-    public static let unet = PortType(data: "UNet")
+    public static var unet: DataType<UNetValue> { DataType("UNet") }
+}
+
+extension DataType where Object == VAEValue {
     /// A KL autoencoder (weights + config), as `LoadCheckpoint` makes it.
-    public static let vae = PortType(data: "VAE")
+    public static var vae: DataType<VAEValue> { DataType("VAE") }
+}
+
+extension DataType where Object == LatentValue {
     /// Diffusion latents `[B, 4, F, h, w]`.
-    public static let latent = PortType(data: "Latent")
+    public static var latent: DataType<LatentValue> { DataType("Latent") }
+}
+
+extension DataType where Object == MotionWeights {
     /// AnimateDiff motion modules, as `LoadMotionModule` reads them.
-    public static let motion = PortType(data: "MotionModule")
+    public static var motion: DataType<MotionWeights> { DataType("MotionModule") }
 }
 
 /// AnimateDiff motion-module weights under diffusers' `MotionAdapter` names, with their configuration.

@@ -25,6 +25,6 @@ public struct EmptyLatentVideo: Node {
         guard frames >= 1 else { throw NodeError.invalidValue(port: "frames", reason: "\(frames) must be at least 1") }
         guard batch >= 1 else { throw NodeError.invalidValue(port: "batch", reason: "\(batch) must be at least 1") }
         let latent = LatentValue(tensor: Tensor(zeros: [batch, 4, frames, height / 8, width / 8]))
-        return NodeOutputs(["latent": .object(latent)])
+        return NodeOutputs("latent", .latent, latent)
     }
 }

@@ -205,11 +205,11 @@ public struct LoadCheckpoint: Node {
                     + "VAE \(vaeConfig.blockOutChannels); CLIP \(clipConfig.numHiddenLayers) layers × \(clipConfig.hiddenSize)")
         var unetValue = unet3D.map { UNetValue(unet3D: $0, weights: unetWeights) } ?? UNetValue(config: unetFinal, weights: unetWeights)
         unetValue.schedulerConfig = try Self.schedulerConfig(checkpoint: path)
-        return NodeOutputs([
-            "unet": .object(unetValue),
-            "clip": .object(clip),
-            "vae": .object(VAEValue(config: vaeConfig, weights: vaeWeights)),
-        ])
+        var outputs = NodeOutputs()
+        outputs.set("unet", .unet, unetValue)
+        outputs.set("clip", .clip, clip)
+        outputs.set("vae", .vae, VAEValue(config: vaeConfig, weights: vaeWeights))
+        return outputs
     }
 
     /// A diffusers folder's `scheduler/scheduler_config.json` (the scheduler the pipeline was published with), or

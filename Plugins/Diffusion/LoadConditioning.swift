@@ -34,6 +34,6 @@ public struct LoadConditioning: Node {
         }
         context.log("\((path as NSString).lastPathComponent) [\(key)]: conditioning \(embeddings.shape) (\(loaded.dtype))")
         let prompts = [String](repeating: "", count: embeddings.shape[0])
-        return NodeOutputs(["conditioning": .object(Conditioning(embeddings: embeddings, prompts: prompts))])
+        return NodeOutputs("conditioning", .conditioning, Conditioning(embeddings: embeddings, prompts: prompts))
     }
 }

@@ -37,7 +37,7 @@ public struct LoadLatent: Node {
         var frameRate = 8.0
         if let text = loaded.metadata[Self.frameRateKey], let fps = Double(text), fps.isFinite, fps > 0 { frameRate = fps }
         context.log("\((path as NSString).lastPathComponent) [\(key)]: latents \(tensor.shape) (\(loaded.dtype))")
-        return NodeOutputs(["latent": .object(LatentValue(tensor: tensor, frameRate: frameRate))])
+        return NodeOutputs("latent", .latent, LatentValue(tensor: tensor, frameRate: frameRate))
     }
 
     /// The `__metadata__` entry carrying `LatentValue.frameRate` through a file.

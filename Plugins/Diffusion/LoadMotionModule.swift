@@ -57,6 +57,6 @@ public struct LoadMotionModule: Node {
         _ = try MotionAdapter(config: config, weights: weights)
         context.log("\((path as NSString).lastPathComponent): motion modules for blocks \(config.blockOutChannels) × "
                     + "\(config.motionLayersPerBlock)\(config.useMotionMidBlock ? " + mid" : ""), \(config.motionMaxSeqLength) frame positions")
-        return NodeOutputs(["motion": .object(MotionWeights(config: config, weights: weights))])
+        return NodeOutputs("motion", .motion, MotionWeights(config: config, weights: weights))
     }
 }

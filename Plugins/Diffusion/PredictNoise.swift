@@ -25,9 +25,9 @@ public struct PredictNoise: Node {
     public init() {}
 
     public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
-        let unet = try inputs.object("unet", as: UNetValue.self)
-        let positive = try inputs.object("positive", as: Conditioning.self)
-        let input = try inputs.object("latent", as: LatentValue.self)
+        let unet = try inputs.get("unet", .unet)
+        let positive = try inputs.get("positive", .conditioning)
+        let input = try inputs.get("latent", .latent)
         let timestep = try inputs.float("timestep")
         // The model's own training range when its folder says it, else the usual 1000 steps.
         let trained = (try? unet.schedulerConfig?.schedulerConfig(for: .ddim).numTrainTimesteps) ?? 1000
@@ -48,6 +48,6 @@ public struct PredictNoise: Node {
         context.log("\(unet.kindDescription): one evaluation of \(shape) at timestep \(timestep), conditioning \(embeddings.shape)")
         let prediction = try model(input.tensor, timestep: Float(timestep), context: embeddings)
         context.progress(step: 1, total: 1, unit: "step")
-        return NodeOutputs(["latent": .object(LatentValue(tensor: prediction, frameRate: input.frameRate))])
+        return NodeOutputs("latent", .latent, LatentValue(tensor: prediction, frameRate: input.frameRate))
     }
 }

@@ -43,14 +43,14 @@ public struct Sample: Node {
     public init() {}
 
     public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
-        let unet = try inputs.object("unet", as: UNetValue.self)
+        let unet = try inputs.get("unet", .unet)
         if unet.vid2vid != nil {
             // Its v-prediction on the logsnr_cosine_interp schedule fits none of Sample's schedulers.
             throw NodeError.invalidValue(port: "unet", reason: "the MS-Vid2Vid-XL UNet (LoadVid2VidModel) is sampled by RefineVideo, not Sample")
         }
-        let positive = try inputs.object("positive", as: Conditioning.self)
-        let negative = try inputs.object("negative", as: Conditioning.self)
-        let input = try inputs.object("latent", as: LatentValue.self)
+        let positive = try inputs.get("positive", .conditioning)
+        let negative = try inputs.get("negative", .conditioning)
+        let input = try inputs.get("latent", .latent)
         let seed = try inputs.int("seed"), steps = try inputs.int("steps")
         let guidance = Float(try inputs.float("guidance")), eta = Float(try inputs.float("eta"))
         let denoise = try inputs.float("denoise")
@@ -86,7 +86,7 @@ public struct Sample: Node {
         var scheduler = try kind.make(config: config, steps: steps, eta: eta)
         let start = denoise >= 1 ? 0 : SchedulerKind.startIndex(steps: steps, denoise: denoise)
         guard start < steps else {
-            return NodeOutputs(["latent": .object(input)])  // denoise 0: nothing to do
+            return NodeOutputs("latent", .latent, input)  // denoise 0: nothing to do
         }
 
         let model = try unet.makeModel()
@@ -125,7 +125,7 @@ public struct Sample: Node {
             }
             context.progress(step: i - start + 1, total: total, unit: "step")
         }
-        return NodeOutputs(["latent": .object(LatentValue(tensor: latents, frameRate: input.frameRate))])
+        return NodeOutputs("latent", .latent, LatentValue(tensor: latents, frameRate: input.frameRate))
     }
 
     /// The scheduler configuration `scheduler_config` names: `auto` (the UNet's folder's, else MagicTime's),

@@ -18,7 +18,7 @@ public struct SaveLatent: Node {
     public init() {}
 
     public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
-        let latent = try inputs.object("latent", as: LatentValue.self)
+        let latent = try inputs.get("latent", .latent)
         let path = try inputs.string("path")
         guard !path.isEmpty else { throw NodeError.invalidValue(port: "path", reason: "empty: give the .safetensors file to write") }
         try SafeTensors.write([(name: "latent", tensor: latent.tensor)],

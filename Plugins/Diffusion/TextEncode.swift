@@ -3,11 +3,14 @@ import LapseGraph
 import LapseTensor
 import LapseWeights
 
-extension PortType {
-    /// A CLIP text encoder (tokenizer + text-transformer weights, `CLIPValue`), as `LoadCLIP` produces it.
-    public static let clip = PortType(data: "CLIP")
+extension DataType where Object == CLIPValue {
+    /// A CLIP or OpenCLIP text encoder (tokenizer + text-transformer weights), as `LoadCLIP` produces it.
+    public static var clip: DataType<CLIPValue> { DataType("CLIP") }
+}
+
+extension DataType where Object == Conditioning {
     /// Prompt embeddings a denoiser cross-attends to, as `TextEncode` produces them.
-    public static let conditioning = PortType(data: "Conditioning")
+    public static var conditioning: DataType<Conditioning> { DataType("Conditioning") }
 }
 
 /// A CLIP tokenizer paired with a CLIP text transformer: prompts in, `last_hidden_state` out.
@@ -112,7 +115,7 @@ public struct LoadCLIP: Node {
         let value = try CLIPValue.checked(config: config, weights: weights, tokenizer: tokenizer)
         context.log("\((path as NSString).lastPathComponent): CLIP text encoder, \(config.numHiddenLayers) layers × "
                     + "\(config.hiddenSize) wide, \(config.numAttentionHeads) heads, \(config.hiddenAct)")
-        return NodeOutputs(["clip": .object(value)])
+        return NodeOutputs("clip", .clip, value)
     }
 }
 
@@ -130,18 +133,13 @@ public struct TextEncode: Node {
     public init() {}
 
     public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
-        // A built encoder is accepted too (API users may pass one); graphs carry `CLIPValue`, built here on use.
-        let encoder: CLIPTextEncoder
-        if case .object(let built as CLIPTextEncoder)? = inputs.values["clip"] {
-            encoder = built
-        } else {
-            encoder = try inputs.object("clip", as: CLIPValue.self).makeEncoder()
-        }
+        // Built here on use, so nodes between the loader and this one (LoRA, MagicAdapter) hand on weights only.
+        let encoder = try inputs.get("clip", .clip).makeEncoder()
         let text = try inputs.string("text")
         let tokens = encoder.tokenizer.tokenize(text).count
         let limit = encoder.model.config.maxPositionEmbeddings - 2
         if tokens > limit { context.log("prompt has \(tokens) tokens; only the first \(limit) are used") }
         let embeddings = try encoder.encode([text])
-        return NodeOutputs(["conditioning": .object(Conditioning(embeddings: embeddings, prompts: [text]))])
+        return NodeOutputs("conditioning", .conditioning, Conditioning(embeddings: embeddings, prompts: [text]))
     }
 }

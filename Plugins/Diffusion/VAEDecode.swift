@@ -22,8 +22,8 @@ public struct VAEDecode: Node {
     public init() {}
 
     public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
-        let vae = try inputs.object("vae", as: VAEValue.self)
-        let latent = try inputs.object("latent", as: LatentValue.self)
+        let vae = try inputs.get("vae", .vae)
+        let latent = try inputs.get("latent", .latent)
         let tile = try inputs.int("tile")
         let shape = latent.tensor.shape
         guard shape.count == 5, shape[1] == vae.config.latentChannels else {
@@ -56,7 +56,7 @@ public struct VAEDecode: Node {
                 return Frame(image: image, index: index, time: Double(index) / fps)
             }
         }
-        return NodeOutputs(["frames": .object(frameStream)])
+        return NodeOutputs("frames", .frames, frameStream)
     }
 
     /// `fps` as a fraction (8 → 8/1, 29.97 → 30000/1001).

@@ -20,7 +20,7 @@ public struct VAEEncode: Node {
     public init() {}
 
     public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
-        let vae = try inputs.object("vae", as: VAEValue.self)
+        let vae = try inputs.get("vae", .vae)
         let stream = try inputs.frames("frames")
         let model = try vae.makeModel()
         let f = vae.downsamplingFactor
@@ -48,7 +48,7 @@ public struct VAEEncode: Node {
         let stacked = concat(latents, axis: 0)
         let s = stacked.shape
         let video = permute(stacked, [1, 0, 2, 3]).reshaped([1, s[1], s[0], s[2], s[3]])
-        return NodeOutputs(["latent": .object(LatentValue(tensor: video, frameRate: stream.info.fps ?? 8))])
+        return NodeOutputs("latent", .latent, LatentValue(tensor: video, frameRate: stream.info.fps ?? 8))
     }
 
     /// `[3, H, W]`: gray repeated, alpha dropped.

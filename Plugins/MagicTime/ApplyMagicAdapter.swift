@@ -30,8 +30,8 @@ public struct ApplyMagicAdapter: Node {
     public init() {}
 
     public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
-        var unet = try inputs.object("unet", as: UNetValue.self)
-        var clip = try inputs.object("clip", as: CLIPValue.self)
+        var unet = try inputs.get("unet", .unet)
+        var clip = try inputs.get("clip", .clip)
         let strength = Float(try inputs.float("strength"))
         let spatial = try inputs.string("spatial"), temporal = try inputs.string("temporal")
         let text = try inputs.string("text_encoder")
@@ -51,6 +51,9 @@ public struct ApplyMagicAdapter: Node {
             (clip, n) = try MagicAdapter.applyTextEncoder(text, to: clip, strength: strength)
             context.log("Magic text encoder: \(n) CLIP self-attention weights merged")
         }
-        return NodeOutputs(["unet": .object(unet), "clip": .object(clip)])
+        var outputs = NodeOutputs()
+        outputs.set("unet", .unet, unet)
+        outputs.set("clip", .clip, clip)
+        return outputs
     }
 }

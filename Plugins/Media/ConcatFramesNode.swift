@@ -14,6 +14,6 @@ struct ConcatFramesNode: Node {
 
     func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
         let frames = FrameOps.concat(try inputs.frames("first"), try inputs.frames("second"))
-        return NodeOutputs(["frames": .object(frames)])
+        return NodeOutputs("frames", .frames, frames)
     }
 }

@@ -32,6 +32,6 @@ struct CropNode: Node {
             frame.image = try FrameOps.crop(frame.image, x: x, y: y, width: width, height: height)
             return frame
         }
-        return NodeOutputs(["frames": .object(cropped)])
+        return NodeOutputs("frames", .frames, cropped)
     }
 }

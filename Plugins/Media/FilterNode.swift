@@ -15,6 +15,6 @@ struct FilterNode: Node {
     func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
         let frames = try MediaIO.filter(try inputs.frames("frames"), graph: try inputs.string("graph"),
                                         progress: context.frameProgress)
-        return NodeOutputs(["frames": .object(frames)])
+        return NodeOutputs("frames", .frames, frames)
     }
 }

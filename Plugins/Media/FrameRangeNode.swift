@@ -17,6 +17,6 @@ struct FrameRangeNode: Node {
     func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
         let frames = try FrameOps.range(try inputs.frames("frames"), start: try inputs.int("start"),
                                         count: try inputs.int("count"), step: try inputs.int("step"))
-        return NodeOutputs(["frames": .object(frames)])
+        return NodeOutputs("frames", .frames, frames)
     }
 }

@@ -12,6 +12,6 @@ struct LoadImageNode: Node {
 
     func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
         let frames = try MediaIO.loadImage(path: try inputs.string("path"))
-        return NodeOutputs(["frames": .object(frames)])
+        return NodeOutputs("frames", .frames, frames)
     }
 }

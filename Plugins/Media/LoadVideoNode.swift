@@ -21,6 +21,6 @@ struct LoadVideoNode: Node {
         let frames = try MediaIO.loadVideo(path: try inputs.string("path"), start: try inputs.int("start"),
                                            maxFrames: try inputs.int("max_frames"), everyNth: try inputs.int("every_nth"),
                                            fps: try inputs.float("fps"), progress: context.frameProgress)
-        return NodeOutputs(["frames": .object(frames)])
+        return NodeOutputs("frames", .frames, frames)
     }
 }

@@ -32,7 +32,7 @@ struct PadNode: Node {
             frame.image = FrameOps.pad(frame.image, multipleOf: multiple, mode: mode)
             return frame
         }
-        return NodeOutputs(["frames": .object(padded)])
+        return NodeOutputs("frames", .frames, padded)
     }
 
     /// The padded size, refused unless it is within MediaLimits.

@@ -32,7 +32,7 @@ struct ResizeNode: Node {
             frame.image = FrameOps.resize(frame.image, width: w, height: h, mode: mode)
             return frame
         }
-        return NodeOutputs(["frames": .object(resized)])
+        return NodeOutputs("frames", .frames, resized)
     }
 
     /// The output size, refused unless it is within MediaLimits (`Resize {32768, 0}` on a square source would be

@@ -20,7 +20,7 @@ public struct EncodeAppearance: Node {
     public init() {}
 
     public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
-        let apm = try inputs.object("apm", as: APMValue.self)
+        let apm = try inputs.get("apm", .apm)
         let wanted = try inputs.int("frame")
         let source = try inputs.frames("frames").makeSource()
         var seen = 0
@@ -41,6 +41,6 @@ public struct EncodeAppearance: Node {
         let conditional = try encoder.tokens(anchorPixels: pixels)
         let unconditional = try encoder.unconditionalTokens(like: pixels)
         context.log("appearance anchor: frame \(wanted), \(anchor.width)×\(anchor.height) → \(conditional.shape[1]) tokens × \(conditional.shape[2])")
-        return NodeOutputs(["appearance": .object(AppearanceValue(conditional: conditional, unconditional: unconditional))])
+        return NodeOutputs("appearance", .appearance, AppearanceValue(conditional: conditional, unconditional: unconditional))
     }
 }

@@ -77,13 +77,13 @@ public struct LoadStreamingT2V: Node {
         context.log("\((path as NSString).lastPathComponent): UNet3D \(unetConfig.blockOutChannels) × \(unetConfig.layersPerBlock) "
                     + "with CAM and APM, image encoder \(visionConfig.layers) layers × \(visionConfig.width), "
                     + "CLIP \(clipConfig.numHiddenLayers) layers × \(clipConfig.hiddenSize); base \((base as NSString).lastPathComponent)")
-        return NodeOutputs([
-            "unet": .object(StreamingUNetValue(config: unetConfig, weights: baseWeights, scheduler: folder.scheduler)),
-            "cam": .object(CAMValue(weights: camWeights)),
-            "apm": .object(apm),
-            "clip": .object(clip),
-            "vae": .object(VAEValue(config: vaeConfig, weights: vaeWeights)),
-        ])
+        var outputs = NodeOutputs()
+        outputs.set("unet", .streamingUNet, StreamingUNetValue(config: unetConfig, weights: baseWeights, scheduler: folder.scheduler))
+        outputs.set("cam", .cam, CAMValue(weights: camWeights))
+        outputs.set("apm", .apm, apm)
+        outputs.set("clip", .clip, clip)
+        outputs.set("vae", .vae, VAEValue(config: vaeConfig, weights: vaeWeights))
+        return outputs
     }
 
     static func visionConfig(_ path: String) throws -> OpenCLIPVisionConfig {

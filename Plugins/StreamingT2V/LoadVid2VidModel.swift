@@ -9,8 +9,9 @@ import LapseWeights
 /// generator `.pth` in modelscope's `Vid2VidSDUNet` key layout (`non_ema_0035000.pth`), OpenCLIP ViT-H-14's
 /// `open_clip_pytorch_model.bin` (its text tower only: the penultimate layer then `ln_final`, prompts tokenized
 /// as `open_clip.tokenize` does, padding with 0) and SD2.1's `v2-1_512-ema-pruned.ckpt` (its first-stage VAE only).
-/// Sizes come from the weights (the head width, which no shape tells, from `config` or the release's 64). The text encoder and the VAE are optional: left empty, their outputs fail the node
-/// that reads them, naming the param to set, so a graph that only runs `PredictNoise` needs just the UNet file.
+/// Sizes come from the weights (the head width, which no shape tells, from `config` or the release's 64). The text encoder and the VAE are optional: left empty, their outputs are left
+/// empty and fail the node that reads them, naming the param to set, so a graph that only runs `PredictNoise` needs
+/// just the UNet file.
 /// Every file is identified before use, so swapped params are named.
 public struct LoadVid2VidModel: Node {
     public static let schema = NodeSchema(
@@ -29,8 +30,9 @@ public struct LoadVid2VidModel: Node {
         ],
         outputs: [
             OutputSpec("unet", .unet, doc: "the Vid2VidSDUNet generator (v-prediction; RefineVideo samples it)"),
-            OutputSpec("clip", .clip, doc: "open_clip tokenizer and the ViT-H text tower (penultimate layer + ln_final)"),
-            OutputSpec("vae", .vae, doc: "SD2.1 autoencoder (scaling factor 0.18215)"),
+            OutputSpec("clip", .clip, optional: true,
+                       doc: "open_clip tokenizer and the ViT-H text tower (penultimate layer + ln_final); empty without text_encoder"),
+            OutputSpec("vae", .vae, optional: true, doc: "SD2.1 autoencoder (scaling factor 0.18215); empty without vae"),
         ],
         inputFileParams: ["unet", "text_encoder", "vae", "vocab", "config"])
 
@@ -53,32 +55,32 @@ public struct LoadVid2VidModel: Node {
         let config = try Vid2VidUNetConfig.inferred(from: unetWeights, base: base)
         // Built once here so a damaged file fails at load, naming the tensor (mapped fp32 tensors are not read).
         _ = try Vid2VidUNet(config: config, weights: unetWeights)
-        var outputs: [String: Value] = ["unet": .object(UNetValue(vid2vid: config, weights: unetWeights))]
+        var outputs = NodeOutputs("unet", .unet, UNetValue(vid2vid: config, weights: unetWeights))
         var summary = ["UNet \(config.dimMult.map { $0 * config.dim }) × \(config.numResBlocks)"]
 
         if textPath.isEmpty {
-            outputs["clip"] = .object(UnavailableOutput(reason: "LoadVid2VidModel was given no text_encoder; set its text_encoder param to OpenCLIP ViT-H-14's open_clip_pytorch_model.bin (docs/models.md)"))
+            outputs.leaveEmpty("clip", reason: "LoadVid2VidModel was given no text_encoder; set its text_encoder param to OpenCLIP ViT-H-14's open_clip_pytorch_model.bin (docs/models.md)")
         } else {
             let weights = try Weights.load(textPath)
             try Self.expect(.openCLIP, param: "text_encoder", path: textPath, weights: weights)
             let tokenizer = try CLIPTokenizer(openCLIPVocabularyFile: URL(fileURLWithPath: try inputs.string("vocab")))
             let clip = try CLIPValue.openCLIPText(weights: weights, tokenizer: tokenizer)
-            outputs["clip"] = .object(clip)
+            outputs.set("clip", .clip, clip)
             summary.append("text tower \(clip.config.numHiddenLayers) of \(clip.config.numHiddenLayers + 1) layers × \(clip.config.hiddenSize)")
         }
 
         if vaePath.isEmpty {
-            outputs["vae"] = .object(UnavailableOutput(reason: "LoadVid2VidModel was given no vae; set its vae param to SD2.1's v2-1_512-ema-pruned.ckpt (docs/models.md)"))
+            outputs.leaveEmpty("vae", reason: "LoadVid2VidModel was given no vae; set its vae param to SD2.1's v2-1_512-ema-pruned.ckpt (docs/models.md)")
         } else {
             let weights = try Weights.load(vaePath)
             try Self.expect(.ldmVAE, param: "vae", path: vaePath, weights: weights)
             let vae = try VAEValue.ldmCheckpoint(weights)
             _ = try vae.makeModel()
-            outputs["vae"] = .object(vae)
+            outputs.set("vae", .vae, vae)
             summary.append("VAE \(vae.config.blockOutChannels)")
         }
         context.log("\((unetPath as NSString).lastPathComponent): MS-Vid2Vid-XL " + summary.joined(separator: ", "))
-        return NodeOutputs(outputs)
+        return outputs
     }
 
     /// The three kinds of file the node takes, told apart by tensor names alone (nothing is read).

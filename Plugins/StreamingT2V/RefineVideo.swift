@@ -56,11 +56,11 @@ public struct RefineVideo: Node {
     public init() {}
 
     public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
-        let unet = try inputs.object("unet", as: UNetValue.self)
+        let unet = try inputs.get("unet", .unet)
         guard let unetConfig = unet.vid2vid else {
             throw NodeError.invalidValue(port: "unet", reason: "RefineVideo samples MS-Vid2Vid-XL's UNet (LoadVid2VidModel), not a \(unet.kindDescription)")
         }
-        let vae = try inputs.object("vae", as: VAEValue.self)
+        let vae = try inputs.get("vae", .vae)
         let width = try inputs.int("width"), height = try inputs.int("height")
         let seed = UInt64(bitPattern: Int64(try inputs.int("seed")))
         let cropPadding = try inputs.bool("crop_padding")
@@ -152,12 +152,12 @@ public struct RefineVideo: Node {
                 return Frame(image: image, index: index, time: Double(index) * Double(fps.denominator) / Double(fps.numerator))
             }
         }
-        return NodeOutputs(["frames": .object(frames)])
+        return NodeOutputs("frames", .frames, frames)
     }
 
     /// One prompt's embeddings `[1, tokens, width]`.
     static func embeddings(_ inputs: NodeInputs, _ port: String, width: Int) throws -> Tensor {
-        let e = try inputs.object(port, as: Conditioning.self).embeddings
+        let e = try inputs.get(port, .conditioning).embeddings
         guard e.rank == 3, e.shape[0] == 1, e.shape[2] == width else {
             throw NodeError.invalidValue(port: port, reason: "embeddings \(e.shape) are not one prompt [1, tokens, \(width)] (encode it with LoadVid2VidModel's clip)")
         }

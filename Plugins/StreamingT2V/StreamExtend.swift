@@ -50,12 +50,12 @@ public struct StreamExtend: Node {
     public init() {}
 
     public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
-        let unet = try inputs.object("unet", as: StreamingUNetValue.self)
-        let cam = try inputs.object("cam", as: CAMValue.self)
-        let positive = try inputs.object("positive", as: Conditioning.self)
-        let negative = try inputs.object("negative", as: Conditioning.self)
-        let appearance = try inputs.object("appearance", as: AppearanceValue.self)
-        let vae = try inputs.object("vae", as: VAEValue.self)
+        let unet = try inputs.get("unet", .streamingUNet)
+        let cam = try inputs.get("cam", .cam)
+        let positive = try inputs.get("positive", .conditioning)
+        let negative = try inputs.get("negative", .conditioning)
+        let appearance = try inputs.get("appearance", .appearance)
+        let vae = try inputs.get("vae", .vae)
         let input = try inputs.frames("frames")
         let length = try inputs.int("length"), chunkFrames = try inputs.int("chunk"), contextFrames = try inputs.int("context")
         let steps = try inputs.int("steps"), seed = try inputs.int("seed")
@@ -186,7 +186,7 @@ public struct StreamExtend: Node {
             }
         }
         context.log("extending to \(length) frames: \(generatedChunks) chunks of \(chunkFrames) (\(loop.stride) new each), \(steps) DDIM steps, η \(eta), guidance \(guidance), seed \(seed)")
-        return NodeOutputs(["frames": .object(frames)])
+        return NodeOutputs("frames", .frames, frames)
     }
 
     /// Text embeddings `[1, tokens, width]` of both branches, checked against the UNet.

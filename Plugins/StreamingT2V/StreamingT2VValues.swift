@@ -3,15 +3,24 @@ import LapseGraph
 import LapseTensor
 import LapseWeights
 
-extension PortType {
+extension DataType where Object == StreamingUNetValue {
     /// StreamingT2V's base UNet: ModelScope's UNet3D with the CAM's cross-attention mergers and the APM token mixing.
-    public static let streamingUNet = PortType(data: "StreamingT2VUNet")
+    public static var streamingUNet: DataType<StreamingUNetValue> { DataType("StreamingT2VUNet") }
+}
+
+extension DataType where Object == CAMValue {
     /// The CAM branch (short-term memory): the UNet encoder copy and the conditioning-frame embedding.
-    public static let cam = PortType(data: "CAM")
+    public static var cam: DataType<CAMValue> { DataType("CAM") }
+}
+
+extension DataType where Object == APMValue {
     /// The APM (long-term memory) up to its tokens: the OpenCLIP image tower and the resampler.
-    public static let apm = PortType(data: "APM")
+    public static var apm: DataType<APMValue> { DataType("APM") }
+}
+
+extension DataType where Object == AppearanceValue {
     /// The APM anchor's tokens for both guidance branches, as `EncodeAppearance` makes them.
-    public static let appearance = PortType(data: "Appearance")
+    public static var appearance: DataType<AppearanceValue> { DataType("Appearance") }
 }
 
 /// What flows on `LoadStreamingT2V`'s `unet` port: the checkpoint's `base_model.*` tensors (names without the

@@ -1,6 +1,11 @@
 import LapseGraph
 import LapseWeights
 
+extension DataType where Object == Weights {
+    /// A named collection of tensors (a model state dict), read lazily.
+    public static var tensors: DataType<Weights> { DataType("Tensors") }
+}
+
 /// `LoadTensors {path}` → `tensors`: opens a safetensors, PyTorch or ncnn checkpoint and outputs its model state
 /// dict as a lazy `Weights` collection (tensors are read only when a downstream node asks for them).
 struct LoadTensors: Node {
@@ -15,6 +20,6 @@ struct LoadTensors: Node {
         let path = try inputs.string("path")
         let weights = try Weights.load(path)
         context.log("loaded \(weights.count) tensors from \(weights.origin)")
-        return NodeOutputs(["tensors": .object(weights)])
+        return NodeOutputs("tensors", .tensors, weights)
     }
 }

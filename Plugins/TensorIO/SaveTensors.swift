@@ -16,7 +16,7 @@ struct SaveTensors: Node {
         outputFileParams: ["path"])
 
     func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
-        let weights = try inputs.object("tensors", as: Weights.self)
+        let weights = try inputs.get("tensors", .tensors)
         let path = try inputs.string("path")
         let name = try inputs.string("dtype")
         guard let dtype = DType(rawValue: name), [.f32, .f16, .bf16].contains(dtype) else {

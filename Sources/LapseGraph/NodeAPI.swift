@@ -31,9 +31,6 @@ public struct PortType: Hashable, Sendable, CustomStringConvertible {
     public static let float = PortType(name: "Float", isValue: true, swiftType: Double.self)
     public static let bool = PortType(name: "Bool", isValue: true, swiftType: Bool.self)
     public static let string = PortType(name: "String", isValue: true, swiftType: String.self)
-    // TRANSITION (removed once every family declares `DataType`s): untyped data types.
-    public init(data name: String) { self.init(name: name, isValue: false, swiftType: Any.self) }
-    public static let tensors = PortType(data: "Tensors")
 
     /// True when both carry the same Swift type under the same name (what registration holds every use of a name to).
     public static func == (lhs: PortType, rhs: PortType) -> Bool {
@@ -254,12 +251,6 @@ public enum NodeError: LocalizedError, Sendable {
     }
 }
 
-// TRANSITION (removed once LoadVid2VidModel declares optional outputs).
-public struct UnavailableOutput: Sendable {
-    public let reason: String
-    public init(reason: String) { self.reason = reason }
-}
-
 /// An optional output left empty upstream, as the node linked to it sees it: reading the input fails with this.
 public struct EmptyOutput: Sendable, Equatable {
     /// The graph node that left it empty.
@@ -326,17 +317,6 @@ public struct NodeInputs: Sendable {
     public func get<T>(_ port: String, _ type: DataType<T>) throws -> T {
         guard case .object(let any) = try value(port), let typed = any as? T else {
             throw NodeError.wrongInputType(port: port, expected: type.portType.expectation, actual: describe(port))
-        }
-        return typed
-    }
-
-    // TRANSITION (removed once every node reads with `get`).
-    public func object<T>(_ port: String, as type: T.Type) throws -> T {
-        if case .object(let any) = try value(port), let unavailable = any as? UnavailableOutput {
-            throw NodeError.invalidValue(port: port, reason: unavailable.reason)
-        }
-        guard case .object(let any) = try value(port), let typed = any as? T else {
-            throw NodeError.wrongInputType(port: port, expected: String(describing: T.self), actual: describe(port))
         }
         return typed
     }

@@ -57,8 +57,8 @@ import MagicTimePlugin
             "text_encoder": .string(LoRAFixtures.path("lora_te_peft")), "strength": .float(1),
         ]), context: context)
         let results = NodeInputs(out.values)
-        let unet = try results.object("unet", as: UNetValue.self)
-        let merged = try results.object("clip", as: CLIPValue.self)
+        let unet = try results.get("unet", .unet)
+        let merged = try results.get("clip", .clip)
         #expect(normRelativeError(try LoRAFixtures.unetOutput(unet), try LoRAFixtures.expected("unet.out.magic_s_x4").scalars) <= 1e-4)
         let q = "down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.to_q.weight"
         #expect(LoRAFixtures.relative(try #require(unet.motion).weights.tensor(q), try LoRAFixtures.expected("motion_peft." + q)) <= 1e-5)

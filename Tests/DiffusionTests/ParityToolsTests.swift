@@ -16,7 +16,7 @@ struct ParityToolsTests {
     }
 
     static func latent(_ outputs: NodeOutputs, _ port: String = "latent") throws -> LatentValue {
-        try NodeInputs(outputs.values).object(port, as: LatentValue.self)
+        try NodeInputs(outputs.values).get(port, .latent)
     }
 
     static func load(_ path: String, key: String = "latent") throws -> LatentValue {
@@ -25,7 +25,7 @@ struct ParityToolsTests {
 
     static func loadConditioning(_ path: String, key: String = "conditioning") throws -> Conditioning {
         let out = try run(LoadConditioning(), ["path": .string(path), "key": .string(key)])
-        return try NodeInputs(out.values).object("conditioning", as: Conditioning.self)
+        return try NodeInputs(out.values).get("conditioning", .conditioning)
     }
 
     /// The message of the error `body` throws, or "no error".

@@ -133,7 +133,7 @@ struct SchedulerConfigCase: Decodable, CustomTestStringConvertible {
         values["beta_schedule"] = .string("auto")  // the default; scheduler_config is left out unless given
         for (k, v) in params { values[k] = v }
         let out = try Sample().run(NodeInputs(values), context: TestNodeContext())
-        return try NodeInputs(out.values).object("latent", as: LatentValue.self).tensor.scalars
+        return try NodeInputs(out.values).get("latent", .latent).tensor.scalars
     }
 
     @Test func sampleAutoIsMagicTimeForAUNetWithoutFolderConfig() throws {

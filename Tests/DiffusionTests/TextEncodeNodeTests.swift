@@ -35,6 +35,8 @@ import DiffusionPlugin
     /// One checkpoint written and loaded through LoadCLIP for the whole suite (loading the vocabulary dominates).
     struct Loaded: Sendable {
         let weights: Weights
+        /// What LoadCLIP put on its `clip` output, and the encoder built from it.
+        let value: CLIPValue
         let encoder: CLIPTextEncoder
         let logs: [String]
     }
@@ -54,7 +56,7 @@ import DiffusionPlugin
         // Read every tensor now: the file is deleted when this returns.
         var resident = Weights(origin: path)
         for key in weights.keys { resident[key] = try weights.tensor(key) }
-        return Loaded(weights: resident, encoder: encoder, logs: context.logs)
+        return Loaded(weights: resident, value: value, encoder: encoder, logs: context.logs)
     }
 
     @Test func loadCLIPInfersTheConfigFromASingleFileCheckpoint() throws {
@@ -68,7 +70,7 @@ import DiffusionPlugin
     @Test func textEncodeMatchesDirectEncoding() throws {
         let loaded = try Self.shared.get()
         let prompt = "a bud blooming into a flower, time-lapse"
-        let encoded = try TextEncode().run(NodeInputs(["clip": .object(loaded.encoder), "text": .string(prompt)]),
+        let encoded = try TextEncode().run(NodeInputs(["clip": .object(loaded.value), "text": .string(prompt)]),
                                            context: TestNodeContext(nodeType: "TextEncode"))
         guard case .object(let c)? = encoded.values["conditioning"], let conditioning = c as? Conditioning else {
             Issue.record("TextEncode gave no Conditioning")
@@ -85,7 +87,7 @@ import DiffusionPlugin
     @Test func overlongPromptIsTruncatedWithALogLine() throws {
         let loaded = try Self.shared.get()
         let context = TestNodeContext()
-        let out = try TextEncode().run(NodeInputs(["clip": .object(loaded.encoder),
+        let out = try TextEncode().run(NodeInputs(["clip": .object(loaded.value),
                                                    "text": .string(String(repeating: "melting ice ", count: 60))]),
                                        context: context)
         #expect(out.values["conditioning"] != nil)
@@ -95,8 +97,8 @@ import DiffusionPlugin
     @Test func pluginRegistersItsNodes() throws {
         let registry = NodeRegistry()
         try DiffusionPlugin.register(into: registry)
-        #expect(LoadCLIP.schema.outputs.map(\.type) == [.clip])
-        #expect(TextEncode.schema.inputs.first?.type == .clip)
-        #expect(TextEncode.schema.outputs.map(\.type) == [.conditioning])
+        #expect(LoadCLIP.schema.outputs.map(\.type) == [PortType(.clip)])
+        #expect(TextEncode.schema.inputs.first?.type == PortType(.clip))
+        #expect(TextEncode.schema.outputs.map(\.type) == [PortType(.conditioning)])
     }
 }

@@ -220,7 +220,7 @@ struct UNet3DTests {
         defer { try? FileManager.default.removeItem(at: folder.deletingLastPathComponent()) }
         let ctx = TestNodeContext()
         let loaded = try UNet3DFixtures.load(folder)
-        let unet = try NodeInputs(loaded.values).object("unet", as: UNetValue.self)
+        let unet = try NodeInputs(loaded.values).get("unet", .unet)
         #expect(unet.unet3D != nil && unet.config.blockOutChannels == [64, 128])
         let clip = try #require(loaded.values["clip"])
         func encode(_ text: String) throws -> Value {
@@ -229,7 +229,7 @@ struct UNet3DTests {
         let positive = try encode(try #require(manifest["prompt"] as? String))
         let negative = try encode(try #require(manifest["negative"] as? String))
         let embeds = try UNet3DFixtures.io("pipe_embeds")
-        let pos = try NodeInputs(["c": positive]).object("c", as: Conditioning.self).embeddings
+        let pos = try NodeInputs(["c": positive]).get("c", .conditioning).embeddings
         #expect(Self.relative(pos, slice(embeds, axis: 0, start: 0, end: 1)) <= 1e-4)
 
         let size = try #require(manifest["size"] as? Int), frames = try #require(manifest["frames"] as? Int)
@@ -243,11 +243,11 @@ struct UNet3DTests {
             "seed": .int(seed), "steps": .int(steps), "guidance": .float(guidance), "scheduler": .string("ddim"), "eta": .float(0),
             "beta_schedule": .string("auto"), "scheduler_config": .string("auto"), "denoise": .float(1),
         ]), context: ctx)
-        let latents = try NodeInputs(sampled.values).object("latent", as: LatentValue.self).tensor
+        let latents = try NodeInputs(sampled.values).get("latent", .latent).tensor
         let latentError = maxAbsDiff(latents, try UNet3DFixtures.io("pipe_latents"))
         let vae = try #require(loaded.values["vae"]), sampledLatent = try #require(sampled.values["latent"])
         let decoded = try VAEDecode().run(NodeInputs(["vae": vae, "latent": sampledLatent, "tile": .int(0)]), context: ctx)
-        let stream = try NodeInputs(decoded.values).object("frames", as: Frames.self)
+        let stream = try NodeInputs(decoded.values).get("frames", .frames)
         let images = try stream.collect().map(\.image)
         let expected = try UNet3DFixtures.io("pipe_frames")
         #expect(images.count == frames)
@@ -263,7 +263,7 @@ struct UNet3DTests {
             "seed": .int(seed), "steps": .int(steps), "guidance": .float(guidance), "scheduler": .string("ddim"), "eta": .float(1),
             "beta_schedule": .string("auto"), "scheduler_config": .string("auto"), "denoise": .float(1),
         ]), context: ctx)
-        let eta1 = try NodeInputs(stochastic.values).object("latent", as: LatentValue.self).tensor
+        let eta1 = try NodeInputs(stochastic.values).get("latent", .latent).tensor
         let eta1Error = maxAbsDiff(eta1, try UNet3DFixtures.io("pipe_eta1_latents"))
         print("UNet3D pipeline, η = 1: latents max abs \(eta1Error)")
         #expect(eta1Error <= 1e-3)
@@ -276,7 +276,7 @@ struct UNet3DTests {
         let folder = try UNet3DFixtures.writeFolder(format: format)
         defer { try? FileManager.default.removeItem(at: folder.deletingLastPathComponent()) }
         let loaded = try UNet3DFixtures.load(folder)
-        let unet = try NodeInputs(loaded.values).object("unet", as: UNetValue.self)
+        let unet = try NodeInputs(loaded.values).get("unet", .unet)
         let config = try #require(unet.unet3D)
         let model = try UNet3DConditionModel(config: config, weights: unet.weights)
         let out = try model(try UNet3DFixtures.io("sample"), timestep: 481, context: try UNet3DFixtures.io("context"))

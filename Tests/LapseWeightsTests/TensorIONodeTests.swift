@@ -20,7 +20,7 @@ struct TensorIONodeTests {
         try TensorIOPlugin.register(into: registry)
         let load = try #require(registry.entry(for: "LoadTensors"))
         let save = try #require(registry.entry(for: "SaveTensors"))
-        #expect(load.schema.inputFileParams == ["path"] && load.schema.outputs.map(\.type) == [.tensors])
+        #expect(load.schema.inputFileParams == ["path"] && load.schema.outputs.map(\.type) == [PortType(.tensors)])
         #expect(save.schema.isOutput && save.schema.outputFileParams == ["path"])
 
         let out = tempPath("saved.safetensors")

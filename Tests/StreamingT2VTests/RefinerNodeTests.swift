@@ -78,8 +78,25 @@ enum TinyRefiner {
         ]), context: TestNodeContext())
     }
 
-    static func encode(_ clip: Value, _ text: String) throws -> Value {
-        try TextEncode().run(NodeInputs(["clip": clip, "text": .string(text)]), context: TestNodeContext()).values["conditioning"]!
+    /// `values` with the ports of `links` (port: output) linked to the outputs of `loaded` (graph node "load"), as the
+    /// executor hands them over: the value, or for an output left empty the reason, which fails the reader.
+    static func inputs(_ values: [String: Value], linking links: [String: String], to loaded: NodeOutputs) -> NodeInputs {
+        var values = values
+        var empty: [String: EmptyOutput] = [:]
+        for (port, output) in links {
+            if let value = loaded.values[output] {
+                values[port] = value
+            } else {
+                empty[port] = EmptyOutput(nodeID: "load", output: output, reason: loaded.emptyReasons[output])
+            }
+        }
+        return NodeInputs(values, empty: empty)
+    }
+
+    /// `TextEncode` with the `clip` output of `loaded`.
+    static func encode(_ loaded: NodeOutputs, _ text: String) throws -> Value {
+        try TextEncode().run(inputs(["text": .string(text)], linking: ["clip": "clip"], to: loaded),
+                             context: TestNodeContext()).values["conditioning"]!
     }
 
     /// `count` frames of `width`×`height`, smooth and different from frame to frame, RGB in [0, 1].
@@ -98,10 +115,8 @@ enum TinyRefiner {
     }
 
     static func refineInputs(_ loaded: NodeOutputs, frames: Frames, params: [String: Value] = [:]) throws -> NodeInputs {
-        let clip = loaded.values["clip"]!
         var values: [String: Value] = [
-            "unet": loaded.values["unet"]!, "vae": loaded.values["vae"]!, "frames": .object(frames),
-            "positive": try encode(clip, "a tiny red fox, "), "negative": try encode(clip, ""),
+            "frames": .object(frames), "positive": try encode(loaded, "a tiny red fox, "), "negative": try encode(loaded, ""),
         ]
         for spec in RefineVideo.schema.inputs where values[spec.name] == nil { values[spec.name] = spec.defaultValue }
         // A canvas the tiny UNet (3 levels) and the 2× VAE take: latent 20×14 (14 → 8 → 5).
@@ -111,7 +126,7 @@ enum TinyRefiner {
         values["chunk"] = .int(4)
         values["overlap"] = .int(2)
         for (k, v) in params { values[k] = v }
-        return NodeInputs(values)
+        return inputs(values, linking: ["unet": "unet", "vae": "vae"], to: loaded)
     }
 
     static func frames(_ outputs: NodeOutputs) throws -> [Frame] {
@@ -133,7 +148,7 @@ struct RefinerNodeTests {
         guard case .object(let c)? = loaded.values["clip"], let clip = c as? CLIPValue else { Issue.record("no clip"); return }
         // Penultimate layer: one of the two blocks runs; the width and MLP come from the weights.
         #expect(clip.config.numHiddenLayers == 1 && clip.config.hiddenSize == 1024 && clip.config.intermediateSize == 128)
-        let conditioning = try TinyRefiner.encode(loaded.values["clip"]!, "a tiny red fox, ")
+        let conditioning = try TinyRefiner.encode(loaded, "a tiny red fox, ")
         guard case .object(let e) = conditioning, let embeddings = (e as? Conditioning)?.embeddings else { Issue.record("no conditioning"); return }
         #expect(embeddings.shape == [1, 77, 1024])
         guard case .object(let v)? = loaded.values["vae"], let vae = v as? VAEValue else { Issue.record("no vae"); return }
@@ -143,7 +158,9 @@ struct RefinerNodeTests {
     @Test("without text_encoder and vae, only the UNet loads; reading the others names the param to set")
     func optionalComponents() throws {
         let loaded = try TinyRefiner.load(text: false, vae: false)
-        let message = MediaTestSupport.errorMessage { _ = try TinyRefiner.encode(loaded.values["clip"]!, "x") } ?? ""
+        #expect(loaded.values["clip"] == nil && loaded.values["vae"] == nil)
+        let message = MediaTestSupport.errorMessage { _ = try TinyRefiner.encode(loaded, "x") } ?? ""
+        #expect(message.hasPrefix(#"input "clip": node "load" left its output "clip" empty: "#), "\(message)")
         #expect(message.contains("text_encoder") && message.contains("open_clip_pytorch_model.bin"), "\(message)")
         let inputs = try TinyRefiner.refineInputs(try TinyRefiner.load(vae: false), frames: TinyRefiner.video(count: 4, width: 8, height: 8))
         let refineMessage = MediaTestSupport.errorMessage { _ = try RefineVideo().run(inputs, context: TestNodeContext()) } ?? ""
@@ -270,15 +287,15 @@ struct RefinerNodeTests {
         #expect(message.contains("RefineVideo"), "\(message)")
     }
 
-    @Test("Text joins prefix, text and suffix; an UnavailableOutput fails its reader with its reason")
+    @Test("Text joins prefix, text and suffix; an input linked to an empty output fails its reader with the reason")
     func textAndUnavailable() throws {
         let out = try Text().run(NodeInputs(["text": .string("a fox"), "prefix": .string(""), "suffix": .string(", ")]), context: TestNodeContext())
         guard case .string(let s)? = out.values["text"] else { Issue.record("no text"); return }
         #expect(s == "a fox, ")
-        let inputs = NodeInputs(["clip": .object(UnavailableOutput(reason: "set text_encoder"))])
-        #expect(throws: NodeError.self) { _ = try inputs.object("clip", as: CLIPValue.self) }
-        #expect((try? inputs.object("clip", as: CLIPValue.self)) == nil)
-        let message = MediaTestSupport.errorMessage { _ = try inputs.object("clip", as: CLIPValue.self) } ?? ""
-        #expect(message == "clip: set text_encoder")
+        let inputs = NodeInputs([:], empty: ["clip": EmptyOutput(nodeID: "load", output: "clip", reason: "set text_encoder")])
+        #expect(throws: NodeError.self) { _ = try inputs.get("clip", .clip) }
+        #expect((try? inputs.get("clip", .clip)) == nil)
+        let message = MediaTestSupport.errorMessage { _ = try inputs.get("clip", .clip) } ?? ""
+        #expect(message == #"input "clip": node "load" left its output "clip" empty: set text_encoder"#)
     }
 }
