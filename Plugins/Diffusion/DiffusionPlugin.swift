@@ -7,6 +7,9 @@ public enum DiffusionPlugin: NodePlugin {
 
     public static func register(into registry: NodeRegistry) throws {
         for node in nodeTypes { try registry.register(node, source: name) }
+        // What `--cache-dir` may keep of this family's results (DiffusionValues+Persistable.swift).
+        registry.registerPersistable(Conditioning.self)
+        registry.registerPersistable(LatentValue.self)
     }
 
     /// Every node type of the family; adding a node adds one line here.

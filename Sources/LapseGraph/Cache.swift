@@ -1,4 +1,5 @@
 import Foundation
+import LapseTensor
 import Synchronization
 
 /// SHA-256 (FIPS 180-4), used for content-hash cache keys so keys are stable across runs and machines.
@@ -23,26 +24,35 @@ public struct SHA256: Sendable {
 
     /// Feeds bytes.
     public mutating func update(_ bytes: some Sequence<UInt8>) {
-        let contiguous: Void? = bytes.withContiguousStorageIfAvailable { absorb(UnsafeRawBufferPointer($0)) }
+        let contiguous: Void? = bytes.withContiguousStorageIfAvailable { update(UnsafeRawBufferPointer($0)) }
         if contiguous != nil { return }
         if let data = bytes as? Data {
-            data.withUnsafeBytes { absorb($0) }
+            data.withUnsafeBytes { update($0) }
             return
         }
         let copy = Array(bytes)
-        copy.withUnsafeBytes { absorb($0) }
+        copy.withUnsafeBytes { update($0) }
     }
 
-    /// Feeds a contiguous run of bytes a block at a time (cache entries hold megabytes of encoded tensors).
-    private mutating func absorb(_ bytes: UnsafeRawBufferPointer) {
+    /// Feeds a contiguous run of bytes: whole blocks straight from `bytes`, only a partial block is buffered (cache
+    /// entries hold hundreds of megabytes of frames, hashed when written and again when read back).
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
         length &+= UInt64(bytes.count)
         var i = 0
-        while i < bytes.count {
-            let take = min(64 - buffer.count, bytes.count - i)
-            buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[i..<(i + take)]))
-            i += take
-            if buffer.count == 64 { compress(); buffer.removeAll(keepingCapacity: true) }
+        if !buffer.isEmpty {
+            let take = min(64 - buffer.count, bytes.count)
+            buffer.append(contentsOf: UnsafeRawBufferPointer(start: base, count: take))
+            i = take
+            guard buffer.count == 64 else { return }
+            buffer.withUnsafeBytes { compress($0.baseAddress!) }
+            buffer.removeAll(keepingCapacity: true)
         }
+        while bytes.count - i >= 64 {
+            compress(base + i)
+            i += 64
+        }
+        if i < bytes.count { buffer.append(contentsOf: UnsafeRawBufferPointer(start: base + i, count: bytes.count - i)) }
     }
 
     /// Feeds a string's UTF-8 followed by a 0 separator, so concatenations cannot collide.
@@ -75,51 +85,173 @@ public struct SHA256: Sendable {
         return h.finalizeHex()
     }
 
-    private mutating func compress() {
-        var w = [UInt32](repeating: 0, count: 64)
-        for i in 0..<16 {
-            w[i] = UInt32(buffer[i * 4]) << 24 | UInt32(buffer[i * 4 + 1]) << 16 | UInt32(buffer[i * 4 + 2]) << 8 | UInt32(buffer[i * 4 + 3])
+    /// One 64-byte block; the message schedule lives on the stack.
+    private mutating func compress(_ block: UnsafeRawPointer) {
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { w in
+            for i in 0..<16 {
+                w[i] = UInt32(bigEndian: block.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self))
+            }
+            @inline(__always) func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { x >> n | x << (32 - n) }
+            for i in 16..<64 {
+                let s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)
+                let s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)
+                w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
+            }
+            var (a, b, c, d, e, f, g, h) = state
+            SHA256.k.withUnsafeBufferPointer { k in
+                for i in 0..<64 {
+                    let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
+                    let ch = (e & f) ^ (~e & g)
+                    let t1 = h &+ s1 &+ ch &+ k[i] &+ w[i]
+                    let s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
+                    let maj = (a & b) ^ (a & c) ^ (b & c)
+                    let t2 = s0 &+ maj
+                    (h, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
+                }
+            }
+            state = (state.0 &+ a, state.1 &+ b, state.2 &+ c, state.3 &+ d, state.4 &+ e, state.5 &+ f, state.6 &+ g, state.7 &+ h)
         }
-        func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { x >> n | x << (32 - n) }
-        for i in 16..<64 {
-            let s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)
-            let s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)
-            w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
-        }
-        var (a, b, c, d, e, f, g, h) = state
-        for i in 0..<64 {
-            let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
-            let ch = (e & f) ^ (~e & g)
-            let t1 = h &+ s1 &+ ch &+ SHA256.k[i] &+ w[i]
-            let s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
-            let maj = (a & b) ^ (a & c) ^ (b & c)
-            let t2 = s0 &+ maj
-            (h, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
-        }
-        state = (state.0 &+ a, state.1 &+ b, state.2 &+ c, state.3 &+ d, state.4 &+ e, state.5 &+ f, state.6 &+ g, state.7 &+ h)
     }
 }
 
 /// A data value the result cache may write to `--cache-dir` and read back in a later run.
 ///
-/// Lazily evaluated `Frames` streams and loaded models are deliberately not persistable: writing them would cost
-/// as much as recomputing them. Register conforming types with `NodeRegistry.registerPersistable`.
+/// Loaded models are deliberately not persistable: writing gigabytes of weights would cost as much as reading the
+/// checkpoint again (the server keeps them in memory instead, `ModelCache`). `Frames` streams are recorded by the
+/// cache itself as a consumer drains them (see `FramesRecording`). Register conforming types with
+/// `NodeRegistry.registerPersistable`.
 public protocol PersistableValue: Sendable {
-    /// Stable name stored with the bytes, e.g. `Tensors`.
+    /// Stable name stored with the bytes, e.g. `Latent`; change it (or a version inside the bytes) when the
+    /// encoding changes, so old entries are refused rather than misread.
     static var persistenceTag: String { get }
-    /// The value's bytes.
+    /// The value's bytes (`PersistentWriter` gives a compact, exact little-endian encoding).
     func persistentData() throws -> Data
-    /// Rebuilds a value from `persistentData()`'s bytes.
+    /// Rebuilds a value from `persistentData()`'s bytes; throws (`CacheEntryError.malformed`) on anything else.
     static func restore(from data: Data) throws -> Self
+}
+
+/// A node type whose results the cache keeps in memory but never writes to `--cache-dir`: reading its inputs again
+/// costs no more than reading an entry back (file loaders), or its result is a cheap per-frame transform whose exact
+/// float32 copy on disk would be many times the size of its source (crop, resize, pad). Recomputing those is what
+/// a cache hit downstream avoids anyway: a node is only run when a consumer of its output has to run.
+public protocol DiskCacheExempt {}
+
+/// Why a cache entry on disk was not used. The entry is removed and its node recomputed.
+public enum CacheEntryError: LocalizedError, Sendable, Equatable {
+    /// The file does not start with a header this version writes.
+    case header(String)
+    /// The payload's SHA-256 differs from the header's.
+    case checksumMismatch
+    /// The payload does not decode (a bug, or an entry of another build).
+    case malformed(String)
+
+    public var errorDescription: String? {
+        switch self {
+        case .header(let reason): reason
+        case .checksumMismatch: "checksum mismatch (the entry was changed after it was written)"
+        case .malformed(let reason): "the entry cannot be decoded: \(reason)"
+        }
+    }
+}
+
+/// Compact, exact binary encoding for `PersistableValue`s: little-endian integers, IEEE doubles by bit pattern,
+/// length-prefixed UTF-8 strings and tensors as a shape followed by raw float32.
+public struct PersistentWriter {
+    /// The bytes written so far.
+    public private(set) var data = Data()
+
+    public init() {}
+
+    public mutating func append(_ value: UInt32) { withUnsafeBytes(of: value.littleEndian) { data.append(contentsOf: $0) } }
+    public mutating func append(_ value: UInt64) { withUnsafeBytes(of: value.littleEndian) { data.append(contentsOf: $0) } }
+    public mutating func append(int value: Int) { append(UInt64(bitPattern: Int64(value))) }
+    public mutating func append(_ value: Double) { append(value.bitPattern) }
+
+    /// A length-prefixed UTF-8 string.
+    public mutating func append(_ value: String) {
+        let bytes = Array(value.utf8)
+        append(UInt64(bytes.count))
+        data.append(contentsOf: bytes)
+    }
+
+    /// Rank, each dimension, then the elements as little-endian float32 (the in-memory layout on the little-endian
+    /// hosts Lapse runs on).
+    public mutating func append(_ tensor: Tensor) {
+        append(UInt32(tensor.rank))
+        for dimension in tensor.shape { append(UInt64(dimension)) }
+        tensor.withUnsafeBufferPointer { data.append(contentsOf: UnsafeRawBufferPointer($0)) }
+    }
+}
+
+/// Reads what `PersistentWriter` wrote, checking every length against the bytes left.
+public struct PersistentReader {
+    private let data: Data
+    private var position: Int
+
+    public init(_ data: Data) {
+        self.data = data
+        position = data.startIndex
+    }
+
+    private mutating func take(_ count: Int, _ what: String) throws -> Data {
+        guard count >= 0, data.endIndex - position >= count else { throw CacheEntryError.malformed("\(what) is cut short") }
+        defer { position += count }
+        return data[position..<(position + count)]
+    }
+
+    public mutating func uint32() throws -> UInt32 {
+        UInt32(littleEndian: try take(4, "a number").withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
+    }
+
+    public mutating func uint64() throws -> UInt64 {
+        UInt64(littleEndian: try take(8, "a number").withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+    }
+
+    public mutating func int() throws -> Int { Int(Int64(bitPattern: try uint64())) }
+    public mutating func double() throws -> Double { Double(bitPattern: try uint64()) }
+
+    public mutating func string() throws -> String {
+        let count = try uint64()
+        guard count <= UInt64(data.endIndex - position) else { throw CacheEntryError.malformed("a string is cut short") }
+        guard let text = String(data: try take(Int(count), "a string"), encoding: .utf8) else {
+            throw CacheEntryError.malformed("a string is not UTF-8")
+        }
+        return text
+    }
+
+    public mutating func tensor() throws -> Tensor {
+        let rank = try uint32()
+        guard rank <= 16 else { throw CacheEntryError.malformed("a tensor of rank \(rank)") }
+        var shape: [Int] = []
+        var count = 1
+        for _ in 0..<rank {
+            let dimension = try uint64()
+            guard dimension <= UInt64(Int32.max) else { throw CacheEntryError.malformed("a tensor dimension of \(dimension)") }
+            shape.append(Int(dimension))
+            let (product, overflow) = count.multipliedReportingOverflow(by: Int(dimension))
+            guard !overflow, product <= (data.endIndex - position) / 4 else { throw CacheEntryError.malformed("a tensor is cut short") }
+            count = product
+        }
+        let bytes = try take(count * 4, "a tensor")
+        var tensor = Tensor(zeros: shape)
+        tensor.withUnsafeMutableBufferPointer { out in bytes.withUnsafeBytes { _ = $0.copyBytes(to: out) } }
+        return tensor
+    }
+
+    /// Throws unless every byte was read (trailing bytes mean the entry is not what it claims).
+    public func finish() throws {
+        guard position == data.endIndex else { throw CacheEntryError.malformed("\(data.endIndex - position) unread bytes") }
+    }
 }
 
 /// Cache keys: a content hash of everything that determines a node's result.
 public enum CacheKey {
     /// Hashes the node type (and where it came from), its resolved literal values, the identities of its input
-    /// files (path, size, modification time) and the keys of the upstream outputs it links to.
+    /// files (canonical path, device, inode, size and modification time in nanoseconds, as `ModelCache` keys
+    /// models: an edited or replaced file misses) and the keys of the upstream outputs it links to.
     public static func compute(for node: ResolvedNode, upstreamKeys: [String: String]) -> String {
         var h = SHA256()
-        h.update(field: "lapse-node-v1")
+        h.update(field: "lapse-node-v2")
         h.update(field: node.type)
         h.update(field: node.entry.source)
         for name in node.literals.keys.sorted() {
@@ -129,9 +261,11 @@ public enum CacheKey {
         for path in node.inputFiles {
             h.update(field: "file")
             h.update(field: path)
-            let attributes = try? FileManager.default.attributesOfItem(atPath: path)
-            h.update(field: String((attributes?[.size] as? NSNumber)?.int64Value ?? -1))
-            h.update(field: String((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970.bitPattern ?? 0))
+            if let identity = ModelCache.FileIdentity(path: path) {
+                h.update(field: "\(identity.path) \(identity.device) \(identity.inode) \(identity.size) \(identity.modified)")
+            } else {
+                h.update(field: "unreadable")
+            }
         }
         for link in node.links {
             h.update(field: "link")
@@ -153,15 +287,28 @@ public enum CacheKey {
     }
 }
 
-/// Node results by cache key: in memory for the life of the object, and on disk under `directory` for results
-/// made only of value types and `PersistableValue`s.
+/// Node results by cache key: in memory for the life of the object, and on disk under `directory` (`--cache-dir`)
+/// for results made only of plain values, `PersistableValue`s and at most one `Frames` stream.
+///
+/// An entry is one file, `<directory>/<first two hex digits>/<key>.lapse`:
+/// a header line `lapse-cache-v3 <SHA-256 of the rest>`, the values' bytes, a JSON manifest naming each output and
+/// where its bytes are, and the manifest's length (8 bytes, little-endian). A `Frames` stream is written frame by
+/// frame while a consumer drains it (one record per frame: a 40-byte header with channels, size, index, time and
+/// colour, then the pixels as little-endian float32) and the entry is completed when the stream ends; a stream that
+/// is not drained, fails, or grows past `maxEntryBytes` leaves no entry. Entries are written to a hidden temporary
+/// file and renamed into place, so a reader never sees a partial one.
 public final class ResultCache: Sendable {
     /// Where persistable results are written (`--cache-dir`); `nil` keeps results in memory only.
     public let directory: URL?
+    /// Largest entry written to disk; a larger result (a long upscaled video) is kept in memory only.
+    public let maxEntryBytes: Int
+    /// 4 GiB: about 120 frames of 1280×2288 RGB float32, a 4× upscale of a 320×572 clip.
+    public static let defaultMaxEntryBytes = 4 << 30
     private let memory = Mutex<[String: NodeOutputs]>([:])
 
-    public init(directory: URL? = nil) {
+    public init(directory: URL? = nil, maxEntryBytes: Int = ResultCache.defaultMaxEntryBytes) {
         self.directory = directory
+        self.maxEntryBytes = maxEntryBytes
     }
 
     /// What a lookup found.
@@ -173,13 +320,13 @@ public final class ResultCache: Sendable {
     }
 
     /// A cached result: from memory, else from disk when its checksum holds and it decodes with the registry's
-    /// persistable types. A damaged or hand-edited entry is removed and reported, never used.
+    /// persistable types. A damaged or hand-edited entry is removed and reported, never used. Reading an entry
+    /// hashes all of it; its frames are then read from the file as a consumer pulls them.
     public func lookup(_ key: String, registry: NodeRegistry) -> Lookup {
         if let hit = memory.withLock({ $0[key] }) { return .hit(hit) }
         guard let file = fileURL(for: key), FileKind(path: file.path) != .missing else { return .miss }
         do {
-            let data = try InputFile.read(file.path)
-            let outputs = try decode(data, key: key, registry: registry)
+            let outputs = try CacheEntryReader.read(file.path, key: key, registry: registry)
             memory.withLock { $0[key] = outputs }
             return .hit(outputs)
         } catch {
@@ -188,11 +335,67 @@ public final class ResultCache: Sendable {
         }
     }
 
-    /// Remembers a result; writes it to disk when every output value is persistable.
-    public func store(_ outputs: NodeOutputs, for key: String, nodeType: String) throws {
+    /// Forgets a result in memory and on disk (an entry that decoded but does not fit its node any more).
+    public func remove(_ key: String) {
+        memory.withLock { _ = $0.removeValue(forKey: key) }
+        if let file = fileURL(for: key) { unlink(file.path) }
+    }
+
+    /// Remembers a result and returns the outputs to hand downstream. With a cache directory and `toDisk`, a
+    /// result of plain values and `PersistableValue`s is written now; one with a `Frames` stream gets that stream
+    /// wrapped so the first pass that drains it writes the entry (later passes in this process read the entry).
+    /// Anything else (a loaded model) stays in memory only. Problems writing are given to `log`, never thrown: a
+    /// cache that cannot be written must not fail the run.
+    public func store(_ outputs: NodeOutputs, for key: String, nodeType: String, toDisk: Bool = true,
+                      log: @escaping @Sendable (String) -> Void = { _ in }) -> NodeOutputs {
         memory.withLock { $0[key] = outputs }
-        guard let file = fileURL(for: key), let payload = try encode(outputs, key: key, nodeType: nodeType) else { return }
-        try AtomicFile.write(Data((Self.magic + " " + SHA256.hex(payload) + "\n").utf8) + payload, to: file)
+        guard toDisk, let file = fileURL(for: key) else { return outputs }
+        var inline: [String: Value] = [:]
+        var blobs: [(name: String, tag: String, data: Data)] = []
+        var stream: (name: String, frames: Frames)?
+        for (name, value) in outputs.values.sorted(by: { $0.key < $1.key }) {
+            switch value {
+            case .int, .float, .bool, .string:
+                inline[name] = value
+            case .object(let object):
+                if let frames = object as? Frames, stream == nil {
+                    stream = (name, frames)
+                } else if let persistable = object as? any PersistableValue {
+                    do {
+                        blobs.append((name, type(of: persistable).persistenceTag, try persistable.persistentData()))
+                    } catch {
+                        log("not cached on disk: output \"\(name)\" could not be encoded: \(error.localizedDescription)")
+                        return outputs
+                    }
+                } else {
+                    return outputs  // a model, or a second stream: memory only
+                }
+            }
+        }
+        let pending = CacheEntryWriter.Pending(key: key, nodeType: nodeType, inline: inline, blobs: blobs,
+                                               empty: outputs.emptyReasons)
+        let size = blobs.reduce(0) { $0 + $1.data.count }
+        guard size <= maxEntryBytes else {
+            log("not cached on disk: the result is \(Self.describe(bytes: size)), over the \(Self.describe(bytes: maxEntryBytes)) limit per entry")
+            return outputs
+        }
+        guard let stream else {
+            do {
+                try CacheEntryWriter.writeNow(pending, to: file)
+            } catch {
+                log("could not write the cache entry: \(error.localizedDescription)")
+            }
+            return outputs
+        }
+        let recording = FramesRecording(frames: stream.frames, output: stream.name, pending: pending, file: file,
+                                        limit: maxEntryBytes - size, log: log) { [weak self] restored in
+            var updated = outputs
+            updated.values[stream.name] = .object(restored)
+            self?.memory.withLock { $0[key] = updated }
+        }
+        var wrapped = outputs
+        wrapped.values[stream.name] = .object(recording.frames)
+        return wrapped
     }
 
     /// Forgets the in-memory results whose keys are not in `keys` (a batch keeps what the last item used, such as
@@ -210,64 +413,275 @@ public final class ResultCache: Sendable {
         directory?.appendingPathComponent("work").appendingPathComponent(key)
     }
 
-    private func fileURL(for key: String) -> URL? {
-        directory?.appendingPathComponent(String(key.prefix(2))).appendingPathComponent("\(key).json")
+    /// A size for messages: bytes below 1 MiB, else whole MiB.
+    static func describe(bytes: Int) -> String { bytes < 1 << 20 ? "\(bytes) bytes" : "\(bytes >> 20) MiB" }
+
+    /// The entry file of a key (it may not exist).
+    public func fileURL(for key: String) -> URL? {
+        directory?.appendingPathComponent(String(key.prefix(2))).appendingPathComponent("\(key).lapse")
+    }
+}
+
+/// The entry file format's constants.
+enum CacheEntryFormat {
+    /// First word of an entry's header line; the line goes on with the SHA-256 of the payload that follows it.
+    static let magic = "lapse-cache-v3"
+    /// `magic`, a space, 64 hex digits, a newline.
+    static let headerLength = magic.utf8.count + 1 + 64 + 1
+
+    static func header(digest: String) -> Data { Data((magic + " " + digest + "\n").utf8) }
+}
+
+/// Writes entry files: header placeholder, payload hashed as it is written, then the real header, then a rename.
+final class CacheEntryWriter {
+    /// Everything of an entry except a stream: written once the stream (if any) has ended.
+    struct Pending: Sendable {
+        let key: String
+        let nodeType: String
+        let inline: [String: Value]
+        let blobs: [(name: String, tag: String, data: Data)]
+        /// Optional outputs the node left empty, with why.
+        let empty: [String: String]
     }
 
-    /// First word of an entry's header line; the line goes on with the SHA-256 of the payload that follows it.
-    static let magic = "lapse-cache-v2"
+    /// Where a finished stream's records are in the payload, with what is needed to read them back.
+    struct StreamPart {
+        let name: String
+        let offset: Int
+        let length: Int
+        let frameCount: Int
+        let colors: [ColorInfo]
+        let info: FrameStreamInfo
+    }
 
-    private func encode(_ outputs: NodeOutputs, key: String, nodeType: String) throws -> Data? {
-        var encoded: [String: Any] = [:]
-        for (name, value) in outputs.values {
+    private let target: URL
+    private let temp: String
+    private let fd: Int32
+    private var hash = SHA256()
+    /// Payload bytes written (offsets in the manifest count from the payload's start).
+    private(set) var written = 0
+    private var closed = false
+
+    init(target: URL) throws {
+        let folder = target.deletingLastPathComponent()
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        self.target = target
+        temp = folder.appendingPathComponent(".\(target.lastPathComponent).tmp-\(UUID().uuidString.prefix(8))").path
+        fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw FileAccessError.write(path: temp, reason: String(cString: strerror(errno))) }
+        let placeholder = [UInt8](repeating: 0x20, count: CacheEntryFormat.headerLength)
+        do { try placeholder.withUnsafeBytes { try writeAll($0) } } catch { discard(); throw error }
+    }
+
+    deinit { discard() }
+
+    private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else { throw FileAccessError.write(path: temp, reason: String(cString: strerror(errno))) }
+            done += n
+        }
+    }
+
+    /// Appends payload bytes.
+    func append(_ bytes: UnsafeRawBufferPointer) throws {
+        try writeAll(bytes)
+        hash.update(bytes)
+        written += bytes.count
+    }
+
+    func append(_ data: Data) throws { try data.withUnsafeBytes { try append($0) } }
+
+    /// Writes the blobs, the manifest and its length, the header; renames the file into place.
+    func finish(_ pending: Pending, stream: StreamPart?) throws {
+        var outputs: [String: Any] = [:]
+        for (name, value) in pending.inline {
             switch value {
-            case .int(let i): encoded[name] = ["kind": "int", "value": String(i)]
-            case .float(let d): encoded[name] = ["kind": "float", "bits": String(d.bitPattern)]
-            case .bool(let b): encoded[name] = ["kind": "bool", "value": b]
-            case .string(let s): encoded[name] = ["kind": "string", "value": s]
-            case .object(let object):
-                guard let persistable = object as? any PersistableValue else { return nil }
-                encoded[name] = ["kind": "object", "tag": type(of: persistable).persistenceTag,
-                                 "data": try persistable.persistentData().base64EncodedString()]
+            case .int(let i): outputs[name] = ["kind": "int", "value": String(i)]
+            case .float(let d): outputs[name] = ["kind": "float", "bits": String(d.bitPattern)]
+            case .bool(let b): outputs[name] = ["kind": "bool", "value": b]
+            case .string(let s): outputs[name] = ["kind": "string", "value": s]
+            case .object: continue
             }
         }
-        return try JSONSerialization.data(withJSONObject: ["key": key, "type": nodeType, "outputs": encoded],
-                                          options: [.sortedKeys])
-    }
-
-    /// Why an entry was not used.
-    struct EntryError: LocalizedError {
-        let reason: String
-        var errorDescription: String? { reason }
-    }
-
-    private func decode(_ data: Data, key: String, registry: NodeRegistry) throws -> NodeOutputs {
-        guard let newline = data.firstIndex(of: 0x0A), newline - data.startIndex <= 128 else {
-            throw EntryError(reason: "no \(Self.magic) header line")
+        for blob in pending.blobs {
+            outputs[blob.name] = ["kind": "object", "tag": blob.tag, "offset": written, "length": blob.data.count]
+            try append(blob.data)
         }
-        let header = String(decoding: data[data.startIndex..<newline], as: UTF8.self).split(separator: " ")
-        guard header.count == 2, header[0] == Self.magic else { throw EntryError(reason: "unknown header (an entry of another version?)") }
-        let payload = data[(newline + 1)...]
-        guard SHA256.hex(payload) == header[1] else { throw EntryError(reason: "checksum mismatch (the entry was changed after it was written)") }
-        guard let root = try? JSONSerialization.jsonObject(with: payload) as? [String: Any], root["key"] as? String == key,
+        if let stream {
+            var info: [String: Any] = ["color": Self.encode(stream.info.color)]
+            if let width = stream.info.width { info["width"] = width }
+            if let height = stream.info.height { info["height"] = height }
+            if let rate = stream.info.frameRate { info["rate"] = [rate.numerator, rate.denominator] }
+            if let count = stream.info.frameCount { info["frameCount"] = count }
+            if let source = stream.info.sourcePath { info["sourcePath"] = source }
+            outputs[stream.name] = ["kind": "frames", "offset": stream.offset, "length": stream.length,
+                                    "frames": stream.frameCount, "colors": stream.colors.map(Self.encode), "info": info]
+        }
+        let manifest = try JSONSerialization.data(withJSONObject: ["key": pending.key, "type": pending.nodeType, "outputs": outputs,
+                                                                   "empty": pending.empty],
+                                                  options: [.sortedKeys])
+        try append(manifest)
+        try withUnsafeBytes(of: UInt64(manifest.count).littleEndian) { try append($0) }
+        let header = CacheEntryFormat.header(digest: hash.finalizeHex())
+        let wroteHeader = header.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, 0) }
+        guard wroteHeader == header.count else { throw FileAccessError.write(path: temp, reason: String(cString: strerror(errno))) }
+        closed = true
+        guard close(fd) == 0 else {
+            unlink(temp)
+            throw FileAccessError.write(path: temp, reason: String(cString: strerror(errno)))
+        }
+        guard rename(temp, target.path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temp)
+            throw FileAccessError.rename(from: temp, to: target.path, reason: reason)
+        }
+    }
+
+    /// Removes the unfinished file.
+    func discard() {
+        guard !closed else { return }
+        closed = true
+        close(fd)
+        unlink(temp)
+    }
+
+    /// Writes an entry with no stream at once.
+    static func writeNow(_ pending: Pending, to file: URL) throws {
+        let writer = try CacheEntryWriter(target: file)
+        try writer.finish(pending, stream: nil)
+    }
+
+    static func encode(_ color: ColorInfo) -> [String: Any] {
+        ["matrix": color.matrix, "range": color.range, "bitDepth": color.bitDepth]
+    }
+}
+
+/// An open entry file, shared by the frame sources reading it; it stays readable while held even if the entry is
+/// removed or replaced meanwhile.
+final class CacheEntryHandle: Sendable {
+    let path: String
+    let fd: Int32
+
+    init(path: String) throws {
+        self.path = path
+        fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw FileAccessError.notReadable(path: path, reason: String(cString: strerror(errno))) }
+    }
+
+    deinit { close(fd) }
+
+    var size: Int {
+        var info = stat()
+        return fstat(fd, &info) == 0 ? Int(info.st_size) : -1
+    }
+
+    /// Reads exactly `count` bytes at `offset` into `buffer`.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else {
+                throw CacheEntryError.malformed(n == 0 ? "the file ends early" : String(cString: strerror(errno)))
+            }
+            done += n
+        }
+    }
+
+    func read(count: Int, at offset: Int) throws -> Data {
+        var data = Data(count: count)
+        try data.withUnsafeMutableBytes { try read(into: $0, at: offset) }
+        return data
+    }
+}
+
+/// Reads and checks entry files.
+enum CacheEntryReader {
+    static func read(_ path: String, key: String, registry: NodeRegistry) throws -> NodeOutputs {
+        guard FileKind(path: path) == .regular else { throw CacheEntryError.header("not a regular file") }
+        let handle = try CacheEntryHandle(path: path)
+        let size = handle.size
+        let headerLength = CacheEntryFormat.headerLength
+        guard size >= headerLength + 8 else { throw CacheEntryError.header("no \(CacheEntryFormat.magic) header line") }
+        let header = String(decoding: try handle.read(count: headerLength, at: 0), as: UTF8.self)
+        let words = header.dropLast().split(separator: " ")
+        guard header.hasSuffix("\n"), words.count == 2, words[0] == CacheEntryFormat.magic, words[1].count == 64 else {
+            throw CacheEntryError.header("unknown header (an entry of another version?)")
+        }
+        // The whole payload is hashed before anything is used: a frame read later is known to be what was written.
+        var hash = SHA256()
+        let chunk = 4 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 16)
+        defer { buffer.deallocate() }
+        var position = headerLength
+        while position < size {
+            let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<min(chunk, size - position)])
+            try handle.read(into: part, at: position)
+            hash.update(UnsafeRawBufferPointer(part))
+            position += part.count
+        }
+        guard hash.finalizeHex() == words[1] else { throw CacheEntryError.checksumMismatch }
+        let payloadLength = size - headerLength
+        let lengthBytes = try handle.read(count: 8, at: size - 8)
+        let manifestLength = Int(UInt64(littleEndian: lengthBytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }))
+        guard manifestLength > 0, manifestLength <= payloadLength - 8 else { throw CacheEntryError.malformed("bad manifest length") }
+        let manifestOffset = payloadLength - 8 - manifestLength
+        let manifest = try handle.read(count: manifestLength, at: headerLength + manifestOffset)
+        guard let root = try? JSONSerialization.jsonObject(with: manifest) as? [String: Any], root["key"] as? String == key,
               let outputs = root["outputs"] as? [String: [String: Any]] else {
-            throw EntryError(reason: "the entry belongs to another key or is not a cache entry")
+            throw CacheEntryError.malformed("the entry belongs to another key or is not a cache entry")
+        }
+        func range(_ item: [String: Any], _ name: String) throws -> (offset: Int, length: Int) {
+            guard let offset = item["offset"] as? Int, let length = item["length"] as? Int, offset >= 0, length >= 0,
+                  offset <= manifestOffset - length else {
+                throw CacheEntryError.malformed("output \"\(name)\" points outside the entry")
+            }
+            return (headerLength + offset, length)
         }
         var values: [String: Value] = [:]
+        let empty = root["empty"] as? [String: String] ?? [:]
         for (name, item) in outputs {
-            let bad = EntryError(reason: "output \"\(name)\" cannot be decoded")
+            let bad = CacheEntryError.malformed("output \"\(name)\"")
             switch item["kind"] as? String {
             case "int": guard let s = item["value"] as? String, let i = Int(s) else { throw bad }; values[name] = .int(i)
             case "float": guard let s = item["bits"] as? String, let b = UInt64(s) else { throw bad }; values[name] = .float(Double(bitPattern: b))
             case "bool": guard let b = item["value"] as? Bool else { throw bad }; values[name] = .bool(b)
             case "string": guard let s = item["value"] as? String else { throw bad }; values[name] = .string(s)
             case "object":
-                guard let tag = item["tag"] as? String, let type = registry.persistableType(tag: tag),
-                      let text = item["data"] as? String, let bytes = Data(base64Encoded: text) else { throw bad }
-                values[name] = .object(try type.restore(from: bytes))
+                guard let tag = item["tag"] as? String else { throw bad }
+                guard let type = registry.persistableType(tag: tag) else {
+                    throw CacheEntryError.malformed("output \"\(name)\" is a \(tag), which no loaded module can read")
+                }
+                let (offset, length) = try range(item, name)
+                values[name] = .object(try type.restore(from: try handle.read(count: length, at: offset)))
+            case "frames":
+                let (offset, length) = try range(item, name)
+                guard let count = item["frames"] as? Int, count >= 0, let colorItems = item["colors"] as? [[String: Any]],
+                      let infoItem = item["info"] as? [String: Any] else { throw bad }
+                let colors = try colorItems.map { try decodeColor($0) }
+                var info = FrameStreamInfo(color: try decodeColor(infoItem["color"] as? [String: Any] ?? [:]))
+                info.width = infoItem["width"] as? Int
+                info.height = infoItem["height"] as? Int
+                if let rate = infoItem["rate"] as? [Int], rate.count == 2, rate[1] != 0 { info.frameRate = (rate[0], rate[1]) }
+                info.frameCount = infoItem["frameCount"] as? Int
+                info.sourcePath = infoItem["sourcePath"] as? String
+                values[name] = .object(FramesRecording.fileFrames(handle: handle, offset: offset, length: length, count: count,
+                                                                  colors: colors, info: info))
             default: throw bad
             }
         }
-        return NodeOutputs(values)
+        var result = NodeOutputs(values)
+        for (name, reason) in empty where values[name] == nil { result.leaveEmpty(name, reason: reason) }
+        return result
+    }
+
+    static func decodeColor(_ item: [String: Any]) throws -> ColorInfo {
+        guard let matrix = item["matrix"] as? String, let range = item["range"] as? String, let depth = item["bitDepth"] as? Int else {
+            throw CacheEntryError.malformed("a colour description")
+        }
+        return ColorInfo(matrix: matrix, range: range, bitDepth: depth)
     }
 }

@@ -74,43 +74,97 @@ public struct Executor: Sendable {
 
     /// Runs the graph. Throws `NodeExecutionError` for the first node that failed, or `CancellationError`.
     /// Either way the events sink's `runFinished` gets the run's report last.
+    ///
+    /// With a cache, the graph is planned from its output nodes back before anything runs: a node runs only when
+    /// a node that runs consumes its output and the cache holds no result for it. A node whose result is in the
+    /// cache is not run, and neither is anything upstream of it that no running node needs: a second identical run
+    /// loads no model, and changing one parameter re-runs that node, what depends on it, and whatever it consumes
+    /// that the cache cannot hold (loaded models). Nodes left out either way are reported as cached.
     public func run(_ graph: ValidatedGraph) throws -> RunSummary {
         let order = graph.requiredOrder
         let required = Set(order)
         var keys: [String: String] = [:]
         keys.reserveCapacity(order.count)
-        var remaining: [String: Int] = [:]
         var dependents: [String: [String]] = [:]
         for id in order {
             let node = graph.nodes[id]!
             keys[id] = CacheKey.compute(for: node, upstreamKeys: keys)
-            let upstream = Set(node.links.map(\.nodeID)).filter(required.contains)
-            remaining[id] = upstream.count
-            for u in upstream { dependents[u, default: []].append(id) }
+            for u in Set(node.links.map(\.nodeID)).filter(required.contains) { dependents[u, default: []].append(id) }
         }
-        let ledger = RunLedger(graph: graph, order: order, dependents: dependents, events: options.events)
-        let scheduler = Scheduler(graph: graph, keys: keys, remaining: remaining, dependents: dependents,
-                                  order: order, executor: self, ledger: ledger)
+        let plan = plan(graph, order: order, keys: keys, dependents: dependents)
+        // Scheduling covers the nodes that run; results from the cache are already there.
+        var remaining: [String: Int] = [:]
+        var runDependents: [String: [String]] = [:]
+        for id in order where plan.runs.contains(id) {
+            let upstream = Set(graph.nodes[id]!.links.map(\.nodeID)).filter(plan.runs.contains)
+            remaining[id] = upstream.count
+            for u in upstream { runDependents[u, default: []].append(id) }
+        }
+        let ledger = RunLedger(graph: graph, order: order, dependents: runDependents, events: options.events)
+        let scheduler = Scheduler(graph: graph, keys: keys, remaining: remaining, dependents: runDependents,
+                                  order: order, plan: plan, executor: self, ledger: ledger)
         return try scheduler.run()
     }
 
-    /// Runs one node (or takes its result from the cache). Called on a worker thread.
+    /// Which nodes run, and the cached results the others provide.
+    struct Plan {
+        var runs: Set<String> = []
+        /// Results taken from the cache, by node.
+        var hits: [String: NodeOutputs] = [:]
+        /// Nodes in order that do not run (cache hits, and nodes only they would have needed).
+        var notRun: [String] = []
+    }
+
+    /// Walks from the output nodes back, looking results up only for nodes something that runs needs.
+    private func plan(_ graph: ValidatedGraph, order: [String], keys: [String: String], dependents: [String: [String]]) -> Plan {
+        var plan = Plan()
+        for id in order.reversed() {
+            let node = graph.nodes[id]!
+            let consumers = dependents[id] ?? []
+            // Output nodes (savers) always run: their effect is the file they write, which no entry stands for.
+            guard node.schema.isOutput || consumers.isEmpty || consumers.contains(where: plan.runs.contains) else { continue }
+            if !node.schema.isOutput, let cache = options.cache, let outputs = cachedResult(node, key: keys[id]!, cache: cache) {
+                plan.hits[id] = outputs
+            } else {
+                plan.runs.insert(id)
+            }
+        }
+        plan.notRun = order.filter { !plan.runs.contains($0) }
+        return plan
+    }
+
+    /// A usable cached result of `node`, its streams tagged with the node as a fresh result's are; damaged entries
+    /// are reported and dropped.
+    private func cachedResult(_ node: ResolvedNode, key: String, cache: ResultCache) -> NodeOutputs? {
+        let events = options.events
+        switch cache.lookup(key, registry: registry) {
+        case .hit(var outputs):
+            if let problem = node.schema.outputProblem(outputs) {
+                // Written by a build whose node had other outputs: of no use to this one.
+                cache.remove(key)
+                events.handle(.log(nodeID: node.id, message: "warning: ignored the cached result: \(problem.localizedDescription); recomputing"))
+                return nil
+            }
+            for (name, value) in outputs.values {
+                if case .object(let object) = value, let frames = object as? Frames {
+                    outputs.values[name] = .object(GuardedFrames.wrap(frames, nodeID: node.id, nodeType: node.type, token: options.cancellation))
+                }
+            }
+            return outputs
+        case .corrupt(let path, let reason):
+            events.handle(.log(nodeID: node.id, message: "warning: ignored the cache entry \(TerminalText.quoted(path)): \(reason); recomputing"))
+            return nil
+        case .miss:
+            return nil
+        }
+    }
+
+    /// Runs one node (the plan already found no cached result for it). Called on a worker thread.
     fileprivate func execute(_ node: ResolvedNode, key: String, upstream: [String: NodeOutputs],
                              ledger: RunLedger) throws -> (NodeOutputs, Bool) {
         let events = options.events
         let token = options.cancellation
         if token.isCancelled { throw CancellationError() }
-        // Savers always run: their effect is the file they write, which a cache entry cannot stand for.
-        if !node.schema.isOutput, let cache = options.cache {
-            switch cache.lookup(key, registry: registry) {
-            case .hit(let outputs):
-                return (outputs, true)  // the ledger reports it cached
-            case .corrupt(let path, let reason):
-                events.handle(.log(nodeID: node.id, message: "warning: ignored the cache entry \(TerminalText.quoted(path)): \(reason); recomputing"))
-            case .miss:
-                break
-            }
-        }
         var values = node.literals
         var empty: [String: EmptyOutput] = [:]
         for link in node.links {
@@ -151,11 +205,9 @@ public struct Executor: Sendable {
             }
         }
         if !node.schema.isOutput, let cache = options.cache {
-            do {
-                try cache.store(outputs, for: key, nodeType: node.type)
-            } catch {
-                events.handle(.log(nodeID: node.id, message: "could not write the cache entry: \(error.localizedDescription)"))
-            }
+            let id = node.id
+            outputs = cache.store(outputs, for: key, nodeType: node.type, toDisk: !(node.entry.nodeType is any DiskCacheExempt.Type),
+                                  log: { message in events.handle(.log(nodeID: id, message: message)) })
         }
         // `nodeFinished` comes from the ledger: at once, or for a stream once every node that may pull it is done.
         return (outputs, false)
@@ -249,20 +301,27 @@ private final class Scheduler: @unchecked Sendable {
     /// chain uses a few MiB; deep model code stays far below this).
     static let nodeStackSize = 128 << 20
 
+    private let plan: Executor.Plan
+
     init(graph: ValidatedGraph, keys: [String: String], remaining: [String: Int], dependents: [String: [String]],
-         order: [String], executor: Executor, ledger: RunLedger) {
+         order: [String], plan: Executor.Plan, executor: Executor, ledger: RunLedger) {
         self.graph = graph
         self.ledger = ledger
         self.keys = keys
         self.dependents = dependents
-        self.total = order.count
+        self.total = plan.runs.count
         self.executor = executor
+        self.plan = plan
         var initial = State(remaining: remaining)
-        initial.ready = order.filter { remaining[$0] == 0 }
+        initial.ready = order.filter { plan.runs.contains($0) && remaining[$0] == 0 }
+        initial.results = plan.hits
+        initial.cached = plan.notRun
         state = Mutex(initial)
     }
 
     func run() throws -> RunSummary {
+        // What the cache provided finishes first, as cached, before anything starts.
+        for id in plan.notRun { ledger.returned(id, outputs: plan.hits[id] ?? .none, cached: true) }
         if total > 0 {
             pump()
             done.wait()
