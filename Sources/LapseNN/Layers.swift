@@ -1,4 +1,5 @@
 import LapseTensor
+import LapseWeights
 
 /// Whether a layer reads a bias: PyTorch modules built with `bias=False` have none, others must have one, and a few
 /// loaders accept either.
@@ -13,21 +14,26 @@ public enum BiasPresence: Sendable {
 
 /// A fully connected layer (`torch.nn.Linear`): `y = x Wᵀ + b` over the last dimension.
 public struct LinearLayer: Sendable {
-    /// `[out, in]`.
-    public let weight: Tensor
+    /// `[out, in]`, as the loader chose to keep it (float32 or 16-bit, see `LayerWeight`).
+    public let storedWeight: LayerWeight
     /// `[out]`, if the layer has a bias.
     public let bias: Tensor?
 
     /// From tensors already in hand.
     public init(weight: Tensor, bias: Tensor?) {
-        self.weight = weight
+        self.init(weight: LayerWeight(weight), bias: bias)
+    }
+
+    /// From a weight kept as float32 or 16-bit.
+    public init(weight: LayerWeight, bias: Tensor?) {
+        storedWeight = weight
         self.bias = bias
     }
 
     /// Reads `prefix + "weight"` (`[out, in]`, or a 1×1 convolution / width-1 Conv1d of it, see
-    /// `WeightReader.linearWeight`) and, per `bias`, `prefix + "bias"` `[out]`.
+    /// `WeightReader.linearWeight`), kept as the reader's `precision` says, and, per `bias`, `prefix + "bias"` `[out]`.
     public init(_ read: WeightReader, _ prefix: String, in inputs: Int, out: Int, bias: BiasPresence = .required) throws {
-        weight = try read.linearWeight(prefix + "weight", out: out, in: inputs)
+        storedWeight = try read.linearLayerWeight(prefix + "weight", out: out, in: inputs)
         switch bias {
         case .required: self.bias = try read(prefix + "bias", [out])
         case .ifPresent: self.bias = try read.optional(prefix + "bias", [out])
@@ -35,19 +41,23 @@ public struct LinearLayer: Sendable {
         }
     }
 
+    /// `[out, in]` as float32 (a fresh widening when the layer keeps 16-bit weights).
+    public var weight: Tensor { storedWeight.float }
+
     /// Input features.
-    public var inFeatures: Int { weight.shape[1] }
+    public var inFeatures: Int { storedWeight.shape[1] }
     /// Output features.
-    public var outFeatures: Int { weight.shape[0] }
+    public var outFeatures: Int { storedWeight.shape[0] }
 
     @inlinable
-    public func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: weight, bias: bias) }
+    public func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: storedWeight.float, bias: bias) }
 }
 
 /// A 2-D convolution (`torch.nn.Conv2d`) with PyTorch weights `[out, in/groups, k, k]`, zero padding (by default
 /// "same" for odd kernels: k/2), optional bias and a fused activation.
 public struct Conv2DLayer: Sendable {
-    public let weight: Tensor
+    /// `[out, in/groups, k, k]`, as the loader chose to keep it (float32 or 16-bit, see `LayerWeight`).
+    public let storedWeight: LayerWeight
     public let bias: Tensor?
     public let stride: Int
     /// Padding of the width, and of the height unless `verticalPadding` is set.
@@ -59,7 +69,14 @@ public struct Conv2DLayer: Sendable {
     /// From tensors already in hand; `padding` nil is k/2.
     public init(weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int? = nil, verticalPadding: Int? = nil,
                 groups: Int = 1) {
-        self.weight = weight
+        self.init(weight: LayerWeight(weight), bias: bias, stride: stride, padding: padding,
+                  verticalPadding: verticalPadding, groups: groups)
+    }
+
+    /// From a weight kept as float32 or 16-bit; `padding` nil is k/2.
+    public init(weight: LayerWeight, bias: Tensor?, stride: Int = 1, padding: Int? = nil, verticalPadding: Int? = nil,
+                groups: Int = 1) {
+        storedWeight = weight
         self.bias = bias
         self.stride = stride
         let padding = padding ?? weight.shape[2] / 2
@@ -68,21 +85,26 @@ public struct Conv2DLayer: Sendable {
         self.groups = groups
     }
 
-    /// Reads `prefix + "weight"` `[out, in/groups, kernel, kernel]` and `prefix + "bias"` `[out]`.
+    /// Reads `prefix + "weight"` `[out, in/groups, kernel, kernel]` (kept as the reader's `precision` says) and
+    /// `prefix + "bias"` `[out]`.
     public init(_ read: WeightReader, _ prefix: String, in inputs: Int, out: Int, kernel: Int, stride: Int = 1,
                 padding: Int? = nil, verticalPadding: Int? = nil, groups: Int = 1) throws {
-        self.init(weight: try read(prefix + "weight", [out, inputs / groups, kernel, kernel]),
+        self.init(weight: try read.layerWeight(prefix + "weight", [out, inputs / groups, kernel, kernel]),
                   bias: try read(prefix + "bias", [out]), stride: stride, padding: padding ?? kernel / 2,
                   verticalPadding: verticalPadding, groups: groups)
     }
 
-    public var outChannels: Int { weight.shape[0] }
+    /// `[out, in/groups, k, k]` as float32 (a fresh widening when the layer keeps 16-bit weights).
+    public var weight: Tensor { storedWeight.float }
+
+    public var outChannels: Int { storedWeight.shape[0] }
     /// Input channels of one group (all of them for an ungrouped convolution).
-    public var inChannels: Int { weight.shape[1] }
-    public var kernel: Int { weight.shape[2] }
+    public var inChannels: Int { storedWeight.shape[1] }
+    public var kernel: Int { storedWeight.shape[2] }
 
     @inlinable
     public func callAsFunction(_ x: Tensor, activation: Activation? = nil) -> Tensor {
+        let weight = storedWeight.float
         if let verticalPadding {
             return conv2d(x, weight: weight, bias: bias, stride: stride, padding: (vertical: verticalPadding, horizontal: padding),
                           activation: activation)

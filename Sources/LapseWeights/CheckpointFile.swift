@@ -185,6 +185,31 @@ public final class CheckpointFile: @unchecked Sendable {
         }
     }
 
+    /// A float16/bfloat16 tensor (or rows `rows` of its first dimension) as a zero-copy `HalfTensor` over the mapped
+    /// file, or nil when it is stored otherwise (float32, a strided view, an odd address, an ncnn or materialised
+    /// entry): the caller then reads it with `tensor(_:)`. Counted in `readCounts` like a read.
+    public func halfTensor(_ key: String, rows: Range<Int>? = nil) throws -> HalfTensor? {
+        guard let entry = entries[key], entry.info.dtype == .f16 || entry.info.dtype == .bf16,
+              case .mapped(var loc) = entry.source, loc.strides == nil, UInt16(littleEndian: 1) == 1 else { return nil }
+        var info = entry.info
+        if let rows {
+            let shape = info.shape
+            guard let first = shape.first, rows.lowerBound >= 0, rows.upperBound <= first else {
+                throw WeightsError.shapeMismatch(file: path, name: key, expected: [rows.upperBound] + shape.dropFirst(), actual: shape)
+            }
+            let inner = Array(shape.dropFirst())
+            info = TensorInfo(dtype: info.dtype, shape: [rows.count] + inner)
+            loc.elementOffset += rows.lowerBound * Tensor.elementCount(inner)
+        }
+        try checkBounds(key, info, loc)
+        let start = file.base + (loc.storageByteOffset + loc.elementOffset * 2)
+        guard Int(bitPattern: start) % 2 == 0, info.count > 0 else { return nil }
+        readLock.lock()
+        reads[key, default: 0] += 1
+        readLock.unlock()
+        return HalfTensor(dtype: info.dtype, shape: info.shape, pointer: start.assumingMemoryBound(to: UInt16.self), owner: file)
+    }
+
     /// Re-checks, before anything is allocated, what each reader validated when it opened the file: every byte the
     /// tensor reads lies inside the file, and a strided view materialises at most `Unpickler.maxExpandedView` more
     /// elements than the bytes it reads hold. A reader bug then surfaces as an error, not a wild read or a huge

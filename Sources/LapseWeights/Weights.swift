@@ -42,6 +42,9 @@ public struct Weights: Sendable {
     /// The checkpoint's warnings (`CheckpointFile.warnings`), kept through `scoped`, `renamed` and `stripping`
     /// for the node that loads the weights to log.
     public var warnings: [String] = []
+    /// How models built from these weights keep their layer weights (see `WeightPrecision`; `halfTensor(_:)` is how
+    /// a reader gets the 16-bit form). Kept through `scoped`, `renamed`, `stripping` and `adding`.
+    public var precision: WeightPrecision = .fp32
 
     /// An empty collection.
     public init(origin: String = "weights") { self.origin = origin }
@@ -98,6 +101,19 @@ public struct Weights: Sendable {
         return try item.read()
     }
 
+    /// A float16/bfloat16 entry of a checkpoint (or rows of one, `splittingRows`) as a zero-copy `HalfTensor`, or nil
+    /// when the entry is in memory or stored otherwise (then `tensor(_:)` reads it as float32).
+    public func halfTensor(_ name: String) throws -> HalfTensor? {
+        guard let item = items[name] else {
+            throw WeightsError.missingTensor(file: origin, name: name, suggestions: closeMatches(for: name, in: keys))
+        }
+        switch item {
+        case .lazy(let file, let key): return try file.halfTensor(key)
+        case .rows(.lazy(let file, let key), let rows): return try file.halfTensor(key, rows: rows)
+        default: return nil
+        }
+    }
+
     /// Reads a tensor the model cannot do without, checking its shape when `shape` is given.
     public func require(_ name: String, shape expected: [Int]? = nil) throws -> Tensor {
         if let expected, let actual = shape(of: name), actual != expected {
@@ -123,6 +139,7 @@ public struct Weights: Sendable {
     public func scoped(_ prefix: String) -> Weights {
         var out = Weights(origin: origin)
         out.warnings = warnings
+        out.precision = precision
         for key in keys where key.hasPrefix(prefix) { out.insert(String(key.dropFirst(prefix.count)), items[key]!) }
         return out
     }
@@ -168,6 +185,7 @@ public struct Weights: Sendable {
     public func renamed(_ rules: [RenameRule]) -> Weights {
         var out = Weights(origin: origin)
         out.warnings = warnings
+        out.precision = precision
         for key in keys {
             var name = key
             for rule in rules {
