@@ -89,4 +89,8 @@ public struct FanOutEventSink: RunEventSink {
     public func handle(_ event: RunEvent) {
         for sink in sinks { sink.handle(event) }
     }
+
+    public func runFinished(_ report: RunReport) {
+        for sink in sinks { sink.runFinished(report) }
+    }
 }

@@ -133,6 +133,10 @@ struct ServerEndpointTests {
         #expect(events.first?["event"]?.stringValue == "nodeStarted")
         #expect(events.contains { $0["event"]?.stringValue == "progress" && $0["node"]?.stringValue == "slow" })
         #expect(events.filter { $0["event"]?.stringValue == "nodeFinished" }.count == 2)
+        // The run's per-node summary closes the node events, as with `lapse run --events json`.
+        let summary = events.last { $0["event"] != nil }  // the last data line is the end event's state
+        #expect(summary?["event"]?.stringValue == "summary")
+        #expect(summary?["nodes"]?.arrayValue?.count == 2)
         #expect(stream.text.contains("event: end\ndata: {\"state\":\"done\"}"))
         // A client arriving after the end gets the same events, as JSON lines with ?format=jsonl.
         let lines = try await server.request("GET", "/jobs/\(id)/events?format=jsonl")
