@@ -130,9 +130,10 @@ public enum SafeTensors {
     }
 
     /// Writes tensors to a safetensors file atomically (temp file + rename), in the given order, converting to
-    /// `dtype` (F32, F16 or BF16).
+    /// `dtype` (F32, F16 or BF16). With `replacing` false an existing file at `path` is an error and stays as it is
+    /// (a saver's `overwrite = false`, or a name `{n}` picked).
     public static func write(_ tensors: [(name: String, tensor: Tensor)], metadata: [String: String] = [:],
-                             dtype: DType = .f32, to path: String) throws {
+                             dtype: DType = .f32, to path: String, replacing: Bool = true) throws {
         guard [.f32, .f16, .bf16].contains(dtype) else {
             throw WeightsError.unsupported(file: path, reason: "the safetensors writer stores F32, F16 or BF16, not \(dtype)")
         }
@@ -156,7 +157,7 @@ public enum SafeTensors {
         var headerBytes = Array(header.utf8)
         // Pad with spaces so the data area starts 8-byte aligned, which keeps F32 reads zero-copy.
         while (8 + headerBytes.count) % 8 != 0 { headerBytes.append(UInt8(ascii: " ")) }
-        try AtomicFile.write(to: URL(fileURLWithPath: path)) { temp in
+        try AtomicFile.write(to: URL(fileURLWithPath: path), replacing: replacing) { temp in
             do {
                 guard FileManager.default.createFile(atPath: temp.path, contents: nil) else {
                     throw WeightsError.io(file: path, reason: "cannot create a temporary file next to it")
@@ -198,10 +199,11 @@ public enum SafeTensors {
     }
 
     /// Writes a `Weights` collection (every tensor is read, converted and written in key order).
-    public static func write(_ weights: Weights, metadata: [String: String] = [:], dtype: DType = .f32, to path: String) throws {
+    public static func write(_ weights: Weights, metadata: [String: String] = [:], dtype: DType = .f32, to path: String,
+                             replacing: Bool = true) throws {
         var list: [(name: String, tensor: Tensor)] = []
         for key in weights.keys { list.append((key, try weights.tensor(key))) }
-        try write(list, metadata: metadata, dtype: dtype, to: path)
+        try write(list, metadata: metadata, dtype: dtype, to: path, replacing: replacing)
     }
 }
 
