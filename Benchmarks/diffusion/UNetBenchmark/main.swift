@@ -90,8 +90,14 @@ func runMotion() throws {
     }
     let config = try UNet2DConditionConfig.decode(json: Data(contentsOf: URL(fileURLWithPath: args[2])))
     let loadStart = Date()
-    let unet = try UNet2DConditionModel(config: config, weights: try Weights.load(args[3]))
-    let adapter = try MotionAdapter(config: .animateDiffV3, weights: try Weights.load(args[4]), normMode: normMode)
+    // PRECISION=auto keeps fp16 files' layer weights in 16 bits (see WeightPrecision); default fp32 as before.
+    func load(_ path: String) throws -> Weights {
+        var weights = try Weights.load(path)
+        weights.precision = ProcessInfo.processInfo.environment["PRECISION"].flatMap(WeightPrecision.init(rawValue:)) ?? .fp32
+        return weights
+    }
+    let unet = try UNet2DConditionModel(config: config, weights: try load(args[3]))
+    let adapter = try MotionAdapter(config: .animateDiffV3, weights: try load(args[4]), normMode: normMode)
     let model = try UNetMotionModel(unet: unet, motion: adapter)
     let load = Date().timeIntervalSince(loadStart)
     let rssLoaded = currentRSS()
