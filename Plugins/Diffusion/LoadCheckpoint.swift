@@ -130,6 +130,7 @@ public struct LoadCheckpoint: Node {
                       doc: "optional JSON {\"unet\": {…}, \"vae\": {…}, \"text_encoder\": {…}} in diffusers/transformers field names; empty: SD1.5, sizes read from the weights"),
             InputSpec("vocab", .string, default: .string("models/clip/bpe_simple_vocab_16e6.txt.gz"),
                       doc: "CLIP's bpe_simple_vocab_16e6.txt(.gz), fetched by scripts/fetch-assets.sh; a diffusers folder's own tokenizer/ takes its place"),
+            WeightPrecision.input,
         ],
         outputs: [
             OutputSpec("unet", .unet, doc: "denoising UNet (weights, built by Sample)"),
@@ -143,7 +144,9 @@ public struct LoadCheckpoint: Node {
     public func run(_ inputs: NodeInputs, context: NodeContext) throws -> NodeOutputs {
         let path = try inputs.string("path")
         var config = try Self.readConfig(try inputs.string("config"))
-        let (unetAll, vaeAll, clipAll) = try Self.readComponents(path, config: &config)
+        var (unetAll, vaeAll, clipAll) = try Self.readComponents(path, config: &config)
+        let precision = try WeightPrecision.param(inputs)
+        unetAll.precision = precision; vaeAll.precision = precision; clipAll.precision = precision
         let name = (path as NSString).lastPathComponent
         // A ModelScope text-to-video folder: its spatial layers load and check as an SD UNet's below.
         let unet3D = try Self.unet3DConfig(checkpoint: path, weights: unetAll)

@@ -29,6 +29,7 @@ public struct LoadMotionModule: Node {
             InputSpec("path", .string, doc: "motion module file, original AnimateDiff or diffusers names"),
             InputSpec("config", .string, default: .string(""),
                       doc: "optional diffusers MotionAdapter config.json for what shapes cannot tell (heads, norm groups); empty: AnimateDiff v3"),
+            WeightPrecision.input,
         ],
         outputs: [OutputSpec("motion", .motion, doc: "motion-module weights (diffusers names)")],
         inputFileParams: ["path"])
@@ -44,7 +45,8 @@ public struct LoadMotionModule: Node {
                 throw DiffusionNodeError.badConfigFile(path: configPath, reason: "not a MotionAdapter config (\(error))")
             }
         }
-        let all = try Weights.load(path)
+        var all = try Weights.load(path)
+        all.precision = try WeightPrecision.param(inputs)
         let weights = MotionAdapter.diffusersWeights(from: all)
         guard !weights.isEmpty else {
             let sample = all.keys.prefix(3).joined(separator: ", ")

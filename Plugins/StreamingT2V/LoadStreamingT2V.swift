@@ -19,6 +19,7 @@ public struct LoadStreamingT2V: Node {
             InputSpec("base", .string, doc: "the text-to-video-ms-1.7b diffusers folder (tokenizer/, scheduler/, unet/config.json)"),
             InputSpec("image_encoder_config", .string, default: .string(""),
                       doc: "open_clip model config JSON of the APM image encoder ({\"embed_dim\", \"vision_cfg\": {…}}); empty: ViT-H-14"),
+            WeightPrecision.input,
         ],
         outputs: [
             OutputSpec("unet", .streamingUNet, doc: "ModelScope UNet3D with the 13 CAM cross-attention mergers and the APM token mixing"),
@@ -36,7 +37,8 @@ public struct LoadStreamingT2V: Node {
         let imageEncoderConfig = try inputs.string("image_encoder_config")
         let folder = try BaseFolder(path: base)
 
-        let all = try Weights.load(path, stateDictKey: "state_dict")
+        var all = try Weights.load(path, stateDictKey: "state_dict")
+        all.precision = try WeightPrecision.param(inputs)
         if !all.warnings.isEmpty { context.log(all.warnings.joined(separator: "; ")) }
         let baseWeights = all.scoped(StreamingT2VKeys.baseModel), camWeights = all.scoped(StreamingT2VKeys.cam)
         guard !camWeights.isEmpty, !baseWeights.isEmpty else {

@@ -27,6 +27,7 @@ public struct LoadVid2VidModel: Node {
                       doc: "open_clip's bpe_simple_vocab_16e6.txt(.gz), fetched by scripts/fetch-assets.sh; read only with text_encoder"),
             InputSpec("config", .string, default: .string(""),
                       doc: "optional JSON of Vid2VidSDUNet's constructor arguments ({\"head_dim\": 64, …}) for what the weights cannot tell; empty: the release's"),
+            WeightPrecision.input,
         ],
         outputs: [
             OutputSpec("unet", .unet, doc: "the Vid2VidSDUNet generator (v-prediction; RefineVideo samples it)"),
@@ -42,7 +43,9 @@ public struct LoadVid2VidModel: Node {
         let unetPath = try inputs.string("unet")
         let textPath = try inputs.string("text_encoder"), vaePath = try inputs.string("vae")
 
-        let unetWeights = try Weights.load(unetPath)
+        let precision = try WeightPrecision.param(inputs)
+        var unetWeights = try Weights.load(unetPath)
+        unetWeights.precision = precision
         try Self.expect(.vid2vidUNet, param: "unet", path: unetPath, weights: unetWeights)
         // Head width is the one size no tensor shape tells; the release's (64) unless a config says otherwise.
         let configPath = try inputs.string("config")
@@ -61,7 +64,8 @@ public struct LoadVid2VidModel: Node {
         if textPath.isEmpty {
             outputs.leaveEmpty("clip", reason: "LoadVid2VidModel was given no text_encoder; set its text_encoder param to OpenCLIP ViT-H-14's open_clip_pytorch_model.bin (docs/models.md)")
         } else {
-            let weights = try Weights.load(textPath)
+            var weights = try Weights.load(textPath)
+            weights.precision = precision
             try Self.expect(.openCLIP, param: "text_encoder", path: textPath, weights: weights)
             let tokenizer = try CLIPTokenizer(openCLIPVocabularyFile: URL(fileURLWithPath: try inputs.string("vocab")))
             let clip = try CLIPValue.openCLIPText(weights: weights, tokenizer: tokenizer)
@@ -72,7 +76,8 @@ public struct LoadVid2VidModel: Node {
         if vaePath.isEmpty {
             outputs.leaveEmpty("vae", reason: "LoadVid2VidModel was given no vae; set its vae param to SD2.1's v2-1_512-ema-pruned.ckpt (docs/models.md)")
         } else {
-            let weights = try Weights.load(vaePath)
+            var weights = try Weights.load(vaePath)
+            weights.precision = precision
             try Self.expect(.ldmVAE, param: "vae", path: vaePath, weights: weights)
             let vae = try VAEValue.ldmCheckpoint(weights)
             _ = try vae.makeModel()

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import LapseGraph
 import LapseNN
 import LapseTensor
 import LapseWeights
@@ -151,5 +152,36 @@ import DiffusionPlugin
         #expect(fc16.weight.scalars == fc32.weight.scalars)
         #expect(fcB(x).scalars != fc32(x).scalars)
         #expect(throws: Wording.Failure.self) { _ = try WeightReader(weights, wording: Wording()).layerWeight("fc.weight", [16, 24]) }
+    }
+
+    /// The loaders' `precision` param accepts auto, fp32 and bf16 only; validation names the param.
+    @Test func unknownPrecisionIsRefusedByValidation() throws {
+        let registry = try MagicTimeTinyModels.registry()
+        let root = DiffusionFixtures.repoRoot
+        let original = try String(contentsOf: root.appendingPathComponent("graphs/magictime.json"), encoding: .utf8)
+        for node in ["ckpt", "motion"] {
+            for (value, valid) in [("fp8", false), ("FP32", false), ("bf16", true), ("auto", true)] {
+                // Inserted as the first param of the node's params object.
+                let edited = try #require(Self.insertingPrecision(value, node: node, in: original), "\(node) not found")
+                #expect(edited != original)
+                let result = GraphValidator(registry: registry, baseDirectory: root, checkInputFiles: false)
+                    .validate(data: Data(edited.utf8), name: "magictime.json")
+                switch result {
+                case .success: #expect(valid, "\(node).precision = \(value) was accepted")
+                case .failure(let failure):
+                    #expect(!valid, "\(node).precision = \(value) was refused: \(failure)")
+                    #expect("\(failure)".contains("precision") && "\(failure)".contains(node), "\(failure)")
+                }
+            }
+        }
+    }
+
+    /// `graph` with `"precision": value` added to node `node`'s params.
+    static func insertingPrecision(_ value: String, node: String, in graph: String) -> String? {
+        guard let nodeRange = graph.range(of: "\"\(node)\": {"),
+              let params = graph.range(of: "\"params\": {", range: nodeRange.upperBound..<graph.endIndex) else { return nil }
+        var out = graph
+        out.insert(contentsOf: "\"precision\": \"\(value)\", ", at: params.upperBound)
+        return out
     }
 }
