@@ -20,7 +20,6 @@ PyTorch, then Lapse (a UNetBenchmark vid2vid subprocess, answering one evaluatio
 both alike.
 """
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "Tools", "fixtures"))
 sys.path.insert(0, os.path.join(ROOT, "Benchmarks", "diffusion"))
+sys.path.insert(0, os.path.join(ROOT, "Benchmarks"))
+
+from pairs import machine_header, openblas_environment, report  # noqa: E402
 
 from vid2vid_unet import MODULE, install_standins  # noqa: E402  (the fixture's stand-ins for the heavy imports)
 
@@ -51,6 +53,8 @@ def main():
     bench, width, height, frames, pairs, threads, binary = sys.argv[1:8]
     src = sys.argv[8] if len(sys.argv) > 8 else "/work/st2v-src"
     width, height, frames, pairs, threads = int(width), int(height), int(frames), int(pairs), int(threads)
+    lapse_binary = os.path.join(os.path.dirname(binary), "lapse")
+    machine_header(lapse_binary)
     if width % 8 or height % 8 or not fits(height // 8, width // 8):
         near = [h for h in range(max(8, height - 64), height + 65, 8) if fits(h // 8, width // 8)]
         sys.exit(f"{width}×{height} does not fit MS-Vid2Vid-XL's down/up path (latent height even at every level but "
@@ -117,7 +121,7 @@ def main():
     del eps
 
     lapse = subprocess.Popen([binary, "vid2vid", weights, io], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                             bufsize=1, env={**os.environ, "OPENBLAS_NUM_THREADS": str(threads)})
+                             bufsize=1, env={**openblas_environment(lapse_binary), "OPENBLAS_NUM_THREADS": str(threads)})
     while True:
         line = lapse.stdout.readline()
         if not line:
@@ -144,10 +148,7 @@ def main():
         print(line.rstrip())
     if lapse.wait() != 0:
         sys.exit("UNetBenchmark failed")
-    ratios = [l / t for l, t in zip(lapse_times, torch_times)]
-    print(f"median over {pairs} pairs: torch {statistics.median(torch_times):.2f} s, lapse "
-          f"{statistics.median(lapse_times):.2f} s per evaluation (2 passes); median ratio lapse/torch "
-          f"{statistics.median(ratios):.3f}")
+    report(f"refiner evaluation (2 passes) {width}x{height} x{frames}", "PyTorch", torch_times, lapse_times)
 
 
 if __name__ == "__main__":

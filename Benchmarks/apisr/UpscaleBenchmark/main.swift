@@ -7,10 +7,12 @@ import LapseTensor
 ///
 ///   UpscaleBenchmark time <checkpoint> <side> [runs]           best forward time on a seeded [1, 3, side, side]
 ///   UpscaleBenchmark memory <checkpoint> <width> <height> <mb>  one tiled upscale (tile 0), peak RSS
+///   UpscaleBenchmark serve <checkpoint> <side>                  for Benchmarks/pairs.py: prints the machine and
+///       "ready", then one forward on the seeded input per "run" line on standard input, answering "time <seconds>"
 enum BenchmarkError: LocalizedError {
     case usage
     var errorDescription: String? {
-        "usage: UpscaleBenchmark time <checkpoint> <side> [runs] | memory <checkpoint> <width> <height> <max_memory_mb>"
+        "usage: UpscaleBenchmark time <checkpoint> <side> [runs] | memory <checkpoint> <width> <height> <max_memory_mb> | serve <checkpoint> <side>"
     }
 }
 
@@ -23,6 +25,9 @@ func peakRSSMiB() -> Double {
     }
     return .nan
 }
+
+/// Writes a line unbuffered: the driver reads it through a pipe while this process waits for its next command.
+func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
 
 func seconds(since start: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
 
@@ -44,6 +49,19 @@ func run() throws {
         }
         print(String(format: "lapse %@ x%d %dx%d: best of %d = %.3f s", network.architecture, network.scale, side, side,
                      runs, best))
+    case "serve":
+        guard let side = Int(args[3]) else { throw BenchmarkError.usage }
+        let input = TorchGenerator(seed: 0).rand([1, 3, side, side])
+        say("lapse: \(MachineInfo.current.summary); \(network.architecture) x\(network.scale) on \(side)x\(side)")
+        _ = try network.forward(input)  // warm-up, as the reference gets one
+        say("ready")
+        while let line = readLine() {
+            guard line == "run" else { continue }
+            let start = DispatchTime.now().uptimeNanoseconds
+            _ = try network.forward(input)
+            say(String(format: "time %.4f", seconds(since: start)))
+        }
+        say(String(format: "lapse: peak RSS %.0f MiB", peakRSSMiB()))
     case "memory":
         guard args.count >= 6, let width = Int(args[3]), let height = Int(args[4]), let mb = Int(args[5]) else {
             throw BenchmarkError.usage

@@ -6,14 +6,17 @@ import StreamingT2VPlugin
 
 /// Times SD1.5 UNet forwards on the weights Benchmarks/diffusion/unet.sh and motion.sh prepare.
 ///
-///     UNetBenchmark <config.json> <weights.safetensors> <latent-size> <batch> <repeats>
+///     UNetBenchmark <config.json> <weights.safetensors> <latent-size> <batch> <repeats | serve>
 ///         spatial UNet2DConditionModel; seeded inputs (TorchGenerator 0): sample [batch, 4, s, s],
-///         context [batch, 77, D], timestep 500.
+///         context [batch, 77, D], timestep 500. `serve`: "ready", then "time <seconds>" per "run" line on standard
+///         input (Benchmarks/pairs.py, driven by Benchmarks/diffusion/unet.sh).
 ///     UNetBenchmark motion <unet-config.json> <unet.safetensors> <motion.safetensors> <io.safetensors | latent-size>
-///                          <repeats> <across|per> [torch-seconds]
+///                          <repeats | serve> <across|per> [torch-seconds]
 ///         UNetMotionModel (AnimateDiff v3 adapter) with the GroupNorm mode given; inputs (`sample` [2, 4, 16, s, s],
 ///         `context` [2, 77, 768]) and torch's `eps` come from the io file, or are seeded at the given latent size
 ///         when no reference exists (memory runs). Prints times, agreement with torch, ratio and peak RSS.
+///         `serve` in place of a repeat count: prints "ready" and answers each "run" line on standard input with
+///         "time <seconds>" (Benchmarks/pairs.py, driven by Benchmarks/diffusion/motion.sh).
 ///     UNetBenchmark unet3d <config.json> <weights.safetensors> <io.safetensors>
 ///         ModelScope UNet3DConditionModel, driven by Benchmarks/diffusion/unet3d.sh: prints the machine line and
 ///         "ready", then runs one forward (`sample`, `context`, timestep 500 from the io file) per "run" line on
@@ -61,8 +64,9 @@ func fail(_ message: String, code: Int32) -> Never {
 }
 
 func runSpatial() throws {
-    guard args.count == 6, let size = Int(args[3]), let batch = Int(args[4]), let repeats = Int(args[5]) else {
-        fail("usage: UNetBenchmark <config.json> <weights.safetensors> <latent-size> <batch> <repeats>", code: 2)
+    let serving = args.count == 6 && args[5] == "serve"
+    guard args.count == 6, let size = Int(args[3]), let batch = Int(args[4]), let repeats = serving ? 0 : Int(args[5]) else {
+        fail("usage: UNetBenchmark <config.json> <weights.safetensors> <latent-size> <batch> <repeats | serve>", code: 2)
     }
     let config = try UNet2DConditionConfig.decode(json: Data(contentsOf: URL(fileURLWithPath: args[1])))
     let loadStart = Date()
@@ -73,6 +77,19 @@ func runSpatial() throws {
     let context = generator.randn([batch, 77, config.crossAttentionDim])
     var times: [Double] = []
     var checksum: Float = 0
+    if serving {
+        say("lapse: \(MachineInfo.current.summary); load \(String(format: "%.2f", load)) s")
+        say("ready")
+        while let line = readLine() {
+            guard line == "run" else { continue }
+            let start = Date()
+            let out = try unet(sample, timesteps: [500], context: context)
+            say(String(format: "time %.4f", Date().timeIntervalSince(start)))
+            checksum = out.scalars.reduce(0) { $0 + abs($1) } / Float(out.count)
+        }
+        say(String(format: "lapse: mean|eps| %.6f, peak RSS %.2f GiB", checksum, peakRSS()))
+        return
+    }
     for _ in 0..<repeats {
         let start = Date()
         let out = try unet(sample, timesteps: [500], context: context)
@@ -84,9 +101,10 @@ func runSpatial() throws {
 }
 
 func runMotion() throws {
-    guard args.count == 8 || args.count == 9, let repeats = Int(args[6]), repeats >= 1,
+    let serving = args.count > 6 && args[6] == "serve"
+    guard args.count == 8 || args.count == 9, let repeats = serving ? 0 : Int(args[6]), serving || repeats >= 1,
           let normMode: MotionNormMode = ["across": .acrossFrames, "per": .perFrame][args[7]] else {
-        fail("usage: UNetBenchmark motion <unet-config.json> <unet.safetensors> <motion.safetensors> <io.safetensors | latent-size> <repeats> <across|per> [torch-seconds]", code: 2)
+        fail("usage: UNetBenchmark motion <unet-config.json> <unet.safetensors> <motion.safetensors> <io.safetensors | latent-size> <repeats | serve> <across|per> [torch-seconds]", code: 2)
     }
     let config = try UNet2DConditionConfig.decode(json: Data(contentsOf: URL(fileURLWithPath: args[2])))
     let loadStart = Date()
@@ -119,6 +137,18 @@ func runMotion() throws {
 
     var times: [Double] = []
     var out = sample
+    if serving {
+        say("lapse: \(MachineInfo.current.summary)")
+        say("ready")
+        while let line = readLine() {
+            guard line == "run" else { continue }
+            let start = Date()
+            out = try model(sample, timesteps: [500, 500], context: context)
+            times.append(Date().timeIntervalSince(start))
+            say(String(format: "time %.4f", times.last!))
+        }
+        guard !times.isEmpty else { return }
+    }
     for _ in 0..<repeats {
         let start = Date()
         out = try model(sample, timesteps: [500, 500], context: context)
