@@ -196,11 +196,11 @@ public struct CLIPValue: Sendable {
 public struct LatentValue: Sendable {
     /// `[B, 4, F, h, w]`: batch, latent channels, frames, height/8, width/8 (F is 1 for still images).
     public var tensor: Tensor
-    /// Frame rate to give decoded frames (MagicTime saves at 8 fps).
+    /// Frame rate to give decoded frames: EmptyLatentVideo's `fps`, a loaded file's, or VAEEncode's source's.
     public var frameRate: Double
 
     /// Wraps a `[B, C, F, h, w]` latent tensor.
-    public init(tensor: Tensor, frameRate: Double = 8) {
+    public init(tensor: Tensor, frameRate: Double) {
         self.tensor = tensor
         self.frameRate = frameRate
     }

@@ -125,7 +125,7 @@ import DiffusionPlugin
 
     static func sampleInputs(unet: UNetValue, latent: Tensor, steps: Int = 2, scheduler: String = "ddim", guidance: Double = 7.5) -> NodeInputs {
         NodeInputs(["unet": .object(unet), "positive": .object(conditioning()), "negative": .object(conditioning()),
-                    "latent": .object(LatentValue(tensor: latent)), "seed": .int(5), "steps": .int(steps),
+                    "latent": .object(LatentValue(tensor: latent, frameRate: 8)), "seed": .int(5), "steps": .int(steps),
                     "guidance": .float(guidance), "scheduler": .string(scheduler), "eta": .float(0),
                     "beta_schedule": .string("scaled_linear"), "denoise": .float(1)])
     }

@@ -146,7 +146,7 @@ struct ParityToolsTests {
         let config = try UNet3DConditionConfig.decode(json: try UNet3DFixtures.configJSON("unet"))
         let unet = UNetValue(unet3D: config, weights: try UNet3DFixtures.unetWeights())
         let out = try Self.latent(try Self.run(PredictNoise(), [
-            "unet": .object(unet), "latent": .object(LatentValue(tensor: try UNet3DFixtures.io("sample"))),
+            "unet": .object(unet), "latent": .object(LatentValue(tensor: try UNet3DFixtures.io("sample"), frameRate: 8)),
             "positive": .object(Conditioning(embeddings: try UNet3DFixtures.io("context"), prompts: ["", ""])),
             "timestep": .float(481),
         ]))
@@ -194,7 +194,7 @@ struct ParityToolsTests {
         let unet = UNetValue(config: try UNet2DConditionConfig.decode(json: section.config), weights: section.weights,
                              motion: MotionWeights(config: try MotionAdapterConfig.decode(json: motion.config), weights: motion.weights))
         let out = try Self.latent(try Self.run(PredictNoise(), [
-            "unet": .object(unet), "latent": .object(LatentValue(tensor: try UNetVAEFixtures.io("motion_sample"))),
+            "unet": .object(unet), "latent": .object(LatentValue(tensor: try UNetVAEFixtures.io("motion_sample"), frameRate: 8)),
             "positive": .object(Conditioning(embeddings: try UNetVAEFixtures.io("motion_context"), prompts: [""])),
             "timestep": .float(Double(try UNetVAEFixtures.timesteps("motion_timesteps")[0])),
         ]))
@@ -210,10 +210,10 @@ struct ParityToolsTests {
         let config = try UNet3DConditionConfig.decode(json: try UNet3DFixtures.configJSON("unet"))
         let unet = Value.object(UNetValue(unet3D: config, weights: try UNet3DFixtures.unetWeights()))
         let context = Value.object(Conditioning(embeddings: try UNet3DFixtures.io("context"), prompts: ["", ""]))
-        let latent = Value.object(LatentValue(tensor: try UNet3DFixtures.io("sample")))
+        let latent = Value.object(LatentValue(tensor: try UNet3DFixtures.io("sample"), frameRate: 8))
         let channels = Self.message {
             _ = try Self.run(PredictNoise(), ["unet": unet, "positive": context, "timestep": .float(1),
-                                              "latent": .object(LatentValue(tensor: Tensor(zeros: [2, 3, 3, 8, 8])))])
+                                              "latent": .object(LatentValue(tensor: Tensor(zeros: [2, 3, 3, 8, 8]), frameRate: 8))])
         }
         #expect(channels.contains("latent") && channels.contains("[2, 3, 3, 8, 8]") && channels.contains("[B, 4, F, h, w]"), "\(channels)")
         let width = Self.message {

@@ -51,7 +51,7 @@ struct PersistableValuesTests {
     }
 
     @Test func malformedBytesAreRefused() throws {
-        let good = try LatentValue(tensor: Self.tensor([1, 4, 1, 2, 2], seed: 3)).persistentData()
+        let good = try LatentValue(tensor: Self.tensor([1, 4, 1, 2, 2], seed: 3), frameRate: 8).persistentData()
         #expect(throws: CacheEntryError.self) { try LatentValue.restore(from: good.dropLast()) }
         #expect(throws: CacheEntryError.self) { try LatentValue.restore(from: good + Data([0])) }
         // A shape claiming far more elements than the bytes hold is refused before anything is allocated.

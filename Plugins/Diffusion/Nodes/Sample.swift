@@ -25,7 +25,7 @@ public struct Sample: Node {
             InputSpec("latent", .latent, doc: "EmptyLatentVideo for text-to-video; encoded frames with denoise < 1"),
             InputSpec("seed", .int, default: .int(0), min: 0, doc: "torch.Generator(\"cpu\").manual_seed(seed) of the noise"),
             InputSpec("steps", .int, default: .int(25), min: 1, max: 1000, doc: "inference steps"),
-            InputSpec("guidance", .float, default: .float(8.5), min: 0, max: 100, doc: "classifier-free guidance scale (≤ 1 disables it)"),
+            InputSpec("guidance", .float, default: .float(7.5), min: 0, max: 100, doc: "classifier-free guidance scale (≤ 1 disables it); diffusers' default, graphs set their model's"),
             InputSpec("scheduler", .string, default: .string("ddim"), allowed: SchedulerKind.allCases.map(\.rawValue),
                       doc: "sampler"),
             InputSpec("eta", .float, default: .float(0), min: 0, max: 1, doc: "DDIM stochasticity (0: deterministic)"),
@@ -91,7 +91,7 @@ public struct Sample: Node {
 
         let model = try unet.makeModel()
         context.log("\(unet.kindDescription): \(batch)×\(frames) frames of "
-                    + "\(shape[3] * 8)×\(shape[4] * 8), \(steps - start) \(kind.rawValue) steps (scheduler config \(file.source), "
+                    + "\(shape[3])×\(shape[4]) latents, \(steps - start) \(kind.rawValue) steps (scheduler config \(file.source), "
                     + "\(config.betaSchedule.rawValue) betas), guidance \(guidance), seed \(seed)")
         // The same draws diffusers makes: prepare_latents' randn first, then (ancestral / η > 0) one randn per step.
         let generator = TorchGenerator(seed: UInt64(bitPattern: Int64(seed)))

@@ -16,6 +16,8 @@ public struct LoadLatent: Node {
         inputs: [
             InputSpec("path", .string, doc: ".safetensors file, e.g. written by SaveLatent or safetensors.torch.save_file"),
             InputSpec("key", .string, default: .string("latent"), doc: "name of the tensor in the file"),
+            InputSpec("fps", .float, default: .float(8), min: 0.1, max: 240,
+                      doc: "frame rate of the decoded video when the file's metadata names none (SaveLatent's files do)"),
         ],
         outputs: [OutputSpec("latent", .latent, doc: "[B, C, F, h, w] float32 latents, as the UNet sees them")],
         inputFileParams: ["path"])
@@ -34,7 +36,7 @@ public struct LoadLatent: Node {
             throw NodeError.invalidValue(port: "key", reason: "tensor \"\(key)\" of \(path) has shape \(s); latents are "
                                          + "[B, C, F, h, w] (video, diffusers' layout) or [B, C, h, w] (one image)")
         }
-        var frameRate = 8.0
+        var frameRate = inputs.has("fps") ? try inputs.float("fps") : 8
         if let text = loaded.metadata[Self.frameRateKey], let fps = Double(text), fps.isFinite, fps > 0 { frameRate = fps }
         context.log("\((path as NSString).lastPathComponent) [\(key)]: latents \(tensor.shape) (\(loaded.dtype))")
         return NodeOutputs("latent", .latent, LatentValue(tensor: tensor, frameRate: frameRate))
