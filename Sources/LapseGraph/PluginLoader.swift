@@ -87,6 +87,9 @@ public enum PluginLoader {
     /// A LapseGraph symbol whose address tells whether a library brought its own copy: the metadata accessor of
     /// `PluginRegistrar`, the type every entry point receives (it lives in this file, so it cannot move unseen).
     static let typeIdentitySymbol = "$s10LapseGraph15PluginRegistrarCMa"
+    /// Core types a library may carry a copy of besides LapseGraph's: `Frames` (LapseTensor's metadata accessor), the
+    /// type most plugins pass across the boundary.
+    static let coreCopySymbols = [typeIdentitySymbol, "$s11LapseTensor6FramesCMa"]
     /// The core library `swift build` puts next to every plugin (the `LapsePluginAPI` product): not a plugin, so a
     /// plugin folder may be a package's build folder as it is.
     public static let coreLibraryNames: Set<String> = ["libLapsePluginAPI.so", "libLapsePluginAPI.dylib"]
@@ -150,18 +153,22 @@ public enum PluginLoader {
     /// copy, with the same mismatch.
     static func typeIdentityProblem(handle: UnsafeMutableRawPointer, path: String) -> String? {
         let host = dlsym(nil, typeIdentitySymbol)
+        let library = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        // Any core type defined in the library's own image means it linked the core statically.
+        for symbol in coreCopySymbols {
+            guard let found = dlsym(handle, symbol), let definer = imagePath(containing: found) else { continue }
+            if URL(fileURLWithPath: definer).resolvingSymlinksInPath().path == library {
+                return """
+                    contains its own copy of LapseGraph, so its types would not match the host's; link the core's \
+                    dynamic LapsePluginAPI product instead (see docs/writing-nodes.md)
+                    """
+            }
+        }
         guard let found = dlsym(handle, typeIdentitySymbol) else {
             // Defined neither in the library nor in its dependencies: it can only bind to the host's copy.
             return host == nil ? "needs LapseGraph, which this program does not export" : nil
         }
         let definer = imagePath(containing: found)
-        if let definer, URL(fileURLWithPath: definer).resolvingSymlinksInPath().path
-            == URL(fileURLWithPath: path).resolvingSymlinksInPath().path {
-            return """
-                contains its own copy of LapseGraph, so its types would not match the host's; link the core's \
-                dynamic LapsePluginAPI product instead (see docs/writing-nodes.md)
-                """
-        }
         if host == nil {
             return """
                 would bind to the LapseGraph in \(definer ?? "one of its dependencies"), as this program does not \
