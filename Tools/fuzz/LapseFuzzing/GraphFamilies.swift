@@ -92,7 +92,7 @@ extension FuzzFamilies {
     /// Entries of `--cache-dir`, as a later run reads them back (checksum, key, value decoding).
     static let cache = FuzzFamily(
         name: "cache", summary: "--cache-dir entries: header, checksum, key and value decoding",
-        dictionary: ["lapse-cache-v2 ", "\"kind\"", "\"int\"", "\"float\"", "\"bits\"", "\"object\"", "\"tag\"", "\"data\""],
+        dictionary: ["lapse-cache-v3 ", "\"kind\"", "\"int\"", "\"float\"", "\"bits\"", "\"object\"", "\"tag\"", "\"data\""],
         seeds: {
             let dir = NSTemporaryDirectory() + "lapse-fuzz-cache-seed-\(getpid())"
             defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -100,14 +100,16 @@ extension FuzzFamilies {
             let key = String(repeating: "ab", count: 32)
             try cache.store(NodeOutputs(["i": .int(-3), "f": .float(0.25), "b": .bool(true), "s": .string("x\u{1B}y")]),
                             for: key, nodeType: "Fuzz")
-            return [try Data(contentsOf: URL(fileURLWithPath: "\(dir)/ab/\(key).json"))]
+            guard let entry = cache.fileURL(for: key) else { throw CacheEntryRefused(path: dir, reason: "the seed entry has no file") }
+            return [try Data(contentsOf: entry)]
         },
         run: { input, scratch in
             let key = String(repeating: "ab", count: 32)
-            let folder = scratch + "/cache/ab"
-            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-            try input.write(to: URL(fileURLWithPath: "\(folder)/\(key).json"))
-            switch ResultCache(directory: URL(fileURLWithPath: scratch + "/cache")).lookup(key, registry: registry) {
+            let cache = ResultCache(directory: URL(fileURLWithPath: scratch + "/cache"))
+            guard let entry = cache.fileURL(for: key) else { return }
+            try FileManager.default.createDirectory(at: entry.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try input.write(to: entry)
+            switch cache.lookup(key, registry: registry) {
             case .hit, .miss: return
             case .corrupt(let path, let reason): throw CacheEntryRefused(path: path, reason: reason)
             }
