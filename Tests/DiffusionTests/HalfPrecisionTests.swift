@@ -65,33 +65,44 @@ import DiffusionPlugin
         return mse == 0 ? .infinity : 10 * log10(peak * peak / mse)
     }
 
+    /// The same kernels on widened weights: equal but for the last bits, because OpenBLAS may split one GEMM over
+    /// other thread counts while other suites run theirs (in-process runs then differ by ~1e-7 relative).
+    static func agree(_ a: Tensor, _ b: Tensor) -> Bool {
+        guard a.shape == b.shape else { return false }
+        let x = a.scalars, y = b.scalars
+        var worst: Float = 0, scale: Float = 1
+        for i in x.indices { worst = max(worst, abs(x[i] - y[i])); scale = max(scale, abs(y[i])) }
+        if worst > 1e-5 * scale { print("half-precision agreement: max|Δ| \(worst) against max|ref| \(scale)") }
+        return worst <= 1e-5 * scale
+    }
+
     @Test func float16UNetKeptAsFloat16MatchesWideningAtLoad() throws {
         let widened = try Self.runUNet(try Self.unet(.f16, .fp32))
         let kept = try Self.runUNet(try Self.unet(.f16, .auto))
         #expect(kept.shape == widened.shape)
-        #expect(kept.scalars == widened.scalars, "max difference \(zip(kept.scalars, widened.scalars).map { abs($0 - $1) }.max() ?? 0)")
+        #expect(Self.agree(kept, widened))
     }
 
     @Test func float16MotionModelKeptAsFloat16MatchesWideningAtLoad() throws {
         let widened = try Self.runMotion(try Self.motionModel(.f16, .fp32))
         let kept = try Self.runMotion(try Self.motionModel(.f16, .auto))
-        #expect(kept.scalars == widened.scalars)
+        #expect(Self.agree(kept, widened))
     }
 
     @Test func float16VAEKeptAsFloat16MatchesWideningAtLoad() throws {
         let latent = try UNetVAEFixtures.io("vae_latent")
         let widened = try Self.vae(.f16, .fp32).decode(latent)
         let kept = try Self.vae(.f16, .auto).decode(latent)
-        #expect(kept.scalars == widened.scalars)
+        #expect(Self.agree(kept, widened))
         let image = try UNetVAEFixtures.io("vae_image")
-        #expect(try Self.vae(.f16, .auto).encode(image).mean.scalars == (try Self.vae(.f16, .fp32).encode(image).mean.scalars))
+        #expect(Self.agree(try Self.vae(.f16, .auto).encode(image).mean, try Self.vae(.f16, .fp32).encode(image).mean))
     }
 
     /// `auto` leaves float32 files alone, so it is the default; `bf16` rounds float32 weights and costs accuracy,
     /// which these figures show on the parity sets (printed for docs/diffusion.md).
     @Test func bfloat16StorageAgainstFloat32() throws {
         let reference = try Self.runUNet(try Self.unet(.f32, .fp32))
-        #expect(try Self.runUNet(try Self.unet(.f32, .auto)).scalars == reference.scalars)
+        #expect(Self.agree(try Self.runUNet(try Self.unet(.f32, .auto)), reference))
         let bf16 = try Self.runUNet(try Self.unet(.f32, .bf16))
         let f16File = try Self.runUNet(try Self.unet(.f16, .auto))
         let unetBF16 = Self.psnr(bf16, reference), unetF16 = Self.psnr(f16File, reference)
@@ -146,9 +157,9 @@ import DiffusionPlugin
         #expect(conv16.storedWeight.residentBytes * 2 == conv32.storedWeight.residentBytes && conv16.kernel == 3 && conv16.padding == 1)
         #expect(convB.storedWeight.dtype == .bf16)
         let x = generator.rand([3, 16]), image = generator.rand([2, 16, 12, 12])
-        #expect(fc16(x).scalars == fc32(x).scalars)
-        #expect(proj16(x).scalars == proj32(x).scalars)
-        #expect(conv16(image, activation: .silu).scalars == conv32(image, activation: .silu).scalars)
+        #expect(Self.agree(fc16(x), fc32(x)))
+        #expect(Self.agree(proj16(x), proj32(x)))
+        #expect(Self.agree(conv16(image, activation: .silu), conv32(image, activation: .silu)))
         #expect(fc16.weight.scalars == fc32.weight.scalars)
         #expect(fcB(x).scalars != fc32(x).scalars)
         #expect(throws: Wording.Failure.self) { _ = try WeightReader(weights, wording: Wording()).layerWeight("fc.weight", [16, 24]) }
