@@ -5,4 +5,11 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 [ -f models/realesrgan/realesrgan-x4plus-anime.bin ] || ./scripts/fetch-assets.sh
+# Build first, one thing at a time: the example plugin package (Examples/SharpenPlugin, which its suite builds and tests
+# as an author would) compiles the core again in its own scratch folder, and doing that while the suite runs starves
+# the server tests on a 2-core machine. Built here, the suite's own builds of it are no-ops.
+swift build -c release --build-tests
+example=(-c release --package-path Examples/SharpenPlugin --scratch-path .build/examples/SharpenPlugin)
+swift build "${example[@]}" --build-tests
+swift build "${example[@]}" --product SharpenPlugin
 exec swift test -c release "$@"
