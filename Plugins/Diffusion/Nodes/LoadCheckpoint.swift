@@ -119,7 +119,7 @@ extension AutoencoderKLConfig {
     }
 }
 
-/// `LoadCheckpoint {path, config, vocab}` → `unet`, `clip`, `vae`.
+/// `LoadCheckpoint {path, config, vocab, precision}` → `unet`, `clip`, `vae`.
 public struct LoadCheckpoint: Node {
     public static let schema = NodeSchema(
         type: "LoadCheckpoint", category: "loaders",

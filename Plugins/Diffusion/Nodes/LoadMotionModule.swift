@@ -20,7 +20,7 @@ extension MotionAdapterConfig {
     }
 }
 
-/// `LoadMotionModule {path, config}` → `motion`.
+/// `LoadMotionModule {path, config, precision}` → `motion`.
 public struct LoadMotionModule: Node {
     public static let schema = NodeSchema(
         type: "LoadMotionModule", category: "loaders",

@@ -4,7 +4,7 @@ import LapseGraph
 import LapseTensor
 import LapseWeights
 
-/// `LoadStreamingT2V {path, base, image_encoder_config = ""}` → `unet`, `cam`, `apm`, `clip`, `vae`.
+/// `LoadStreamingT2V {path, base, image_encoder_config = "", precision = auto}` → `unet`, `cam`, `apm`, `clip`, `vae`.
 ///
 /// `path` is the released `streaming_t2v.ckpt`, a Lightning training checkpoint: only its `state_dict` is read, and
 /// only the storages that dictionary references (the optimizer state beside it, half of the 25 GB file, is never

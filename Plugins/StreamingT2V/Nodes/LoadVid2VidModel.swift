@@ -3,7 +3,7 @@ import Foundation
 import LapseGraph
 import LapseWeights
 
-/// `LoadVid2VidModel {unet, text_encoder = "", vae = "", vocab, config = ""}` → `unet`, `clip`, `vae`.
+/// `LoadVid2VidModel {unet, text_encoder = "", vae = "", vocab, config = "", precision = auto}` → `unet`, `clip`, `vae`.
 ///
 /// StreamingT2V's stage-3 refiner, MS-Vid2Vid-XL, from the files of damo/Video-to-Video as published: the
 /// generator `.pth` in modelscope's `Vid2VidSDUNet` key layout (`non_ema_0035000.pth`), OpenCLIP ViT-H-14's
