@@ -1,4 +1,5 @@
 import Foundation
+import LapseSupport
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -127,6 +128,15 @@ public enum PluginLoader {
             dlclose(handle)
             return [PluginError.missingEntryPoint(path: path)]
         }
+        // glibc matches a library by device and inode as well as by name: a new file that got the inode of a loaded
+        // library deleted since (a temporary folder, a reinstalled plugin) comes back as that old library.
+        if let loaded = imagePath(containing: symbol),
+           URL(fileURLWithPath: loaded).resolvingSymlinksInPath().path != URL(fileURLWithPath: path).resolvingSymlinksInPath().path {
+            return [PluginError.registration(path: path, reason: """
+                the dynamic linker returned the already loaded \(loaded) for it (same device and inode); \
+                restart the program to load this file
+                """)]
+        }
         if let problem = typeIdentityProblem(handle: handle, path: path) {
             return [PluginError.registration(path: path, reason: problem)]
         }
@@ -187,7 +197,10 @@ public enum PluginLoader {
         // Glibc's dladdr is a GNU extension Swift's Glibc module does not import; the kernel's map of this process
         // says the same: lines "start-end perms offset dev inode path", addresses in hex.
         let target = UInt(bitPattern: address)
-        guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return nil }
+        // Read to the end: Foundation's readers stop after the first 4 KB of a /proc file (its size reads as 0), and
+        // a busy process's table is far longer. As bytes: a mapped file whose name is not UTF-8 must not hide the rest.
+        guard let bytes = try? InputFile.read("/proc/self/maps") else { return nil }
+        let maps = String(decoding: bytes, as: UTF8.self)
         for line in maps.split(separator: "\n") {
             let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
             let range = fields.first?.split(separator: "-") ?? []

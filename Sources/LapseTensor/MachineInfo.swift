@@ -1,5 +1,6 @@
 import COpenBLAS
 import Foundation
+import LapseSupport
 
 /// The CPU this process runs on and the kernels OpenBLAS chose for it: what `lapse doctor` prints, what every
 /// benchmark figure is quoted with, and what decides whether OpenBLAS must be told its core.
@@ -25,8 +26,9 @@ public struct MachineInfo: Sendable {
         var info = MachineInfo(cpuModel: "unknown", family: nil, model: nil, flags: [],
                                openBLASCore: String(cString: openblas_get_corename()),
                                openBLASConfig: String(cString: openblas_get_config()))
-        if let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) {
-            info.parseCPUInfo(text)
+        // InputFile.read reads to the end; Foundation's readers stop after 4 KB of a /proc file.
+        if let bytes = try? InputFile.read("/proc/cpuinfo") {
+            info.parseCPUInfo(String(decoding: bytes, as: UTF8.self))
         }
         return info
     }

@@ -16,20 +16,23 @@ enum ExamplePlugin {
     static var library: URL { products.appendingPathComponent("libSharpenPlugin.so") }
 
     /// The package's own tests' output, once both commands have succeeded; built once per test process.
-    private static let outcome: Result<String, any Error> = Result {
+    /// `--disable-testable-imports` keeps `swift test` on the flags `swift build` uses (in release it otherwise adds
+    /// `-enable-testing`), so the two commands and scripts/test.sh's builds share one set of objects instead of
+    /// recompiling the core in turn.
+    private static let outcome = Task<String, any Error> {
         let common = ["-c", "release", "--package-path", package.path, "--scratch-path", scratch.path]
-        let tests = try swiftPM(["test"] + common)
-        try swiftPM(["build"] + common + ["--product", "SharpenPlugin"])
+        let tests = try await swiftPM(["test", "--disable-testable-imports"] + common)
+        try await swiftPM(["build"] + common + ["--product", "SharpenPlugin"])
         return tests
     }
 
     /// Builds (once) and returns the output of the package's tests.
     @discardableResult
-    static func build() throws -> String { try outcome.get() }
+    static func build() async throws -> String { try await outcome.value }
 
     /// Runs `swift ARGS`, its output captured in a log file (a pipe could fill up and stall a long build).
     @discardableResult
-    static func swiftPM(_ arguments: [String]) throws -> String {
+    static func swiftPM(_ arguments: [String]) async throws -> String {
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         let log = scratch.appendingPathComponent("lapse-tests-\(arguments[0]).log")
         FileManager.default.createFile(atPath: log.path, contents: nil)
@@ -40,8 +43,7 @@ enum ExamplePlugin {
         process.arguments = ["swift"] + arguments
         process.standardOutput = handle
         process.standardError = handle
-        try process.run()
-        process.waitUntilExit()
+        try await TestSupport.runToExit(process)
         let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
         guard process.terminationStatus == 0 else {
             throw NodeError.failed("swift \(arguments.joined(separator: " ")) failed (\(log.path)): \(output.suffix(3000))")
@@ -53,17 +55,18 @@ enum ExamplePlugin {
 /// The SwiftPM-built example plugin in `lapse` and `lapse serve`, and the loader's refusals.
 @Suite("External plugins built with SwiftPM")
 struct ExamplePluginTests {
-    @Test func thePackagesOwnTestsPass() throws {
-        let output = try ExamplePlugin.build()
+    @Test func thePackagesOwnTestsPass() async throws {
+        let output = try await ExamplePlugin.build()
         #expect(output.contains("Test run with 3 tests in 1 suite passed"), "\(output.suffix(2000))")
     }
 
     /// The plugin's undefined core symbols bind to this process's copy: a `Frames` made here goes in, a `Frames`
     /// that this process's cast accepts comes out, with the expected pixels.
-    @Test func loadsIntoThisProcessWithOneCopyOfTheCoreTypes() throws {
-        try ExamplePlugin.build()
+    @Test func loadsIntoThisProcessWithOneCopyOfTheCoreTypes() async throws {
+        try await ExamplePlugin.build()
         let dir = try TestSupport.makeTemporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
+        // Kept: the libraries stay loaded for the process's life, and a deleted one's inode, reused by a later
+        // test's new file, would make glibc hand back the old library for it.
         // An installed plugin folder: the plugin and the core library it links, plus two files that are not plugins.
         for name in ["libSharpenPlugin.so", "libLapsePluginAPI.so"] {
             try FileManager.default.copyItem(at: ExamplePlugin.products.appendingPathComponent(name),
@@ -92,13 +95,22 @@ struct ExamplePluginTests {
         let pixels = try result.collect()[0].image.scalars
         #expect(abs(pixels[12] - 0.9375) < 1e-6)
         #expect(abs(pixels[13] - 0.46875) < 1e-6)
+
+        // A second name for the loaded file (a hard link, as a deleted library's reused inode would be): glibc hands
+        // back the library already loaded, which the loader says rather than registering that one again.
+        let linked = try TestSupport.makeTemporaryDirectory()
+        let link = linked.appendingPathComponent("libSharpenLink.so")
+        try FileManager.default.linkItem(at: dir.appendingPathComponent("libSharpenPlugin.so"), to: link)
+        let again = PluginLoader.loadDirectory(linked, into: SyntheticNodes.registry()).map(\.localizedDescription)
+        #expect(again == ["plugin \(link.path): the dynamic linker returned the already loaded \(dir.path)/libSharpenPlugin.so for it (same device and inode); restart the program to load this file"])
     }
 
     /// A library that links the core statically carries its own LapseGraph: refused, with the way out.
-    @Test func aLibraryWithItsOwnCoreIsRefused() throws {
-        try ExamplePlugin.build()
+    @Test func aLibraryWithItsOwnCoreIsRefused() async throws {
+        try await ExamplePlugin.build()
         let dir = try TestSupport.makeTemporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: dir) }
+        // Kept: the libraries stay loaded for the process's life, and a deleted one's inode, reused by a later
+        // test's new file, would make glibc hand back the old library for it.
         // The plugin's object file linked together with the objects SwiftPM put in libLapsePluginAPI.so (its link
         // lists), as a plugin that depended on the static LapseGraph product would be.
         var objects: [String] = []
@@ -116,12 +128,12 @@ struct ExamplePluginTests {
 
     /// The `lapse` executable loads the plugin straight from the package's build folder and runs a graph that passes
     /// frames from a core node through the plugin into another core node; two copies of a plugin clash by name.
-    @Test func lapseRunsAGraphThroughThePlugin() throws {
-        try ExamplePlugin.build()
+    @Test func lapseRunsAGraphThroughThePlugin() async throws {
+        try await ExamplePlugin.build()
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let graph = try writeGraph(#"{"version": 1, "nodes": {"f": {"type": "DebugFrames", "params": {"count": 4}}, "s": {"type": "Sharpen", "inputs": {"frames": "f"}, "params": {"amount": 2}}, "out": {"type": "DebugFrameSink", "inputs": {"frames": "s"}}}}"#, in: dir)
-        let run = try LapseProcess.run(["run", graph, "--plugin-path", ExamplePlugin.products.path, "--events", "plain"])
+        let run = try await LapseProcess.run(["run", graph, "--plugin-path", ExamplePlugin.products.path, "--events", "plain"])
         #expect(run.code == 0, "\(run.err)")
         #expect(run.err.contains("out: 4 frames"), "\(run.err)")
         #expect(!run.err.contains("warning"), "libLapsePluginAPI.so is not taken for a plugin: \(run.err)")
@@ -131,14 +143,14 @@ struct ExamplePluginTests {
         for (name, copyName) in [("libSharpenPlugin.so", "libSharpenCopy.so"), ("libLapsePluginAPI.so", "libLapsePluginAPI.so")] {
             try FileManager.default.copyItem(at: ExamplePlugin.products.appendingPathComponent(name), to: copy.appendingPathComponent(copyName))
         }
-        let clash = try LapseProcess.run(["run", graph, "--plugin-path", ExamplePlugin.products.path, "--plugin-path", copy.path])
+        let clash = try await LapseProcess.run(["run", graph, "--plugin-path", ExamplePlugin.products.path, "--plugin-path", copy.path])
         #expect(clash.code == 2)
         #expect(clash.err.contains(#"node type "Sharpen" is registered twice: by \#(ExamplePlugin.library.path) and by \#(copy.path)/libSharpenCopy.so"#), "\(clash.err)")
     }
 
     /// `lapse serve --plugin-path` lists the plugin's node in `GET /nodes`, naming the library it came from.
-    @Test func lapseServeListsThePluginNode() throws {
-        try ExamplePlugin.build()
+    @Test func lapseServeListsThePluginNode() async throws {
+        try await ExamplePlugin.build()
         let workspace = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: workspace) }
         let (process, out, _) = try LapseProcess.spawn(["serve", "--port", "0", "--workspace", workspace.path,
@@ -191,7 +203,7 @@ enum LapseProcess {
 
     /// Runs `lapse ARGS` to the end; returns the exit code and both outputs (through files, so neither can fill up
     /// a pipe and stall the child).
-    static func run(_ arguments: [String]) throws -> (code: Int32, out: String, err: String) {
+    static func run(_ arguments: [String]) async throws -> (code: Int32, out: String, err: String) {
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let outURL = dir.appendingPathComponent("out"), errURL = dir.appendingPathComponent("err")
@@ -201,8 +213,7 @@ enum LapseProcess {
         let process = try make(arguments)
         process.standardOutput = out
         process.standardError = err
-        try process.run()
-        process.waitUntilExit()
+        try await TestSupport.runToExit(process)
         return (process.terminationStatus, try String(contentsOf: outURL, encoding: .utf8), try String(contentsOf: errURL, encoding: .utf8))
     }
 }

@@ -31,7 +31,7 @@ struct BrowserTests {
         // then for the job's description and the image to load.
         let arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
                          "--user-data-dir=\(profile.path)", "--virtual-time-budget=900000", "--dump-dom", url]
-        let dom = try await HTTPTestClient.blocking { () throws -> String in
+        let dom = try await TestSupport.offPool { () throws -> String in
             let process = Process()
             process.executableURL = URL(fileURLWithPath: chromiumPath!)
             process.arguments = arguments

@@ -86,7 +86,7 @@ struct ServeCommandTests {
         let env = CLIEnvironment(console: console, makeRegistry: { SyntheticNodes.registry() }, environment: [:],
                                  currentDirectory: server.workspace)
         let port = server.port
-        let status = try await HTTPTestClient.blocking { LapseCLI.run(["serve", "--port", String(port)], environment: env) }
+        let status = try await TestSupport.offPool { LapseCLI.run(["serve", "--port", String(port)], environment: env) }
         #expect(status == ExitStatus.runtimeError)
         #expect(console.standardError.contains("cannot serve on 127.0.0.1:\(port)") && console.standardError.contains("in use"),
                 "\(console.standardError)")

@@ -397,7 +397,7 @@ struct ServerQueueTests {
         let id = try await server.submit(writeGraph(steps: 1500))
         let port = server.port
         for _ in 0..<3 {
-            let seen = try await HTTPTestClient.blocking { () throws -> String in
+            let seen = try await TestSupport.offPool { () throws -> String in
                 let fd = try HTTPTestClient.connect(port: port)
                 defer { close(fd) }  // gone half-way through the stream
                 try HTTPTestClient.send(fd, HTTPTestClient.head(method: "GET", path: "/jobs/\(id)/events", headers: [:], bodyLength: nil))

@@ -107,7 +107,7 @@ struct StreamingT2VGraphTests {
 
     /// `lapse run … --cache-dir D` killed with SIGKILL after its first finished chunk continues from there when run
     /// again, and writes the same video as a run that was never interrupted.
-    @Test func killedRunResumesFromTheLastFinishedChunk() throws {
+    @Test func killedRunResumesFromTheLastFinishedChunk() async throws {
         let dir = try TestSupport.makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let lapse = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
@@ -116,7 +116,8 @@ struct StreamingT2VGraphTests {
         let graph = Self.repoRoot.appendingPathComponent("graphs/streamingt2v-preview.json").path
         let cache = dir.appendingPathComponent("cache")
 
-        func run(output: String, cache: URL?, killAfterChunk: Int? = nil) throws -> (Int32, String) {
+        // Each run takes a while: it waits on a thread of its own, not on one of the suite's few pool threads.
+        @Sendable func run(output: String, cache: URL?, killAfterChunk: Int? = nil) throws -> (Int32, String) {
             let process = Process()
             process.executableURL = lapse
             var arguments = ["run", graph]
@@ -144,14 +145,14 @@ struct StreamingT2VGraphTests {
         }
 
         let reference = dir.appendingPathComponent("reference.mp4").path
-        let (code, message) = try run(output: reference, cache: nil)
+        let (code, message) = try await TestSupport.offPool { try run(output: reference, cache: nil) }
         try #require(code == 0, "uninterrupted run failed: \(message)")
 
         let resumed = dir.appendingPathComponent("resumed.mp4").path
-        let (killed, _) = try run(output: resumed, cache: cache, killAfterChunk: 1)
+        let (killed, _) = try await TestSupport.offPool { try run(output: resumed, cache: cache, killAfterChunk: 1) }
         #expect(killed != 0, "the run was not killed mid-way")
         #expect(!FileManager.default.fileExists(atPath: resumed), "a killed run left an output file")
-        let (again, againMessage) = try run(output: resumed, cache: cache)
+        let (again, againMessage) = try await TestSupport.offPool { try run(output: resumed, cache: cache) }
         try #require(again == 0, "resumed run failed: \(againMessage)")
         #expect(againMessage.contains("chunk 1/4: taken from the work folder"), "\(againMessage)")
         // The containers differ in their creation time only; the encoded pictures must not.
