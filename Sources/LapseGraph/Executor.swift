@@ -38,13 +38,18 @@ public struct ExecutionOptions: Sendable {
     public var cache: ResultCache?
     public var events: any RunEventSink
     public var cancellation: CancellationToken
+    /// Keep every node's outputs to the end of the run, for `RunSummary.outputs` (tests that inspect intermediate
+    /// values). By default an output is dropped once every node reading it has finished, so a text encoder no longer
+    /// needed is freed before sampling starts and a UNet before decoding.
+    public var keepsIntermediateResults: Bool
 
     public init(maxConcurrency: Int = 2, cache: ResultCache? = nil, events: any RunEventSink = QuietRenderer(),
-                cancellation: CancellationToken = CancellationToken()) {
+                cancellation: CancellationToken = CancellationToken(), keepsIntermediateResults: Bool = false) {
         self.maxConcurrency = max(1, maxConcurrency)
         self.cache = cache
         self.events = events
         self.cancellation = cancellation
+        self.keepsIntermediateResults = keepsIntermediateResults
     }
 }
 
@@ -54,7 +59,8 @@ public struct RunSummary: Sendable {
     public var executed: [String]
     /// Nodes whose result came from the cache.
     public var cached: [String]
-    /// Outputs of every node that ran or was taken from the cache.
+    /// Outputs of every node that ran or was taken from the cache; without
+    /// `ExecutionOptions.keepsIntermediateResults`, less the outputs that nodes read (and so released).
     public var outputs: [String: NodeOutputs]
     /// Cache key of every required node.
     public var keys: [String: String]
@@ -284,6 +290,8 @@ private final class Scheduler: @unchecked Sendable {
         var finished = 0
         var remaining: [String: Int]
         var results: [String: NodeOutputs] = [:]
+        /// Links still to be read, by upstream node and output port: at 0 the value is dropped from `results`.
+        var unreadLinks: [String: [String: Int]] = [:]
         var executed: [String] = []
         var cached: [String] = []
         var failure: (any Error)?
@@ -316,6 +324,9 @@ private final class Scheduler: @unchecked Sendable {
         initial.ready = order.filter { plan.runs.contains($0) && remaining[$0] == 0 }
         initial.results = plan.hits
         initial.cached = plan.notRun
+        for id in order where plan.runs.contains(id) {
+            for link in graph.nodes[id]!.links { initial.unreadLinks[link.nodeID, default: [:]][link.output, default: 0] += 1 }
+        }
         state = Mutex(initial)
     }
 
@@ -381,6 +392,16 @@ private final class Scheduler: @unchecked Sendable {
             switch result {
             case .success(let (outputs, wasCached)):
                 state.results[id] = outputs
+                if !executor.options.keepsIntermediateResults {
+                    // This node has read its inputs: what nothing else will read goes (the node's own copies of
+                    // them went with its thread).
+                    for link in graph.nodes[id]!.links {
+                        state.unreadLinks[link.nodeID]![link.output]! -= 1
+                        if state.unreadLinks[link.nodeID]![link.output]! == 0 {
+                            state.results[link.nodeID]?.values[link.output] = nil
+                        }
+                    }
+                }
                 if wasCached { state.cached.append(id) } else { state.executed.append(id) }
                 state.finished += 1
                 for d in dependents[id] ?? [] {

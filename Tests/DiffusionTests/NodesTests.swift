@@ -144,6 +144,31 @@ import DiffusionPlugin
         #expect(frames[0].scalars != frames[1].scalars)
     }
 
+    /// Guidance in two UNet passes gives the joint pass's latents (but for summation order); `auto` splits only
+    /// past 64 MiB of first-block activation; anything else is refused naming the param.
+    @Test func guidanceInTwoPassesMatchesTheJointBatch() throws {
+        let loaded = try Self.shared.get()
+        func sampled(_ batching: String) throws -> Tensor {
+            var values = Self.sampleInputs(unet: loaded.unet, latent: Tensor(zeros: [1, 4, 2, 8, 8]), steps: 3).values
+            values["guidance_batch"] = .string(batching)
+            let out = try Sample().run(NodeInputs(values), context: TestNodeContext())
+            guard case .object(let l)? = out.values["latent"], let latent = l as? LatentValue else { throw NodeError.failed("no latent") }
+            return latent.tensor
+        }
+        let joint = try sampled("joint"), split = try sampled("split")
+        let scale = joint.scalars.map(abs).max() ?? 1
+        let worst = zip(joint.scalars, split.scalars).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(worst <= 1e-5 * scale, "max |joint − split| \(worst), max |joint| \(scale)")
+        let auto = try sampled("auto")
+        #expect(zip(auto.scalars, joint.scalars).allSatisfy { abs($0 - $1) <= 1e-5 * scale }, "tiny latents stay joint")
+
+        #expect(!GuidanceBatching.auto.splits(latentShape: [1, 4, 16, 32, 32], firstBlockChannels: 320), "256² × 16: 42 MB")
+        #expect(GuidanceBatching.auto.splits(latentShape: [1, 4, 16, 64, 64], firstBlockChannels: 320), "512² × 16: 168 MB")
+        #expect(GuidanceBatching.split.splits(latentShape: [1, 4, 1, 8, 8], firstBlockChannels: 32))
+        let text = Self.message { _ = try sampled("halves") }
+        #expect(text.contains("guidance_batch") && text.contains("\"halves\" is not auto, joint or split"), "\(text)")
+    }
+
     @Test func sampleStopsBetweenStepsWhenCancelled() throws {
         let loaded = try Self.shared.get()
         let ctx = TestNodeContext()

@@ -87,7 +87,8 @@ enum MagicTimeTinyModels {
         let registry = try MagicTimeTinyModels.registry()
         let validated = try GraphValidator(registry: registry, baseDirectory: Self.repoRoot)
             .validate(data: data, name: graph, overrides: overrides).get()
-        return (try Executor(registry: registry).run(validated), paths, output)
+        // The tests read intermediate values (the sampled latents, the decoded stream) from the summary.
+        return (try Executor(registry: registry, options: ExecutionOptions(keepsIntermediateResults: true)).run(validated), paths, output)
     }
 
     @Test func magictimeGraphMatchesDiffusersAnimateDiffPipeline() throws {

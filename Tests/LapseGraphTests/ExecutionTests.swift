@@ -26,6 +26,27 @@ struct ExecutionTests {
         #expect(summary.executed.count == 4)
     }
 
+    /// An output is dropped once every node reading it has finished (x is read by y and, later, by sum: dropping
+    /// it after y would leave sum without its input); `keepsIntermediateResults` keeps them all for the summary.
+    @Test func outputsAreDroppedOnceEveryReaderHasFinished() throws {
+        func run(keeping: Bool) throws -> RunSummary {
+            let g = uniqueGroup()
+            let summary = try runGraph(graph(#"""
+                "out": {"type": "TestOutput", "inputs": {"value": "sum"}, "params": {"group": "\#(g)"}},
+                "sum": {"type": "TestAdd", "inputs": {"a": "x", "b": "y"}, "params": {"group": "\#(g)"}},
+                "x": {"type": "TestValue", "params": {"value": 2, "group": "\#(g)"}},
+                "y": {"type": "TestAdd", "inputs": {"a": "x"}, "params": {"b": 10, "group": "\#(g)"}}
+                """#), options: ExecutionOptions(keepsIntermediateResults: keeping))
+            #expect(SyntheticState.output(g) == 14)
+            return summary
+        }
+        let dropped = try run(keeping: false)
+        #expect(["x", "y", "sum"].allSatisfy { dropped.outputs[$0]?.values.isEmpty == true }, "\(dropped.outputs)")
+        let kept = try run(keeping: true)
+        #expect(kept.outputs["x"]?.values["value"].map { "\($0)" } == "\(Value.int(2))")
+        #expect(kept.outputs["sum"]?.values.isEmpty == false)
+    }
+
     @Test func independentBranchesOverlap() throws {
         let g = uniqueGroup()
         let text = graph(#"""

@@ -2,12 +2,13 @@ import Foundation
 import LapseGraph
 import LapseTensor
 
-/// `Sample {seed, steps, guidance, scheduler, eta, beta_schedule, scheduler_config, denoise}` ← `unet`, `positive`,
+/// `Sample {seed, steps, guidance, scheduler, eta, beta_schedule, scheduler_config, denoise, guidance_batch}` ← `unet`, `positive`,
 /// `negative`, `latent` → `latent`.
 ///
 /// Mirrors diffusers' `AnimateDiffPipeline` / MagicTime's `AnimationPipeline`: noise from
 /// `torch.Generator("cpu").manual_seed(seed)` as `randn([B, 4, F, h, w])` × `init_noise_sigma`, classifier-free
-/// guidance on the batch `[uncond, cond]` as `uncond + g·(cond − uncond)` (skipped when `g ≤ 1`). The scheduler is
+/// guidance as `uncond + g·(cond − uncond)` (skipped when `g ≤ 1`), on the batch `[uncond, cond]` or, for large
+/// latents, as two passes (`guidance_batch`, `GuidanceBatching`). The scheduler is
 /// built from `scheduler_config` as diffusers' `Kind.from_config` builds it: by default the config that came with the
 /// UNet's diffusers folder, else MagicTime's DDIM config (betas 0.00085…0.012 linear, `steps_offset` 1,
 /// `set_alpha_to_one`, no clipping).
@@ -36,6 +37,9 @@ public struct Sample: Node {
                           + "magictime; or a path to a diffusers scheduler_config.json"),
             InputSpec("denoise", .float, default: .float(1), min: 0, max: 1,
                       doc: "fraction of the schedule to run; < 1 starts from the input latents noised to that level"),
+            InputSpec("guidance_batch", .string, default: .string("auto"), allowed: GuidanceBatching.allCases.map(\.rawValue),
+                      doc: "joint: one UNet pass on [uncond, cond]; split: two passes, half the activation memory; "
+                          + "auto: split when one pass's widest activation would pass \(GuidanceBatching.splitAboveBytes >> 20) MiB (512² × 16 frames)"),
         ],
         outputs: [OutputSpec("latent", .latent, doc: "denoised latents")],
         inputFileParams: ["scheduler_config"])
@@ -89,10 +93,13 @@ public struct Sample: Node {
             return NodeOutputs("latent", .latent, input)  // denoise 0: nothing to do
         }
 
+        let useGuidance = guidance > 1
+        let batching = inputs.has("guidance_batch") ? try GuidanceBatching.parse(try inputs.string("guidance_batch")) : .auto
+        let split = useGuidance && batching.splits(latentShape: shape, firstBlockChannels: unet.config.blockOutChannels.first ?? 320)
         let model = try unet.makeModel()
         context.log("\(unet.kindDescription): \(batch)×\(frames) frames of "
                     + "\(shape[3])×\(shape[4]) latents, \(steps - start) \(kind.rawValue) steps (scheduler config \(file.source), "
-                    + "\(config.betaSchedule.rawValue) betas), guidance \(guidance), seed \(seed)")
+                    + "\(config.betaSchedule.rawValue) betas), guidance \(guidance)\(split ? " in two passes" : ""), seed \(seed)")
         // The same draws diffusers makes: prepare_latents' randn first, then (ancestral / η > 0) one randn per step.
         let generator = TorchGenerator(seed: UInt64(bitPattern: Int64(seed)))
         var latents: Tensor
@@ -101,19 +108,23 @@ public struct Sample: Node {
         } else {
             latents = try scheduler.addNoise(to: input.tensor, noise: generator.randn(shape), stepIndex: start)
         }
-        let useGuidance = guidance > 1
-        let context2 = useGuidance ? concat([uncond, cond], axis: 0) : cond
+        let jointContext = useGuidance && !split ? concat([uncond, cond], axis: 0) : cond
         let timesteps = scheduler.timesteps
         let total = steps - start
         for i in start..<steps {
             try context.checkCancellation()
             let scaled = try scheduler.scaleModelInput(latents, stepIndex: i)
-            let modelInput = useGuidance ? concat([scaled, scaled], axis: 0) : scaled
-            let prediction = try model(modelInput, timestep: timesteps[i], context: context2)
-            var eps = prediction
-            if useGuidance {
-                let parts = chunk(prediction, 2, axis: 0)
+            var eps: Tensor
+            if split {
+                // Two passes: the second starts after the first's activations are freed.
+                let unconditional = try model(scaled, timestep: timesteps[i], context: uncond)
+                let conditional = try model(scaled, timestep: timesteps[i], context: cond)
+                eps = unconditional + guidance * (conditional - unconditional)
+            } else if useGuidance {
+                let parts = chunk(try model(concat([scaled, scaled], axis: 0), timestep: timesteps[i], context: jointContext), 2, axis: 0)
                 eps = parts[0] + guidance * (parts[1] - parts[0])
+            } else {
+                eps = try model(scaled, timestep: timesteps[i], context: cond)
             }
             if unet.unet3D != nil, scheduler.usesNoise {
                 // diffusers' TextToVideoSDPipeline folds the frames into the batch for the scheduler step, so its
@@ -146,5 +157,38 @@ public struct Sample: Node {
                                          + "cross-attention width \(width) (is the text encoder from the same checkpoint?)")
         }
         return e.shape[0] == batch ? e : concat(Array(repeating: e, count: batch), axis: 0)
+    }
+}
+
+/// How `Sample` runs classifier-free guidance's two branches through the UNet.
+///
+/// One pass on the batch `[uncond, cond]` is what diffusers does; its activations are twice a single branch's, and at
+/// 16 frames of 512² the widest (the first block's, B·F × 320 × 64 × 64 floats) is 168 MB per tensor with dozens alive
+/// at once. Two passes give the same result but for summation order (no layer mixes samples of a batch) with
+/// half the activation memory, at the cost of reading (and, for 16-bit weights, widening) every weight twice a step.
+public enum GuidanceBatching: String, CaseIterable, Sendable {
+    case auto, joint, split
+
+    /// `auto` splits when one joint pass's first-block activation would be larger than this (64 MiB: 256² × 16
+    /// frames stays joint at 42 MB, 512² × 16 splits).
+    public static let splitAboveBytes = 64 << 20
+
+    /// The value of `guidance_batch`, or an error naming the choices.
+    static func parse(_ value: String) throws -> GuidanceBatching {
+        guard let parsed = GuidanceBatching(rawValue: value) else {
+            throw NodeError.invalidValue(port: "guidance_batch", reason: "\"\(value)\" is not auto, joint or split")
+        }
+        return parsed
+    }
+
+    /// Whether guidance on latents `[B, C, F, h, w]` runs as two passes.
+    public func splits(latentShape shape: [Int], firstBlockChannels: Int) -> Bool {
+        switch self {
+        case .joint: return false
+        case .split: return true
+        case .auto:
+            let jointBytes = 2 * shape.dropFirst(2).reduce(shape[0], *) * firstBlockChannels * MemoryLayout<Float>.size
+            return jointBytes > Self.splitAboveBytes
+        }
     }
 }
