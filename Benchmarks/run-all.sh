@@ -5,7 +5,8 @@
 # ratios and the spread) and prints RESULT lines; this collects them under the machine's CPU, vector extensions,
 # OpenBLAS core and kernel level. Full logs go to $LOG_DIR (default a fresh folder under /tmp).
 #
-#   Benchmarks/run-all.sh                     the default set below (about 30 min on 2 cores)
+#   Benchmarks/run-all.sh                     the default set below (about 30 min on 2 cores; tensor/bench.py times
+#                                             the UNet layers issue 12 names against PyTorch)
 #   ONLY="apisr/grl_dat.sh diffusion/unet.sh" Benchmarks/run-all.sh    a subset
 #   PAIRS=7 Benchmarks/run-all.sh             more pairs per workload (default 5)
 #   WITH_REFINER=1 Benchmarks/run-all.sh      adds the StreamingT2V refiner step at 448×208 × 4 (≈ 12 min more,
@@ -25,6 +26,7 @@ DEFAULT_SET=(
     "diffusion/unet.sh 32"
     "diffusion/motion.sh 32"
     "diffusion/unet3d.sh 32 16"
+    "tensor/bench.py"
 )
 [ -n "${WITH_REFINER:-}" ] && DEFAULT_SET+=("streamingt2v/refiner_step.sh 448 208 4")
 if [ -n "${ONLY:-}" ]; then
@@ -44,7 +46,9 @@ for entry in "${RUN[@]}"; do
     echo "== $entry  (log: $log)"
     start=$(date +%s)
     # bench.sh's memory and video parts are not ratios; run-all wants its ratios only.
-    if SKIP_VIDEO=1 SKIP_MEMORY=1 "Benchmarks/$script" "${words[@]:1}" > "$log" 2>&1; then
+    runner=("Benchmarks/$script")
+    [[ "$script" == *.py ]] && runner=("$PYTHON" "Benchmarks/$script")
+    if SKIP_VIDEO=1 SKIP_MEMORY=1 "${runner[@]}" "${words[@]:1}" > "$log" 2>&1; then
         echo "   done in $(( $(date +%s) - start )) s"
     else
         echo "   FAILED after $(( $(date +%s) - start )) s; last lines:"

@@ -2,8 +2,8 @@ import Foundation
 import LapseGraph
 import LapseTensor
 
-/// `Sample {seed, steps, guidance, scheduler, eta, beta_schedule, scheduler_config, denoise, guidance_batch}` ← `unet`, `positive`,
-/// `negative`, `latent` → `latent`.
+/// `Sample {seed, steps, guidance, scheduler, eta, beta_schedule, scheduler_config, denoise, guidance_batch}`
+/// ← `unet`, `positive`, `negative`, `latent` → `latent`.
 ///
 /// Mirrors diffusers' `AnimateDiffPipeline` / MagicTime's `AnimationPipeline`: noise from
 /// `torch.Generator("cpu").manual_seed(seed)` as `randn([B, 4, F, h, w])` × `init_noise_sigma`, classifier-free
