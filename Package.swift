@@ -112,7 +112,7 @@ let package = Package(
         .testTarget(name: "LapseTensorTests", dependencies: ["LapseTensor", "LapseTestSupport"], resources: [.copy("Fixtures")]),
         // Tensor-engine benchmark (run through Benchmarks/tensor/bench.py, which times PyTorch in the same run).
         .executableTarget(name: "TensorBenchmarks", dependencies: ["LapseTensor", "COpenBLAS"], path: "Benchmarks/tensor",
-                          exclude: ["bench.py"], swiftSettings: optimized),
+                          exclude: ["bench.py", "levels.py"], swiftSettings: optimized),
         .testTarget(name: "LapseWeightsTests", dependencies: ["LapseWeights", "LapseTensor", "LapseGraph", "TensorIOPlugin", "LapseTestSupport"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "LapseMediaTests", dependencies: ["LapseMedia", "MediaPlugin", "LapseGraph", "LapseTestSupport"]),
