@@ -106,6 +106,18 @@ public struct UNetValue: Sendable {
         return try UNet2DConditionModel(config: config, weights: weights)
     }
 
+    /// Batch and frame count of latents `shape` this UNet can take (`[B, inChannels, F, h, w]`, no more frames than
+    /// its motion modules' positions); the error names the `latent` port. Shared by the nodes that run the UNet.
+    public func latentSize(_ shape: [Int]) throws -> (batch: Int, frames: Int) {
+        guard shape.count == 5, shape[1] == config.inChannels else {
+            throw NodeError.invalidValue(port: "latent", reason: "the UNet takes [B, \(config.inChannels), F, h, w] latents, got \(shape)")
+        }
+        if let motion, shape[2] > motion.config.motionMaxSeqLength {
+            throw DiffusionNodeError.tooManyFrames(frames: shape[2], limit: motion.config.motionMaxSeqLength)
+        }
+        return (shape[0], shape[2])
+    }
+
     /// The runnable denoiser: the 3-D UNet, a video UNet when motion modules are attached, else the image UNet
     /// applied per frame.
     public func makeModel() throws -> VideoDenoiser {

@@ -63,9 +63,12 @@ public struct Weights: Sendable {
     }
 
     /// Opens a checkpoint and takes its model state dict (see `stateDict(from:)`); `stateDictKey` opens a
-    /// training checkpoint for the state dict under that top-level key only (see `CheckpointFile.open`).
-    public static func load(_ path: String, stateDictKey: String? = nil) throws -> Weights {
-        try stateDict(from: CheckpointFile.open(path, stateDictKey: stateDictKey))
+    /// training checkpoint for the state dict under that top-level key only (see `CheckpointFile.open`);
+    /// `precision` is how models built from them keep their layer weights.
+    public static func load(_ path: String, stateDictKey: String? = nil, precision: WeightPrecision = .fp32) throws -> Weights {
+        var weights = try stateDict(from: CheckpointFile.open(path, stateDictKey: stateDictKey))
+        weights.precision = precision
+        return weights
     }
 
     private mutating func insert(_ key: String, _ item: Item) {

@@ -45,8 +45,7 @@ public struct LoadMotionModule: Node {
                 throw DiffusionNodeError.badConfigFile(path: configPath, reason: "not a MotionAdapter config (\(error))")
             }
         }
-        var all = try Weights.load(path)
-        all.precision = try WeightPrecision.param(inputs)
+        let all = try Weights.load(path, precision: try WeightPrecision.param(inputs))
         let weights = MotionAdapter.diffusersWeights(from: all)
         guard !weights.isEmpty else {
             let sample = all.keys.prefix(3).joined(separator: ", ")

@@ -35,13 +35,7 @@ public struct PredictNoise: Node {
             throw NodeError.invalidValue(port: "timestep", reason: "\(timestep) is outside 0…\(trained), the model's training timesteps")
         }
         let shape = input.tensor.shape
-        guard shape.count == 5, shape[1] == unet.config.inChannels else {
-            throw NodeError.invalidValue(port: "latent", reason: "the UNet takes [B, \(unet.config.inChannels), F, h, w] latents, got \(shape)")
-        }
-        let batch = shape[0], frames = shape[2]
-        if let motion = unet.motion, frames > motion.config.motionMaxSeqLength {
-            throw DiffusionNodeError.tooManyFrames(frames: frames, limit: motion.config.motionMaxSeqLength)
-        }
+        let batch = try unet.latentSize(shape).batch
         let embeddings = try Sample.batched(positive.embeddings, batch: batch, port: "positive", width: unet.config.crossAttentionDim)
         try context.checkCancellation()
         let model = try unet.makeModel()

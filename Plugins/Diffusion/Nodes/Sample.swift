@@ -70,13 +70,7 @@ public struct Sample: Node {
         guard (0...1).contains(denoise) else { throw NodeError.invalidValue(port: "denoise", reason: "\(denoise) is outside 0…1") }
 
         let shape = input.tensor.shape
-        guard shape.count == 5, shape[1] == unet.config.inChannels else {
-            throw NodeError.invalidValue(port: "latent", reason: "latents must be [B, \(unet.config.inChannels), F, h, w], got \(shape)")
-        }
-        let batch = shape[0], frames = shape[2]
-        if let motion = unet.motion, frames > motion.config.motionMaxSeqLength {
-            throw DiffusionNodeError.tooManyFrames(frames: frames, limit: motion.config.motionMaxSeqLength)
-        }
+        let (batch, frames) = try unet.latentSize(shape)
         let cond = try Self.batched(positive.embeddings, batch: batch, port: "positive", width: unet.config.crossAttentionDim)
         let uncond = try Self.batched(negative.embeddings, batch: batch, port: "negative", width: unet.config.crossAttentionDim)
         guard cond.shape[1] == uncond.shape[1] else {

@@ -37,8 +37,7 @@ public struct LoadStreamingT2V: Node {
         let imageEncoderConfig = try inputs.string("image_encoder_config")
         let folder = try BaseFolder(path: base)
 
-        var all = try Weights.load(path, stateDictKey: "state_dict")
-        all.precision = try WeightPrecision.param(inputs)
+        let all = try Weights.load(path, stateDictKey: "state_dict", precision: try WeightPrecision.param(inputs))
         if !all.warnings.isEmpty { context.log(all.warnings.joined(separator: "; ")) }
         let baseWeights = all.scoped(StreamingT2VKeys.baseModel), camWeights = all.scoped(StreamingT2VKeys.cam)
         guard !camWeights.isEmpty, !baseWeights.isEmpty else {

@@ -44,8 +44,7 @@ public struct LoadVid2VidModel: Node {
         let textPath = try inputs.string("text_encoder"), vaePath = try inputs.string("vae")
 
         let precision = try WeightPrecision.param(inputs)
-        var unetWeights = try Weights.load(unetPath)
-        unetWeights.precision = precision
+        let unetWeights = try Weights.load(unetPath, precision: precision)
         try Self.expect(.vid2vidUNet, param: "unet", path: unetPath, weights: unetWeights)
         // Head width is the one size no tensor shape tells; the release's (64) unless a config says otherwise.
         let configPath = try inputs.string("config")
@@ -64,8 +63,7 @@ public struct LoadVid2VidModel: Node {
         if textPath.isEmpty {
             outputs.leaveEmpty("clip", reason: "LoadVid2VidModel was given no text_encoder; set its text_encoder param to OpenCLIP ViT-H-14's open_clip_pytorch_model.bin (docs/models.md)")
         } else {
-            var weights = try Weights.load(textPath)
-            weights.precision = precision
+            let weights = try Weights.load(textPath, precision: precision)
             try Self.expect(.openCLIP, param: "text_encoder", path: textPath, weights: weights)
             let tokenizer = try CLIPTokenizer(openCLIPVocabularyFile: URL(fileURLWithPath: try inputs.string("vocab")))
             let clip = try CLIPValue.openCLIPText(weights: weights, tokenizer: tokenizer)
@@ -76,8 +74,7 @@ public struct LoadVid2VidModel: Node {
         if vaePath.isEmpty {
             outputs.leaveEmpty("vae", reason: "LoadVid2VidModel was given no vae; set its vae param to SD2.1's v2-1_512-ema-pruned.ckpt (docs/models.md)")
         } else {
-            var weights = try Weights.load(vaePath)
-            weights.precision = precision
+            let weights = try Weights.load(vaePath, precision: precision)
             try Self.expect(.ldmVAE, param: "vae", path: vaePath, weights: weights)
             let vae = try VAEValue.ldmCheckpoint(weights)
             _ = try vae.makeModel()
