@@ -57,19 +57,19 @@ public enum DType: String, Sendable, CaseIterable, CustomStringConvertible {
     }
 }
 
-/// IEEE 754 binary16 → binary32, exact for every input including subnormals, infinities and NaN.
+/// IEEE 754 binary16 → binary32, exact for every input including subnormals, infinities and NaN payloads. Written
+/// without branches so widening loops (`DType.convert`, `HalfTensor.widen`) vectorise: normals rebias the exponent,
+/// subnormals are `mantissa × 2⁻²⁴`, infinities and NaN keep their bits.
 @inline(__always)
 func halfToFloat(_ h: UInt16) -> Float {
-    let sign = UInt32(h & 0x8000) << 16
-    let exp = UInt32(h >> 10) & 0x1F
-    let mant = UInt32(h & 0x3FF)
-    if exp == 0 {
-        // Subnormal (or zero): value = mant × 2^-24, exact in float32.
-        let v = Float(mant) * Float(bitPattern: 0x3380_0000)
-        return sign != 0 ? -v : v
-    }
-    if exp == 0x1F { return Float(bitPattern: sign | 0x7F80_0000 | (mant << 13)) }
-    return Float(bitPattern: sign | ((exp &+ 112) << 23) | (mant << 13))
+    let x = UInt32(h)
+    let sign = (x & 0x8000) << 16
+    let magnitude = x & 0x7FFF
+    let normal = (magnitude << 13) &+ 0x3800_0000
+    let special = (magnitude << 13) | 0x7F80_0000
+    let subnormal = (Float(Int32(bitPattern: magnitude)) * 0x1p-24).bitPattern
+    let bits = magnitude >= 0x7C00 ? special : (magnitude < 0x0400 ? subnormal : normal)
+    return Float(bitPattern: bits | sign)
 }
 
 /// binary32 → binary16 with round-to-nearest-even, used by the safetensors writer.
