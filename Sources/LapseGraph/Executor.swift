@@ -167,7 +167,7 @@ public struct Executor: Sendable {
 
     /// Runs one node (the plan already found no cached result for it). Called on a worker thread.
     fileprivate func execute(_ node: ResolvedNode, key: String, upstream: [String: NodeOutputs],
-                             ledger: RunLedger) throws -> (NodeOutputs, Bool) {
+                             ledger: RunLedger) throws -> NodeOutputs {
         let events = options.events
         let token = options.cancellation
         if token.isCancelled { throw CancellationError() }
@@ -216,7 +216,7 @@ public struct Executor: Sendable {
                                   log: { message in events.handle(.log(nodeID: id, message: message)) })
         }
         // `nodeFinished` comes from the ledger: at once, or for a stream once every node that may pull it is done.
-        return (outputs, false)
+        return outputs
     }
 }
 
@@ -381,16 +381,16 @@ private final class Scheduler: @unchecked Sendable {
     }
 
     /// Records a node's result, then starts what became ready (or signals the end of the run).
-    private func complete(_ id: String, _ result: Result<(NodeOutputs, Bool), any Error>) {
+    private func complete(_ id: String, _ result: Result<NodeOutputs, any Error>) {
         // Before the dependents start, so a node's `nodeFinished` precedes their `nodeStarted`.
         switch result {
-        case .success(let (outputs, wasCached)): ledger.returned(id, outputs: outputs, cached: wasCached)
+        case .success(let outputs): ledger.returned(id, outputs: outputs, cached: false)
         case .failure(let error): ledger.failed(id, error: error)
         }
         let finishedAll = state.withLock { state -> Bool in
             state.running -= 1
             switch result {
-            case .success(let (outputs, wasCached)):
+            case .success(let outputs):
                 state.results[id] = outputs
                 if !executor.options.keepsIntermediateResults {
                     // This node has read its inputs: what nothing else will read goes (the node's own copies of
@@ -402,7 +402,7 @@ private final class Scheduler: @unchecked Sendable {
                         }
                     }
                 }
-                if wasCached { state.cached.append(id) } else { state.executed.append(id) }
+                state.executed.append(id)
                 state.finished += 1
                 for d in dependents[id] ?? [] {
                     state.remaining[d]! -= 1
